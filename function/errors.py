@@ -1,0 +1,52 @@
+"""Surge's exceptions.
+
+Every error a job can end with carries an `ErrorCode`, which is what the client sees::
+
+    SurgeError
+     ├── JobError            permanent: the job gets an error result and is never retried
+     │    └── BadInput       the input itself is wrong (undecodable, too large, bad schema...)
+     └── TransientError      may succeed later: the message is negatively acked with a delay
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+__all__ = ["BadInput", "ErrorCode", "JobError", "SurgeError", "TransientError"]
+
+
+class ErrorCode(StrEnum):
+    """Stable error codes carried in `Result.error.code`."""
+
+    BAD_IMAGE = "bad_image"
+    UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
+    PAYLOAD_TOO_LARGE = "payload_too_large"
+    TOO_MANY_PIXELS = "too_many_pixels"
+    BAD_ENVELOPE = "bad_envelope"
+    UNKNOWN_FUNCTION = "unknown_function"
+    INPUT_NOT_FOUND = "input_not_found"
+    DEADLINE_EXCEEDED = "deadline_exceeded"
+    INFERENCE_FAILED = "inference_failed"
+    MAX_DELIVER_EXCEEDED = "max_deliver_exceeded"
+    NOT_READY = "not_ready"
+
+
+class SurgeError(Exception):
+    """Base of every Surge exception."""
+
+
+class JobError(SurgeError):
+    """A job that cannot succeed; its result is an error with `code` and `message`."""
+
+    def __init__(self, code: ErrorCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class BadInput(JobError):
+    """The job's input is wrong: terminate the message, never retry."""
+
+
+class TransientError(SurgeError):
+    """A failure that may pass (e.g. GPU out of memory): retry with a delay."""

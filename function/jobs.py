@@ -1,0 +1,324 @@
+"""Wire formats: job envelopes in, results out, and the parsing between bytes and models.
+
+A job arrives on `surge.jobs.<priority>.<function>` as one of:
+
+* raw image bytes, with `Content-Type: image/png|image/jpeg|image/webp` (or sniffed);
+* a JSON envelope (`Content-Type: application/json`), see `JobEnvelope`;
+* a CloudEvent, structured (`application/cloudevents+json`) or binary (`ce-*` headers).
+
+Parsing is pure: `parse_job()` takes subject, headers and payload and returns a
+`JobRequest` or raises `BadInput`; it never touches the network.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from function.errors import BadInput, ErrorCode
+from function.settings import JOBS_SUBJECT_PREFIX, Header, Priority
+
+__all__ = [
+    "SUPPORTED_IMAGE_TYPES",
+    "CloudEvent",
+    "DeadLetter",
+    "ErrorInfo",
+    "ImageOutput",
+    "JobEnvelope",
+    "JobRequest",
+    "JobStatus",
+    "ModelInfo",
+    "Output",
+    "Result",
+    "ScoresOutput",
+    "Timings",
+    "parse_job",
+    "parse_subject",
+]
+
+SUPPORTED_IMAGE_TYPES = ("image/png", "image/jpeg", "image/webp")
+CLOUDEVENTS_JSON = "application/cloudevents+json"
+_MAGIC = (
+    (b"\x89PNG\r\n\x1a\n", "image/png"),
+    (b"\xff\xd8\xff", "image/jpeg"),
+)
+
+
+class _Wire(BaseModel):
+    """Base for wire models: unknown fields are tolerated, never fatal."""
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+
+class JobStatus(StrEnum):
+    OK = "ok"
+    ERROR = "error"
+
+
+class ErrorInfo(_Wire):
+    code: ErrorCode
+    message: str
+
+
+class ModelInfo(_Wire):
+    name: str
+    version: str = Field(description="Content hash of the model file (first 16 hex of sha256).")
+    providers: list[str] = Field(default_factory=list)
+
+
+class Timings(_Wire):
+    """Where a job's time went, in milliseconds."""
+
+    queued_ms: float = 0.0
+    batch_size: int = 0
+    inference_ms: float = 0.0
+    total_ms: float = 0.0
+
+
+class ImageOutput(_Wire):
+    """An image output, inline (base64) or by Object Store reference when large."""
+
+    kind: Literal["image"] = "image"
+    content_type: str = "image/png"
+    width: int
+    height: int
+    data: str | None = Field(default=None, description="Base64 of the encoded image.")
+    ref: str | None = Field(default=None, description="Object name in the surge-blobs bucket.")
+
+    def payload(self) -> bytes:
+        """The encoded image bytes when inline; raise if only a reference is held."""
+        if self.data is None:
+            raise ValueError(f"output is stored by reference: {self.ref}")
+        return base64.b64decode(self.data)
+
+
+class ScoresOutput(_Wire):
+    kind: Literal["scores"] = "scores"
+    scores: dict[str, float]
+
+
+Output = Annotated[ImageOutput | ScoresOutput, Field(discriminator="kind")]
+
+
+class Result(_Wire):
+    """The one final result of a job, published to its reply subject and stored."""
+
+    job_id: str
+    status: JobStatus
+    function: str
+    error: ErrorInfo | None = None
+    outputs: dict[str, Output] = Field(default_factory=dict)
+    model: ModelInfo | None = None
+    timings: Timings = Field(default_factory=Timings)
+    trace_id: str | None = None
+    attempts: int = 1
+    finished_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+
+
+class JobEnvelope(_Wire):
+    """JSON job: inline base64 image, or a reference to an object in the surge-blobs bucket."""
+
+    job_id: str | None = None
+    function: str | None = None
+    image: str | None = Field(default=None, description="Base64-encoded image bytes.")
+    image_ref: str | None = Field(default=None, description="Object name in surge-blobs.")
+    content_type: str | None = None
+    outputs: list[str] | None = None
+    reply_to: str | None = None
+    deadline: datetime | None = None
+
+
+class CloudEvent(_Wire):
+    """CloudEvents 1.0 structured-mode event; `data` may be a `JobEnvelope` or base64 bytes."""
+
+    specversion: Literal["1.0"]
+    id: str
+    source: str
+    type: str
+    datacontenttype: str | None = None
+    subject: str | None = None
+    time: datetime | None = None
+    data: Any = None
+    data_base64: str | None = None
+
+
+class DeadLetter(_Wire):
+    """What lands on `surge.dead.<function>` after `max_deliver` attempts."""
+
+    job_id: str
+    function: str
+    original_subject: str
+    attempts: int
+    last_error: ErrorInfo
+    stream_sequence: int | None = None
+    headers: dict[str, str] = Field(default_factory=dict)
+    payload_b64: str = ""
+
+
+class JobRequest(BaseModel):
+    """A parsed job: everything the worker needs, with the input still encoded."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    job_id: str
+    function: str
+    priority: Priority
+    reply_to: str | None = None
+    deadline: datetime | None = None
+    outputs: tuple[str, ...] = ()
+    content_type: str | None = None
+    image: bytes | None = None
+    image_ref: str | None = None
+
+
+def parse_subject(subject: str) -> tuple[Priority, str]:
+    """Split `surge.jobs.<priority>.<function>` into its parts."""
+    prefix = JOBS_SUBJECT_PREFIX + "."
+    parts = subject[len(prefix) :].split(".") if subject.startswith(prefix) else []
+    if len(parts) != 2 or parts[0] not in Priority.__members__.values():
+        raise BadInput(ErrorCode.BAD_ENVELOPE, f"not a job subject: {subject!r}")
+    return Priority(parts[0]), parts[1]
+
+
+def derive_job_id(stream: str, sequence: int) -> str:
+    """A stable job id for a message published without one (same on every redelivery)."""
+    digest = hashlib.sha256(f"{stream}:{sequence}".encode()).hexdigest()
+    return f"j-{digest[:24]}"
+
+
+def sniff_image_type(data: bytes) -> str | None:
+    """Media type from magic bytes, or None."""
+    for magic, media in _MAGIC:
+        if data.startswith(magic):
+            return media
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "image/webp"
+    return None
+
+
+def _media(content_type: str | None) -> str | None:
+    return content_type.split(";")[0].strip().lower() if content_type else None
+
+
+def _b64(text: str, what: str) -> bytes:
+    try:
+        return base64.b64decode(text, validate=True)
+    except (ValueError, TypeError) as exc:
+        raise BadInput(ErrorCode.BAD_ENVELOPE, f"{what} is not valid base64") from exc
+
+
+def _deadline(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    try:
+        if value.replace(".", "", 1).isdigit():
+            return datetime.fromtimestamp(float(value), UTC)
+        parsed = datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise BadInput(ErrorCode.BAD_ENVELOPE, f"bad {Header.DEADLINE}: {value!r}") from exc
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _validate(model: type[_Wire], data: Any, what: str) -> Any:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "(root)"
+        raise BadInput(ErrorCode.BAD_ENVELOPE, f"{what}: {where}: {first['msg']}") from exc
+
+
+def _json(data: bytes, what: str) -> Any:
+    try:
+        return json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BadInput(ErrorCode.BAD_ENVELOPE, f"{what} is not valid JSON: {exc}") from exc
+
+
+def _from_envelope(env: JobEnvelope, base: dict[str, Any]) -> dict[str, Any]:
+    if (env.image is None) == (env.image_ref is None):
+        raise BadInput(ErrorCode.BAD_ENVELOPE, "envelope needs exactly one of image, image_ref")
+    for key in ("job_id", "function", "reply_to", "deadline"):
+        value = getattr(env, key)
+        if value is not None and base.get(key) is None:
+            base[key] = value
+    if env.outputs is not None:
+        base["outputs"] = tuple(env.outputs)
+    base["content_type"] = _media(env.content_type)
+    base["image"] = _b64(env.image, "image") if env.image is not None else None
+    base["image_ref"] = env.image_ref
+    return base
+
+
+def _from_cloudevent(
+    ce: CloudEvent, data: bytes | None, base: dict[str, Any]
+) -> dict[str, Any]:
+    base.setdefault("job_id", None)
+    base["job_id"] = base["job_id"] or ce.id
+    media = _media(ce.datacontenttype)
+    if data is None:
+        if ce.data_base64 is not None:
+            data = _b64(ce.data_base64, "data_base64")
+        elif isinstance(ce.data, dict):
+            return _from_envelope(_validate(JobEnvelope, ce.data, "CloudEvent data"), base)
+        else:
+            raise BadInput(ErrorCode.BAD_ENVELOPE, "CloudEvent carries no image data")
+    if media in ("application/json", None) and data[:1] == b"{":
+        env = _validate(JobEnvelope, _json(data, "CloudEvent data"), "CloudEvent data")
+        return _from_envelope(env, base)
+    base["content_type"] = media
+    base["image"] = data
+    return base
+
+
+def parse_job(
+    subject: str,
+    headers: Mapping[str, str] | None,
+    data: bytes,
+    *,
+    stream: str = "",
+    sequence: int = 0,
+    max_payload: int | None = None,
+) -> JobRequest:
+    """Turn one NATS message into a `JobRequest`; raise `BadInput` for anything malformed."""
+    headers = headers or {}
+    priority, function = parse_subject(subject)
+    if max_payload is not None and len(data) > max_payload:
+        raise BadInput(
+            ErrorCode.PAYLOAD_TOO_LARGE, f"payload is {len(data)} bytes, limit {max_payload}"
+        )
+    base: dict[str, Any] = {
+        "job_id": headers.get(Header.MSG_ID) or headers.get(Header.JOB_ID),
+        "function": function,
+        "priority": priority,
+        "reply_to": headers.get(Header.REPLY_TO),
+        "deadline": _deadline(headers.get(Header.DEADLINE)),
+        "outputs": tuple(o.strip() for o in headers.get(Header.OUTPUTS, "").split(",") if o),
+    }
+    media = _media(headers.get(Header.CONTENT_TYPE))
+    if Header.CE_SPECVERSION in headers:
+        attrs = {k[3:]: v for k, v in headers.items() if k.lower().startswith("ce-")}
+        attrs["datacontenttype"] = media
+        fields = _from_cloudevent(_validate(CloudEvent, attrs, "CloudEvent headers"), data, base)
+    elif media == CLOUDEVENTS_JSON or (media is None and data[:1] == b"{"):
+        doc = _json(data, "payload")
+        if isinstance(doc, dict) and "specversion" in doc:
+            fields = _from_cloudevent(_validate(CloudEvent, doc, "CloudEvent"), None, base)
+        else:
+            fields = _from_envelope(_validate(JobEnvelope, doc, "envelope"), base)
+    elif media == "application/json":
+        fields = _from_envelope(_validate(JobEnvelope, _json(data, "payload"), "envelope"), base)
+    else:
+        fields = {**base, "content_type": media, "image": data}
+    if not fields.get("job_id"):
+        fields["job_id"] = derive_job_id(stream, sequence)
+    if fields.get("image") is not None and not fields["image"]:
+        raise BadInput(ErrorCode.BAD_IMAGE, "empty image payload")
+    return JobRequest.model_validate(fields)

@@ -1,0 +1,150 @@
+"""Names shared by every part of Surge, and the worker's settings.
+
+This module is the one source of truth for stream, consumer, subject, header and
+environment-variable names. The scaler, the load generator and the manifests (checked
+by a test) all import or mirror these values; nothing else spells them out.
+
+Subjects::
+
+    surge.jobs.<priority>.<function>   jobs, on stream SURGE_JOBS (WorkQueue retention)
+    surge.results.<job id>             results, on stream SURGE_RESULTS (one per job id)
+    surge.dead.<function>              dead letters, on stream SURGE_DEAD
+    surge.heartbeat.<function>         worker state (core NATS, not stored)
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = [
+    "CONSUMER_PREFIX",
+    "DEAD_STREAM",
+    "DEAD_SUBJECT_PREFIX",
+    "DEFAULT_FUNCTION",
+    "ENV_PREFIX",
+    "FUNCTIONS",
+    "HEARTBEAT_SUBJECT_PREFIX",
+    "JOBS_STREAM",
+    "JOBS_SUBJECT_PREFIX",
+    "OBJECT_STORE_BUCKET",
+    "RESULTS_STREAM",
+    "RESULTS_SUBJECT_PREFIX",
+    "Header",
+    "Priority",
+    "WorkerSettings",
+    "consumer_name",
+    "dead_subject",
+    "heartbeat_subject",
+    "job_subject",
+    "result_subject",
+]
+
+ENV_PREFIX = "SURGE_"
+
+JOBS_STREAM = "SURGE_JOBS"
+JOBS_SUBJECT_PREFIX = "surge.jobs"
+RESULTS_STREAM = "SURGE_RESULTS"
+RESULTS_SUBJECT_PREFIX = "surge.results"
+DEAD_STREAM = "SURGE_DEAD"
+DEAD_SUBJECT_PREFIX = "surge.dead"
+HEARTBEAT_SUBJECT_PREFIX = "surge.heartbeat"
+OBJECT_STORE_BUCKET = "surge-blobs"
+CONSUMER_PREFIX = "surge"
+
+DEFAULT_FUNCTION = "remove-bg"
+FUNCTIONS = ("remove-bg", "nsfw", "tiny")
+
+
+class Priority(StrEnum):
+    """Job priority: a worker always fetches `high` before `normal`."""
+
+    HIGH = "high"
+    NORMAL = "normal"
+
+
+class Header:
+    """NATS header names Surge reads or writes."""
+
+    MSG_ID = "Nats-Msg-Id"
+    CONTENT_TYPE = "Content-Type"
+    REPLY_TO = "Surge-Reply-To"
+    DEADLINE = "Surge-Deadline"
+    OUTPUTS = "Surge-Outputs"
+    TRACEPARENT = "traceparent"
+    TRACESTATE = "tracestate"
+    JOB_ID = "Surge-Job-Id"
+    STATUS = "Surge-Status"
+    ERROR_CODE = "Surge-Error-Code"
+    LAST_ERROR = "Surge-Last-Error"
+    ATTEMPTS = "Surge-Attempts"
+    ORIGINAL_SUBJECT = "Surge-Original-Subject"
+    CE_SPECVERSION = "ce-specversion"
+
+
+def job_subject(priority: Priority | str, function: str) -> str:
+    """The subject a client publishes a job to."""
+    return f"{JOBS_SUBJECT_PREFIX}.{Priority(priority).value}.{function}"
+
+
+def result_subject(job_id: str) -> str:
+    """The results-stream subject that holds a job's final result."""
+    return f"{RESULTS_SUBJECT_PREFIX}.{job_id}"
+
+
+def dead_subject(function: str) -> str:
+    """The dead-letter subject for a function's jobs."""
+    return f"{DEAD_SUBJECT_PREFIX}.{function}"
+
+
+def heartbeat_subject(function: str) -> str:
+    """The subject workers of a function publish their state on."""
+    return f"{HEARTBEAT_SUBJECT_PREFIX}.{function}"
+
+
+def consumer_name(function: str, priority: Priority | str) -> str:
+    """Durable pull consumer name for one function and priority (filters are disjoint)."""
+    return f"{CONSUMER_PREFIX}-{function}-{Priority(priority).value}"
+
+
+ProviderName = Literal["tensorrt", "cuda", "cpu"]
+
+
+class WorkerSettings(BaseSettings):
+    """Everything a worker process can be configured with; env vars are `SURGE_<NAME>`."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
+
+    nats_url: str = "nats://127.0.0.1:4222"
+    function: str = DEFAULT_FUNCTION
+    model_dir: Path = Field(default=Path(".cache/surge/models"))
+    model_path: Path | None = None
+    task: str | None = Field(
+        default=None, description="'module:factory' for a custom task (pre/post-processing)."
+    )
+    providers: list[ProviderName] = Field(default_factory=lambda: ["tensorrt", "cuda", "cpu"])
+    intra_op_threads: int = Field(default=1, ge=0)
+    max_batch: int = Field(default=8, ge=1)
+    max_batch_wait_ms: float = Field(default=5.0, ge=0)
+    warmup_batch_sizes: list[int] | None = None
+    ack_wait_s: float = Field(default=60.0, gt=0)
+    max_deliver: int = Field(default=5, ge=1)
+    max_ack_pending: int = Field(default=256, ge=1)
+    nak_delay_s: float = Field(default=2.0, ge=0)
+    fetch_timeout_s: float = Field(default=1.0, gt=0)
+    max_payload_bytes: int = Field(default=32 * 1024 * 1024, ge=1)
+    max_pixels: int = Field(default=40_000_000, ge=1)
+    inline_output_limit: int = Field(default=768 * 1024, ge=0)
+    results_max_age_s: float = Field(default=24 * 3600.0, gt=0)
+    dedupe_window_s: float = Field(default=120.0, gt=0)
+    blob_ttl_s: float = Field(default=24 * 3600.0, gt=0)
+    drain_timeout_s: float = Field(default=30.0, gt=0)
+    heartbeat_interval_s: float = Field(default=1.0, gt=0)
+    http_host: str = "0.0.0.0"
+    http_port: int = 8080
+    log_level: str = "INFO"
+    otlp_endpoint: str | None = None
