@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -39,6 +40,8 @@ __all__ = [
     "Result",
     "ScoresOutput",
     "Timings",
+    "derive_job_id",
+    "is_valid_job_id",
     "parse_job",
     "parse_subject",
 ]
@@ -187,6 +190,14 @@ def parse_subject(subject: str) -> tuple[Priority, str]:
     return Priority(parts[0]), parts[1]
 
 
+_JOB_ID = re.compile(r"^[^\s.*>]{1,256}$")
+
+
+def is_valid_job_id(job_id: str) -> bool:
+    """A job id must be one NATS subject token: no dots, wildcards or white space."""
+    return bool(_JOB_ID.match(job_id))
+
+
 def derive_job_id(stream: str, sequence: int) -> str:
     """A stable job id for a message published without one (same on every redelivery)."""
     digest = hashlib.sha256(f"{stream}:{sequence}".encode()).hexdigest()
@@ -319,6 +330,11 @@ def parse_job(
         fields = {**base, "content_type": media, "image": data}
     if not fields.get("job_id"):
         fields["job_id"] = derive_job_id(stream, sequence)
+    if not is_valid_job_id(fields["job_id"]):
+        raise BadInput(
+            ErrorCode.BAD_ENVELOPE,
+            f"job id {fields['job_id']!r} must be 1-256 characters without '.', '*', '>' or spaces",
+        )
     if fields.get("image") is not None and not fields["image"]:
         raise BadInput(ErrorCode.BAD_IMAGE, "empty image payload")
     return JobRequest.model_validate(fields)

@@ -1,0 +1,167 @@
+"""A small client for publishing jobs and collecting results (used by the CLI and tests).
+
+    async with await SurgeClient.connect("nats://127.0.0.1:4222") as client:
+        inbox = await client.inbox()
+        job_id = await client.submit(Path("photo.png").read_bytes(), reply_to=inbox.subject)
+        results = await inbox.wait([job_id], timeout=30)
+
+Any NATS client can do the same: publish to `surge.jobs.<priority>.<function>` with
+`Nats-Msg-Id`, `Content-Type` and `Surge-Reply-To` headers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import time
+import uuid
+from collections.abc import Iterable
+from datetime import datetime
+from types import TracebackType
+
+import nats
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from nats.js.errors import NotFoundError
+from nats.js.object_store import ObjectStore
+from opentelemetry import trace
+
+from function.jobs import ImageOutput, JobEnvelope, Result, sniff_image_type
+from function.results import fetch_result
+from function.settings import DEFAULT_FUNCTION, OBJECT_STORE_BUCKET, Header, Priority, job_subject
+from function.telemetry import trace_headers
+
+__all__ = ["ResultInbox", "SurgeClient", "new_job_id"]
+
+_tracer = trace.get_tracer("surge.client")
+
+
+def new_job_id() -> str:
+    return uuid.uuid4().hex
+
+
+class ResultInbox:
+    """Collects results sent to one reply subject."""
+
+    def __init__(self, client: SurgeClient, subject: str) -> None:
+        self._client = client
+        self.subject = subject
+        self.results: dict[str, Result] = {}
+        self.received_at: dict[str, float] = {}
+        self._arrived = asyncio.Event()
+        self._sub: Subscription | None = None
+
+    async def _on_result(self, msg: Msg) -> None:
+        result = Result.model_validate_json(msg.data)
+        self.results.setdefault(result.job_id, result)
+        self.received_at.setdefault(result.job_id, time.monotonic())
+        self._arrived.set()
+
+    async def start(self) -> ResultInbox:
+        self._sub = await self._client.nc.subscribe(self.subject, cb=self._on_result)
+        await self._client.nc.flush()
+        return self
+
+    async def wait(self, job_ids: Iterable[str], timeout: float) -> dict[str, Result]:
+        """Results for `job_ids`; those not pushed in time are looked up in the store."""
+        wanted = set(job_ids)
+        deadline = time.monotonic() + timeout
+        while not wanted <= self.results.keys():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            self._arrived.clear()
+            try:
+                await asyncio.wait_for(self._arrived.wait(), min(remaining, 1.0))
+            except TimeoutError:
+                pass
+        for job_id in wanted - self.results.keys():
+            stored = await self._client.result(job_id)
+            if stored is not None:
+                self.results[job_id] = stored
+        return {j: self.results[j] for j in wanted if j in self.results}
+
+    async def close(self) -> None:
+        if self._sub is not None:
+            await self._sub.unsubscribe()
+
+
+class SurgeClient:
+    """Publishes jobs to JetStream and reads results."""
+
+    def __init__(self, nc: NATS, *, own_connection: bool = False) -> None:
+        self.nc = nc
+        self.js = nc.jetstream()
+        self._own = own_connection
+
+    @classmethod
+    async def connect(cls, url: str) -> SurgeClient:
+        return cls(await nats.connect(url, name="surge-client"), own_connection=True)
+
+    async def __aenter__(self) -> SurgeClient:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._own:
+            await self.nc.drain()
+
+    async def inbox(self) -> ResultInbox:
+        return await ResultInbox(self, self.nc.new_inbox()).start()
+
+    async def submit(
+        self,
+        image: bytes,
+        *,
+        function: str = DEFAULT_FUNCTION,
+        priority: Priority | str = Priority.NORMAL,
+        job_id: str | None = None,
+        content_type: str | None = None,
+        outputs: Iterable[str] = (),
+        reply_to: str | None = None,
+        deadline: datetime | None = None,
+    ) -> str:
+        """Publish one job (by Object Store reference when over the payload limit)."""
+        job_id = job_id or new_job_id()
+        content_type = content_type or sniff_image_type(image) or "application/octet-stream"
+        headers = {Header.MSG_ID: job_id, Header.CONTENT_TYPE: content_type}
+        if reply_to:
+            headers[Header.REPLY_TO] = reply_to
+        if deadline:
+            headers[Header.DEADLINE] = deadline.isoformat()
+        if outputs:
+            headers[Header.OUTPUTS] = ",".join(outputs)
+        payload = image
+        if len(image) > self.nc.max_payload - 4096:
+            ref = f"inputs/{job_id}"
+            store = await self._blobs()
+            await store.put(ref, image)
+            envelope = JobEnvelope(image_ref=ref, content_type=content_type)
+            payload = envelope.model_dump_json(exclude_none=True).encode()
+            headers[Header.CONTENT_TYPE] = "application/json"
+        subject = job_subject(priority, function)
+        with _tracer.start_as_current_span("surge.submit", kind=trace.SpanKind.PRODUCER) as span:
+            span.set_attribute("surge.job_id", job_id)
+            headers.update(trace_headers())
+            await self.js.publish(subject, payload, headers=headers)
+        return job_id
+
+    async def _blobs(self) -> ObjectStore:
+        try:
+            return await self.js.object_store(OBJECT_STORE_BUCKET)
+        except NotFoundError:
+            return await self.js.create_object_store(OBJECT_STORE_BUCKET)
+
+    async def result(self, job_id: str) -> Result | None:
+        """The stored result of a job, if any."""
+        return await fetch_result(self.js, job_id)
+
+    async def output_bytes(self, output: ImageOutput) -> bytes:
+        """An image output's bytes, inline or from the Object Store."""
+        if output.data is not None:
+            return base64.b64decode(output.data)
+        assert output.ref is not None
+        store = await self._blobs()
+        return (await store.get(output.ref)).data or b""

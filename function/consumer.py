@@ -1,0 +1,329 @@
+"""The JetStream pull loop: fetch (high before normal), prepare, batch, infer, settle.
+
+Stages, all in one event loop; blocking work runs in thread pools:
+
+1. one fetcher per priority keeps at most `max_batch` admitted-but-unbatched jobs;
+2. admission parses, answers redeliveries from the result store, reads blob inputs,
+   and decodes + preprocesses off the loop;
+3. the batch loop takes up to `max_batch` ready jobs (high first, waiting at most
+   `max_batch_wait_ms` to fill) and runs one inference in a dedicated thread;
+4. completion postprocesses, stores the result, replies and acks, while the next batch
+   already runs.
+
+`stop()` drains: stop fetching, hand back (nak) what has not started, finish the batch
+in hand, publish, ack; whatever is still unsettled at the drain timeout is handed back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+import numpy as np
+from nats.aio.msg import Msg
+from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js import JetStreamContext
+from opentelemetry import trace
+from PIL import Image
+
+from function.batcher import PriorityBatcher
+from function.errors import ErrorCode, JobError, TransientError
+from function.imaging import decode_image
+from function.inflight import InFlightJob, wall_ns
+from function.jobs import ModelInfo, Output, Timings, parse_job
+from function.results import ResultStore
+from function.settings import JOBS_STREAM, Priority, WorkerSettings
+from function.settle import Settler
+from function.telemetry import METRICS, bind, context_from_headers
+
+__all__ = ["BatchModel", "JobConsumer"]
+
+log = logging.getLogger("surge.consumer")
+_tracer = trace.get_tracer("surge")
+
+
+class BatchModel(Protocol):
+    """What the consumer needs from a loaded model."""
+
+    info: ModelInfo
+
+    def check_outputs(self, requested: tuple[str, ...]) -> tuple[str, ...]: ...
+    def preprocess(self, image: Image.Image) -> np.ndarray: ...
+    def run_batch(self, samples: list[np.ndarray]) -> np.ndarray: ...
+    def postprocess(
+        self, row: np.ndarray, image: Image.Image, outputs: tuple[str, ...]
+    ) -> dict[str, Output]: ...
+
+
+class JobConsumer:
+    """Consumes one function's jobs from both priority consumers until stopped."""
+
+    def __init__(
+        self,
+        js: JetStreamContext,
+        consumers: dict[Priority, str],
+        model: BatchModel,
+        results: ResultStore,
+        settings: WorkerSettings,
+    ) -> None:
+        self._js = js
+        self._consumers = consumers
+        self._model = model
+        self._results = results
+        self._settings = settings
+        self._batcher: PriorityBatcher[InFlightJob] = PriorityBatcher(
+            settings.max_batch, settings.max_batch_wait_ms / 1000
+        )
+        self._in_flight: set[InFlightJob] = set()
+        self._admitting: dict[Priority, int] = {p: 0 for p in Priority}
+        self._room = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._infer_pool = ThreadPoolExecutor(1, thread_name_prefix="surge-infer")
+        self._cpu_pool = ThreadPoolExecutor(2, thread_name_prefix="surge-cpu")
+        self._settler = Settler(results, settings, model.info, self._forget)
+        self._main: asyncio.Task[None] | None = None
+        self.completed = 0
+        self.batch_sizes: list[int] = []
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._in_flight)
+
+    def _forget(self, job: InFlightJob) -> None:
+        self._in_flight.discard(job)
+        METRICS.in_flight.labels(self._settings.function).set(len(self._in_flight))
+        self._room.set()
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def start(self) -> None:
+        """Bind to the consumers and start fetching."""
+        subs = {
+            p: await self._js.pull_subscribe_bind(durable=name, stream=JOBS_STREAM)
+            for p, name in self._consumers.items()
+        }
+        fetchers = [self._fetch_loop(p, sub) for p, sub in subs.items()]
+        self._main = asyncio.create_task(self._run(fetchers))
+
+    async def _run(self, fetchers: list[Any]) -> None:
+        await asyncio.gather(
+            *fetchers, self._batch_loop(), self._progress_loop(), return_exceptions=False
+        )
+
+    # -- fetch and admit -------------------------------------------------------------
+
+    def _buffered(self, priority: Priority) -> int:
+        return self._batcher.pending(priority) + self._admitting[priority]
+
+    async def _fetch_loop(self, priority: Priority, sub: JetStreamContext.PullSubscription) -> None:
+        poll = self._settings.fetch_timeout_s
+        while not self._stopping.is_set():
+            room = self._settings.max_batch - self._buffered(priority)
+            if room <= 0:
+                self._room.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._room.wait(), poll)
+                continue
+            try:
+                msgs = await sub.fetch(1, timeout=poll)
+                if room > 1:
+                    with contextlib.suppress(NatsTimeoutError, TimeoutError):
+                        msgs += await sub.fetch(room - 1, timeout=0.05)
+            except (NatsTimeoutError, TimeoutError):
+                continue
+            except Exception:  # connection trouble: keep going, the client reconnects
+                log.exception("fetch failed on %s", priority.value)
+                await asyncio.sleep(poll)
+                continue
+            for msg in msgs:
+                self._admit(priority, msg)
+
+    def _admit(self, priority: Priority, msg: Msg) -> None:
+        ctx = context_from_headers(msg.headers)
+        span = _tracer.start_span("surge.job", context=ctx, kind=trace.SpanKind.CONSUMER)
+        job = InFlightJob(msg=msg, priority=priority, span=span, context=ctx)
+        self._in_flight.add(job)
+        METRICS.in_flight.labels(self._settings.function).set(len(self._in_flight))
+        self._admitting[priority] += 1
+        self._spawn(self._prepare(job))
+
+    async def _prepare(self, job: InFlightJob) -> None:
+        """Parse, dedupe, load input, decode: the job is then ready for a batch, or settled."""
+        try:
+            await self._prepare_inner(job)
+        except JobError as exc:
+            await self._settler.fail(job, exc)
+        except Exception as exc:
+            log.exception("preparing job failed")
+            await self._settler.retry_or_dead_letter(job, exc)
+        finally:
+            self._admitting[job.priority] -= 1
+            if not job.settled and not self._stopping.is_set():
+                self._batcher.put(job.priority, job)
+            elif not job.settled:
+                await self._settler.hand_back(job)
+
+    async def _prepare_inner(self, job: InFlightJob) -> None:
+        meta = job.msg.metadata
+        request = parse_job(
+            job.msg.subject,
+            job.msg.headers,
+            job.msg.data,
+            stream=meta.stream or JOBS_STREAM,
+            sequence=int(meta.sequence.stream or 0),
+            max_payload=self._settings.max_payload_bytes,
+        )
+        job.request = request
+        job.span.set_attribute("surge.job_id", request.job_id)
+        if job.attempts > 1:
+            METRICS.redeliveries.labels(self._settings.function).inc()
+            stored = await self._results.lookup(request.job_id)
+            if stored is not None:
+                await self._settler.replay(job, stored)
+                return
+        job.outputs = self._model.check_outputs(request.outputs)
+        data = request.image
+        if data is None and request.image_ref is not None:
+            data = await self._results.fetch_input(request.image_ref)
+        assert data is not None
+        span = _tracer.start_span("decode", context=trace.set_span_in_context(job.span))
+        with trace.use_span(span, end_on_exit=True):
+            loop = asyncio.get_running_loop()
+            job.image, job.sample = await loop.run_in_executor(
+                self._cpu_pool, self._decode, data, request.content_type
+            )
+
+    def _decode(self, data: bytes, content_type: str | None) -> tuple[Image.Image, np.ndarray]:
+        image = decode_image(data, content_type, max_pixels=self._settings.max_pixels)
+        return image, self._model.preprocess(image)
+
+    # -- batch, infer, complete --------------------------------------------------------
+
+    async def _batch_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = await self._batcher.take()
+            if not batch:
+                return
+            self._room.set()
+            batch = await self._drop_expired(batch)
+            if not batch:
+                continue
+            start_ns = wall_ns()
+            samples = [job.sample for job in batch if job.sample is not None]
+            try:
+                out = await loop.run_in_executor(self._infer_pool, self._model.run_batch, samples)
+            except Exception as exc:
+                self._spawn(self._split_after_failure(batch, exc))
+                continue
+            self._spawn(self._complete(batch, out, start_ns, wall_ns()))
+
+    async def _drop_expired(self, batch: list[InFlightJob]) -> list[InFlightJob]:
+        now = datetime.now(UTC)
+        live = []
+        for job in batch:
+            deadline = job.request.deadline if job.request else None
+            if deadline is not None and deadline < now:
+                error = JobError(ErrorCode.DEADLINE_EXCEEDED, f"deadline {deadline.isoformat()} passed")
+                self._spawn(self._settler.fail(job, error))
+            else:
+                live.append(job)
+        return live
+
+    async def _split_after_failure(self, batch: list[InFlightJob], error: Exception) -> None:
+        """A failed batch is retried one job at a time; a failing job alone is transient."""
+        loop = asyncio.get_running_loop()
+        if len(batch) == 1:
+            await self._settler.retry_or_dead_letter(batch[0], error)
+            return
+        log.warning("batch of %d failed (%s); retrying one by one", len(batch), error)
+        for job in batch:
+            assert job.sample is not None
+            start_ns = wall_ns()
+            try:
+                out = await loop.run_in_executor(self._infer_pool, self._model.run_batch, [job.sample])
+            except Exception as exc:
+                await self._settler.retry_or_dead_letter(job, exc)
+                continue
+            await self._complete([job], out, start_ns, wall_ns())
+
+    async def _complete(
+        self, batch: list[InFlightJob], out: np.ndarray, start_ns: int, end_ns: int
+    ) -> None:
+        size = len(batch)
+        infer_ms = (end_ns - start_ns) / 1e6
+        function = self._settings.function
+        METRICS.batch_size.labels(function).observe(size)
+        METRICS.inference.labels(function).observe(infer_ms / 1000)
+        self.batch_sizes.append(size)
+        loop = asyncio.get_running_loop()
+        for index, job in enumerate(batch):
+            parent = trace.set_span_in_context(job.span)
+            _tracer.start_span("batch wait", context=parent, start_time=job.fetched_ns).end(start_ns)
+            infer = _tracer.start_span("inference", context=parent, start_time=start_ns)
+            infer.set_attribute("surge.batch_size", size)
+            infer.end(end_ns)
+            queued_ms = (start_ns - job.published_ns) / 1e6
+            METRICS.queue_wait.labels(function).observe(max(queued_ms, 0.0) / 1000)
+            timings = Timings(queued_ms=queued_ms, batch_size=size, inference_ms=infer_ms)
+            with bind(job_id=job.job_id, function=function):
+                try:
+                    assert job.image is not None
+                    outputs = await loop.run_in_executor(
+                        self._cpu_pool, self._model.postprocess, out[index], job.image, job.outputs
+                    )
+                    await self._settler.succeed(job, outputs, timings)
+                    self.completed += 1
+                except JobError as exc:
+                    await self._settler.fail(job, exc, timings)
+                except (TransientError, Exception) as exc:
+                    log.exception("completing job failed")
+                    if not job.settled:
+                        await self._settler.retry_or_dead_letter(job, exc)
+
+    async def _progress_loop(self) -> None:
+        """Tell JetStream that long-running jobs are still being worked on."""
+        period = self._settings.ack_wait_s / 3
+        while not self._stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), period)
+            now = wall_ns()
+            for job in list(self._in_flight):
+                if not job.settled and now - job.fetched_ns > period * 1e9:
+                    with contextlib.suppress(Exception):
+                        await job.msg.in_progress()
+
+    # -- shutdown -------------------------------------------------------------------------
+
+    async def stop(self, timeout: float | None = None) -> None:
+        """Drain: stop fetching, hand back unstarted jobs, finish the batch in hand."""
+        timeout = self._settings.drain_timeout_s if timeout is None else timeout
+        deadline = time.monotonic() + timeout
+        self._stopping.set()
+        self._room.set()
+        self._batcher.close()
+        for job in self._batcher.drain():
+            await self._settler.hand_back(job)
+        if self._main is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._main, max(deadline - time.monotonic(), 0.1))
+        for job in self._batcher.drain():
+            await self._settler.hand_back(job)
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=max(deadline - time.monotonic(), 0.1))
+        for job in list(self._in_flight):
+            if not job.settled:
+                with contextlib.suppress(Exception):
+                    await self._settler.hand_back(job)
+        self._infer_pool.shutdown(wait=False, cancel_futures=True)
+        self._cpu_pool.shutdown(wait=False, cancel_futures=True)
+        log.info("drained: %d jobs completed", self.completed)

@@ -1,0 +1,66 @@
+"""`InFlightJob`: one JetStream message from fetch to ack, with its timings and span."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+from nats.aio.msg import Msg
+from opentelemetry.trace import Span
+from PIL import Image
+
+from function.jobs import JobRequest, derive_job_id, is_valid_job_id
+from function.settings import Header, Priority
+
+__all__ = ["InFlightJob", "wall_ns"]
+
+
+def wall_ns() -> int:
+    return time.time_ns()
+
+
+@dataclass(eq=False)
+class InFlightJob:
+    """A message taken from NATS and not yet acked, nacked or terminated."""
+
+    msg: Msg
+    priority: Priority
+    span: Span
+    context: Any
+    fetched_ns: int = field(default_factory=wall_ns)
+    request: JobRequest | None = None
+    image: Image.Image | None = None
+    sample: np.ndarray | None = None
+    outputs: tuple[str, ...] = ()
+    settled: bool = False
+
+    @property
+    def attempts(self) -> int:
+        return int(self.msg.metadata.num_delivered or 1)
+
+    @property
+    def published_ns(self) -> int:
+        """When the job entered the stream (falls back to when it was fetched)."""
+        stamp = self.msg.metadata.timestamp
+        if isinstance(stamp, datetime):
+            return int(stamp.replace(tzinfo=stamp.tzinfo or UTC).timestamp() * 1e9)
+        return self.fetched_ns
+
+    @property
+    def job_id(self) -> str:
+        return self.request.job_id if self.request else self.fallback_id
+
+    @property
+    def fallback_id(self) -> str:
+        given = (self.msg.headers or {}).get(Header.MSG_ID)
+        if given and is_valid_job_id(given):
+            return given
+        meta = self.msg.metadata
+        return derive_job_id(meta.stream or "", int(meta.sequence.stream or 0))
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return dict(self.msg.headers or {})

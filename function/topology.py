@@ -1,0 +1,183 @@
+"""JetStream streams, consumers and the blob bucket, created idempotently at start.
+
+`ensure_topology()` creates what is missing and compares what exists: a stream or
+consumer whose config differs from Surge's is reported as `TopologyMismatch`, never
+silently changed (other replicas, or an operator's NACK resources, may depend on it).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from nats.js import JetStreamContext
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    DeliverPolicy,
+    DiscardPolicy,
+    ObjectStoreConfig,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
+from nats.js.errors import NotFoundError
+from nats.js.object_store import ObjectStore
+
+from function.errors import SurgeError
+from function.settings import (
+    DEAD_STREAM,
+    DEAD_SUBJECT_PREFIX,
+    JOBS_STREAM,
+    JOBS_SUBJECT_PREFIX,
+    OBJECT_STORE_BUCKET,
+    RESULTS_STREAM,
+    RESULTS_SUBJECT_PREFIX,
+    Priority,
+    WorkerSettings,
+    consumer_name,
+    job_subject,
+)
+
+__all__ = [
+    "Topology",
+    "TopologyMismatch",
+    "consumer_config",
+    "ensure_blob_store",
+    "ensure_consumers",
+    "ensure_streams",
+    "ensure_topology",
+    "stream_configs",
+]
+
+log = logging.getLogger("surge.topology")
+
+DEAD_MAX_AGE_S = 14 * 24 * 3600.0
+
+
+class TopologyMismatch(SurgeError):
+    """A stream or consumer on the server differs from what this worker expects."""
+
+
+@dataclass(frozen=True)
+class Topology:
+    """What a worker attached to: its consumers (high first) and the blob bucket."""
+
+    consumers: dict[Priority, str]
+    blobs: ObjectStore
+
+
+def stream_configs(settings: WorkerSettings) -> list[StreamConfig]:
+    """The three streams Surge uses, configured from `settings`."""
+    return [
+        StreamConfig(
+            name=JOBS_STREAM,
+            subjects=[f"{JOBS_SUBJECT_PREFIX}.>"],
+            retention=RetentionPolicy.WORK_QUEUE,
+            storage=StorageType.FILE,
+            duplicate_window=settings.dedupe_window_s,
+            discard=DiscardPolicy.OLD,
+        ),
+        StreamConfig(
+            name=RESULTS_STREAM,
+            subjects=[f"{RESULTS_SUBJECT_PREFIX}.>"],
+            retention=RetentionPolicy.LIMITS,
+            storage=StorageType.FILE,
+            max_msgs_per_subject=1,
+            max_age=settings.results_max_age_s,
+            duplicate_window=settings.dedupe_window_s,
+            allow_direct=True,
+        ),
+        StreamConfig(
+            name=DEAD_STREAM,
+            subjects=[f"{DEAD_SUBJECT_PREFIX}.>"],
+            retention=RetentionPolicy.LIMITS,
+            storage=StorageType.FILE,
+            max_age=DEAD_MAX_AGE_S,
+        ),
+    ]
+
+
+def consumer_config(settings: WorkerSettings, priority: Priority) -> ConsumerConfig:
+    """Durable pull consumer for one priority of `settings.function`."""
+    name = consumer_name(settings.function, priority)
+    return ConsumerConfig(
+        durable_name=name,
+        name=name,
+        filter_subject=job_subject(priority, settings.function),
+        deliver_policy=DeliverPolicy.ALL,
+        ack_policy=AckPolicy.EXPLICIT,
+        ack_wait=settings.ack_wait_s,
+        max_deliver=settings.max_deliver,
+        max_ack_pending=settings.max_ack_pending,
+    )
+
+
+_STREAM_FIELDS = ("subjects", "retention", "max_msgs_per_subject")
+_CONSUMER_FIELDS = ("filter_subject", "ack_policy", "ack_wait", "max_deliver", "max_ack_pending")
+
+
+def _differences(want: Any, have: Any, fields: tuple[str, ...]) -> list[str]:
+    diffs = []
+    for field in fields:
+        wanted, found = getattr(want, field), getattr(have, field)
+        if isinstance(wanted, float) and isinstance(found, float):
+            same = abs(wanted - found) < 1e-6
+        else:
+            same = wanted == found
+        if not same:
+            diffs.append(f"{field}: server has {found!r}, worker wants {wanted!r}")
+    return diffs
+
+
+async def ensure_streams(js: JetStreamContext, settings: WorkerSettings) -> None:
+    """Create missing streams; raise `TopologyMismatch` for one that differs."""
+    for config in stream_configs(settings):
+        assert config.name is not None
+        try:
+            info = await js.stream_info(config.name)
+        except NotFoundError:
+            await js.add_stream(config=config)
+            log.info("created stream %s", config.name)
+            continue
+        diffs = _differences(config, info.config, _STREAM_FIELDS)
+        if diffs:
+            raise TopologyMismatch(f"stream {config.name} differs: " + "; ".join(diffs))
+
+
+async def ensure_consumers(js: JetStreamContext, settings: WorkerSettings) -> dict[Priority, str]:
+    """Create missing consumers (high, then normal); raise `TopologyMismatch` on differences."""
+    names: dict[Priority, str] = {}
+    for priority in (Priority.HIGH, Priority.NORMAL):
+        config = consumer_config(settings, priority)
+        assert config.durable_name is not None
+        try:
+            info = await js.consumer_info(JOBS_STREAM, config.durable_name)
+        except NotFoundError:
+            await js.add_consumer(JOBS_STREAM, config=config)
+            log.info("created consumer %s", config.durable_name)
+        else:
+            diffs = _differences(config, info.config, _CONSUMER_FIELDS)
+            if diffs:
+                raise TopologyMismatch(
+                    f"consumer {config.durable_name} differs: " + "; ".join(diffs)
+                )
+        names[priority] = config.durable_name
+    return names
+
+
+async def ensure_blob_store(js: JetStreamContext, settings: WorkerSettings) -> ObjectStore:
+    """The Object Store bucket for large inputs and outputs."""
+    try:
+        return await js.object_store(OBJECT_STORE_BUCKET)
+    except NotFoundError:
+        config = ObjectStoreConfig(bucket=OBJECT_STORE_BUCKET, ttl=settings.blob_ttl_s)
+        return await js.create_object_store(OBJECT_STORE_BUCKET, config=config)
+
+
+async def ensure_topology(js: JetStreamContext, settings: WorkerSettings) -> Topology:
+    """Streams, consumers and bucket for `settings.function`."""
+    await ensure_streams(js, settings)
+    consumers = await ensure_consumers(js, settings)
+    return Topology(consumers=consumers, blobs=await ensure_blob_store(js, settings))
