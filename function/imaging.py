@@ -116,11 +116,11 @@ def _to_8bit(image: Image.Image) -> Image.Image:
     arr = np.asarray(image)
     if image.mode == "F":
         scaled = np.clip(arr, 0.0, 1.0) * 255.0 if float(arr.max(initial=0)) <= 1.0 else arr
-        return Image.fromarray(np.clip(scaled, 0, 255).astype(np.uint8), mode="L")
+        return Image.fromarray(np.clip(scaled, 0, 255).astype(np.uint8))
     wide = arr.astype(np.int64)
     if image.mode.startswith("I;16") or int(wide.max(initial=0)) > 255:
         wide = np.clip(wide, 0, 65535) >> 8
-    return Image.fromarray(np.clip(wide, 0, 255).astype(np.uint8), mode="L")
+    return Image.fromarray(np.clip(wide, 0, 255).astype(np.uint8))
 
 
 def _normalise_mode(image: Image.Image) -> Image.Image:

@@ -76,6 +76,7 @@ def make_batch_dynamic(model: Any) -> bool:
 
 def _temp_path(final: Path) -> Path:
     fd, name = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp")
+    os.fchmod(fd, 0o644)
     os.close(fd)
     return Path(name)
 
