@@ -88,6 +88,7 @@ class JobConsumer:
         self._cpu_pool = ThreadPoolExecutor(2, thread_name_prefix="surge-cpu")
         self._settler = Settler(results, settings, model.info, self._forget)
         self._main: asyncio.Task[None] | None = None
+        self._subs: dict[Priority, JetStreamContext.PullSubscription] = {}
         self.completed = 0
         self.batch_sizes: list[int] = []
 
@@ -107,11 +108,11 @@ class JobConsumer:
 
     async def start(self) -> None:
         """Bind to the consumers and start fetching."""
-        subs = {
+        self._subs = {
             p: await self._js.pull_subscribe_bind(durable=name, stream=JOBS_STREAM)
             for p, name in self._consumers.items()
         }
-        fetchers = [self._fetch_loop(p, sub) for p, sub in subs.items()]
+        fetchers = [self._fetch_loop(p, sub) for p, sub in self._subs.items()]
         self._main = asyncio.create_task(self._run(fetchers))
 
     async def _run(self, fetchers: list[Any]) -> None:
@@ -324,6 +325,9 @@ class JobConsumer:
             if not job.settled:
                 with contextlib.suppress(Exception):
                     await self._settler.hand_back(job)
+        for sub in self._subs.values():
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
         self._infer_pool.shutdown(wait=False, cancel_futures=True)
         self._cpu_pool.shutdown(wait=False, cancel_futures=True)
         log.info("drained: %d jobs completed", self.completed)

@@ -256,7 +256,13 @@ def _json(data: bytes, what: str) -> Any:
 def _from_envelope(env: JobEnvelope, base: dict[str, Any]) -> dict[str, Any]:
     if (env.image is None) == (env.image_ref is None):
         raise BadInput(ErrorCode.BAD_ENVELOPE, "envelope needs exactly one of image, image_ref")
-    for key in ("job_id", "function", "reply_to", "deadline"):
+    if env.function is not None and env.function != base["function"]:
+        raise BadInput(
+            ErrorCode.UNKNOWN_FUNCTION,
+            f"envelope asks for function {env.function!r} but was published for "
+            f"{base['function']!r}; publish to that function's subject",
+        )
+    for key in ("job_id", "reply_to", "deadline"):
         value = getattr(env, key)
         if value is not None and base.get(key) is None:
             base[key] = value

@@ -1,0 +1,39 @@
+# Surge: `make demo` runs the main job on the embedded stack, `make test` the tests.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+SURGE := $(VENV)/bin/surge
+MODEL_DIR ?= .cache/surge/models
+export SURGE_MODEL_DIR := $(abspath $(MODEL_DIR))
+
+.PHONY: install models demo test lint typecheck unit bench clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed
+
+models: install
+	$(SURGE) models fetch --dir $(MODEL_DIR)
+
+demo: models
+	$(SURGE) demo --out demo-output
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: install
+	$(VENV)/bin/mypy
+
+test: models lint typecheck
+	$(VENV)/bin/pytest -q
+
+bench: models
+	$(PY) -m loadgen.bench
+
+clean:
+	rm -rf $(VENV) .cache demo-output reports .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,1 @@
+"""Surge's inference function: NATS JetStream jobs in, ONNX Runtime results out."""

