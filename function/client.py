@@ -23,14 +23,22 @@ import nats
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
-from nats.js.errors import NotFoundError
+from nats.js.errors import NoStreamResponseError, NotFoundError
 from nats.js.object_store import ObjectStore
 from opentelemetry import trace
 
 from function.jobs import ImageOutput, JobEnvelope, Result, sniff_image_type
 from function.results import fetch_result
-from function.settings import DEFAULT_FUNCTION, OBJECT_STORE_BUCKET, Header, Priority, job_subject
+from function.settings import (
+    DEFAULT_FUNCTION,
+    OBJECT_STORE_BUCKET,
+    Header,
+    Priority,
+    WorkerSettings,
+    job_subject,
+)
 from function.telemetry import trace_headers
+from function.topology import ensure_streams
 
 __all__ = ["ResultInbox", "SurgeClient", "new_job_id"]
 
@@ -145,7 +153,12 @@ class SurgeClient:
         with _tracer.start_as_current_span("surge.submit", kind=trace.SpanKind.PRODUCER) as span:
             span.set_attribute("surge.job_id", job_id)
             headers.update(trace_headers())
-            await self.js.publish(subject, payload, headers=headers)
+            try:
+                await self.js.publish(subject, payload, headers=headers)
+            except NoStreamResponseError:
+                # Nothing has created the streams yet (no worker ever ran): create them.
+                await ensure_streams(self.js, WorkerSettings())
+                await self.js.publish(subject, payload, headers=headers)
         return job_id
 
     async def _blobs(self) -> ObjectStore:

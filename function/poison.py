@@ -2,7 +2,7 @@
 
 When a job crashes or hangs its worker on every attempt, no worker lives to
 dead-letter it: JetStream stops delivering it and emits a MAX_DELIVERIES advisory.
-`PoisonSweeper` (one per worker, in a queue group so one handles each advisory)
+`PoisonSweeper` (in every worker; the first to act wins, the stream de-duplicates)
 reads the message by sequence, dead-letters it with an error result and deletes it
 from the work queue, so it neither sits there forever nor keeps replicas alive.
 """
@@ -49,9 +49,9 @@ class PoisonSweeper:
 
     async def start(self, consumers: dict[Priority, str]) -> None:
         for name in consumers.values():
-            sub = await self._nc.subscribe(
-                advisory_subject(name), queue=f"surge-sweeper-{self._function}", cb=self._on_advisory
-            )
+            # No queue group: a frozen worker in the group would swallow advisories.
+            # Every worker sweeps; stream de-duplication keeps one letter and one result.
+            sub = await self._nc.subscribe(advisory_subject(name), cb=self._on_advisory)
             self._subs.append(sub)
 
     async def stop(self) -> None:

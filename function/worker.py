@@ -72,7 +72,9 @@ def load_and_warm(settings: WorkerSettings) -> tuple[LoadedModel, dict[int, floa
         providers=settings.providers,
         intra_op_threads=settings.intra_op_threads,
     )
-    sizes = settings.warmup_batch_sizes or sorted({1, settings.max_batch})
+    sizes = settings.warmup_batch_sizes
+    if sizes is None:
+        sizes = sorted({1, settings.max_batch})
     return loaded, loaded.warmup(sizes)
 
 
