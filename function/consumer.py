@@ -234,7 +234,9 @@ class JobConsumer:
         for job in batch:
             deadline = job.request.deadline if job.request else None
             if deadline is not None and deadline < now:
-                error = JobError(ErrorCode.DEADLINE_EXCEEDED, f"deadline {deadline.isoformat()} passed")
+                error = JobError(
+                    ErrorCode.DEADLINE_EXCEEDED, f"deadline {deadline.isoformat()} passed"
+                )
                 self._spawn(self._settler.fail(job, error))
             else:
                 live.append(job)
@@ -251,7 +253,9 @@ class JobConsumer:
             assert job.sample is not None
             start_ns = wall_ns()
             try:
-                out = await loop.run_in_executor(self._infer_pool, self._model.run_batch, [job.sample])
+                out = await loop.run_in_executor(
+                    self._infer_pool, self._model.run_batch, [job.sample]
+                )
             except Exception as exc:
                 await self._settler.retry_or_dead_letter(job, exc)
                 continue
@@ -269,7 +273,9 @@ class JobConsumer:
         loop = asyncio.get_running_loop()
         for index, job in enumerate(batch):
             parent = trace.set_span_in_context(job.span)
-            _tracer.start_span("batch wait", context=parent, start_time=job.fetched_ns).end(start_ns)
+            _tracer.start_span("batch wait", context=parent, start_time=job.fetched_ns).end(
+                start_ns
+            )
             infer = _tracer.start_span("inference", context=parent, start_time=start_ns)
             infer.set_attribute("surge.batch_size", size)
             infer.end(end_ns)

@@ -17,8 +17,9 @@ import time
 from collections import Counter
 from pathlib import Path
 
-import numpy as np
 import nats
+import numpy as np
+from nats.aio.msg import Msg
 from rich.console import Console
 from rich.table import Table
 
@@ -36,7 +37,12 @@ def start_worker_process(
     nats_url: str, function: str, log_path: Path, env: dict[str, str] | None = None
 ) -> subprocess.Popen[bytes]:
     """`python -m function worker` as a child process, logging to `log_path`."""
-    child_env = {**os.environ, "SURGE_NATS_URL": nats_url, "SURGE_FUNCTION": function, **(env or {})}
+    child_env = {
+        **os.environ,
+        "SURGE_NATS_URL": nats_url,
+        "SURGE_FUNCTION": function,
+        **(env or {}),
+    }
     with log_path.open("ab") as log:
         return subprocess.Popen(
             [sys.executable, "-m", "function", "worker"], env=child_env, stdout=log, stderr=log
@@ -49,7 +55,7 @@ async def wait_ready(nats_url: str, function: str, count: int, timeout: float) -
     ready: dict[str, Heartbeat] = {}
     done = asyncio.Event()
 
-    async def on_beat(msg: nats.aio.msg.Msg) -> None:
+    async def on_beat(msg: Msg) -> None:
         beat = Heartbeat.model_validate_json(msg.data)
         if beat.state is WorkerState.READY:
             ready[beat.worker_id] = beat
@@ -101,7 +107,9 @@ async def _spike(
         return list(results.values()), elapsed
 
 
-def _summary(results: list[Result], jobs: int, elapsed: float, cold: list[float]) -> dict[str, object]:
+def _summary(
+    results: list[Result], jobs: int, elapsed: float, cold: list[float]
+) -> dict[str, object]:
     latencies = [r.timings.total_ms for r in results]
     batches = Counter(r.timings.batch_size for r in results if r.status is JobStatus.OK)
     errors = Counter(r.error.code.value for r in results if r.error)
@@ -132,7 +140,10 @@ def _table(summary: dict[str, object]) -> Table:
     rows = [
         ("jobs published", summary["jobs"]),
         ("answered ok", summary["ok"]),
-        ("answered error", sum(summary["errors"].values()) if isinstance(summary["errors"], dict) else 0),
+        (
+            "answered error",
+            sum(summary["errors"].values()) if isinstance(summary["errors"], dict) else 0,
+        ),
         ("missing", summary["missing"]),
         ("latency p50 (ms)", f"{latency['p50']:.0f}"),
         ("latency p99 (ms)", f"{latency['p99']:.0f}"),

@@ -50,7 +50,9 @@ class Heartbeat(BaseModel):
 class HeartbeatPublisher:
     """Publishes a `Heartbeat` every `interval` seconds from a snapshot callback."""
 
-    def __init__(self, nc: NATS, function: str, snapshot: Callable[[], Heartbeat], interval: float) -> None:
+    def __init__(
+        self, nc: NATS, function: str, snapshot: Callable[[], Heartbeat], interval: float
+    ) -> None:
         self._nc = nc
         self._subject = heartbeat_subject(function)
         self._snapshot = snapshot

@@ -274,9 +274,7 @@ def _from_envelope(env: JobEnvelope, base: dict[str, Any]) -> dict[str, Any]:
     return base
 
 
-def _from_cloudevent(
-    ce: CloudEvent, data: bytes | None, base: dict[str, Any]
-) -> dict[str, Any]:
+def _from_cloudevent(ce: CloudEvent, data: bytes | None, base: dict[str, Any]) -> dict[str, Any]:
     base.setdefault("job_id", None)
     base["job_id"] = base["job_id"] or ce.id
     media = _media(ce.datacontenttype)
@@ -321,7 +319,9 @@ def parse_job(
     }
     media = _media(headers.get(Header.CONTENT_TYPE))
     if Header.CE_SPECVERSION in headers:
-        attrs = {k[3:]: v for k, v in headers.items() if k.lower().startswith("ce-")}
+        attrs: dict[str, str | None] = {
+            k[3:]: v for k, v in headers.items() if k.lower().startswith("ce-")
+        }
         attrs["datacontenttype"] = media
         fields = _from_cloudevent(_validate(CloudEvent, attrs, "CloudEvent headers"), data, base)
     elif media == CLOUDEVENTS_JSON or (media is None and data[:1] == b"{"):

@@ -96,7 +96,10 @@ class EmbeddedNats:
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
                 raise NatsServerError(f"nats-server exited with code {self._process.returncode}")
-            with contextlib.suppress(OSError), socket.create_connection((self.host, self.port), 0.2):
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection((self.host, self.port), 0.2),
+            ):
                 return self
             time.sleep(0.02)
         self.stop()

@@ -71,7 +71,9 @@ class ResultStore:
 
     async def _offload(self, result: Result) -> None:
         """Move inline images to the blob bucket when the result would be too large."""
-        inline = sum(len(o.data) for o in result.outputs.values() if isinstance(o, ImageOutput) and o.data)
+        inline = sum(
+            len(o.data) for o in result.outputs.values() if isinstance(o, ImageOutput) and o.data
+        )
         if inline <= self._inline_limit or self._blobs is None:
             return
         for name, output in result.outputs.items():
@@ -80,7 +82,9 @@ class ResultStore:
                 await self._blobs.put(ref, base64.b64decode(output.data))
                 output.data, output.ref = None, ref
 
-    async def publish(self, result: Result, reply_to: str | None, trace_headers: dict[str, str]) -> None:
+    async def publish(
+        self, result: Result, reply_to: str | None, trace_headers: dict[str, str]
+    ) -> None:
         """Store the result (awaiting the stream's ack), then send it to `reply_to`."""
         await self._offload(result)
         body = result.model_dump_json().encode()

@@ -112,6 +112,7 @@ def consumer_name(function: str, priority: Priority | str) -> str:
 
 
 ProviderName = Literal["tensorrt", "cuda", "cpu"]
+DEFAULT_PROVIDERS: tuple[ProviderName, ...] = ("tensorrt", "cuda", "cpu")
 
 
 class WorkerSettings(BaseSettings):
@@ -126,7 +127,7 @@ class WorkerSettings(BaseSettings):
     task: str | None = Field(
         default=None, description="'module:factory' for a custom task (pre/post-processing)."
     )
-    providers: list[ProviderName] = Field(default_factory=lambda: ["tensorrt", "cuda", "cpu"])
+    providers: list[ProviderName] = Field(default_factory=lambda: list(DEFAULT_PROVIDERS))
     intra_op_threads: int = Field(default=1, ge=0)
     max_batch: int = Field(default=8, ge=1)
     max_batch_wait_ms: float = Field(default=5.0, ge=0)

@@ -10,6 +10,7 @@ import base64
 import logging
 from collections.abc import Callable
 
+from opentelemetry import trace
 from opentelemetry.trace import StatusCode
 
 from function.errors import ErrorCode, JobError
@@ -18,7 +19,6 @@ from function.jobs import DeadLetter, ErrorInfo, JobStatus, ModelInfo, Output, R
 from function.results import ResultStore
 from function.settings import Header, WorkerSettings
 from function.telemetry import METRICS, bind, trace_headers
-from opentelemetry import trace
 
 __all__ = ["Settler"]
 
@@ -105,7 +105,9 @@ class Settler:
         if job.attempts < self._settings.max_deliver:
             delay = self._settings.nak_delay_s * 2 ** (job.attempts - 1)
             with bind(job_id=job.job_id, function=self._function):
-                log.warning("attempt %d failed, retrying in %.1fs: %s", job.attempts, delay, message)
+                log.warning(
+                    "attempt %d failed, retrying in %.1fs: %s", job.attempts, delay, message
+                )
             await job.msg.nak(delay=delay)
             job.settled = True
             job.span.set_status(StatusCode.ERROR, "retry")

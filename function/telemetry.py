@@ -38,14 +38,16 @@ __all__ = [
     "tracer",
 ]
 
-_context: contextvars.ContextVar[dict[str, str]] = contextvars.ContextVar("surge_log", default={})
+_context: contextvars.ContextVar[dict[str, str] | None] = contextvars.ContextVar(
+    "surge_log", default=None
+)
 _FIELDS = ("job_id", "trace_id", "function", "model_version")
 
 
 @contextmanager
 def bind(**fields: str | None) -> Iterator[None]:
     """Add fields (e.g. job_id) to every log line inside the block."""
-    token = _context.set({**_context.get(), **{k: v for k, v in fields.items() if v}})
+    token = _context.set({**(_context.get() or {}), **{k: v for k, v in fields.items() if v}})
     try:
         yield
     finally:
@@ -68,7 +70,7 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
-        bound = _context.get()
+        bound = _context.get() or {}
         for field in _FIELDS:
             value = getattr(record, field, None) or bound.get(field)
             if field == "trace_id" and not value:
@@ -101,7 +103,7 @@ def configure_tracing(
     if processor is not None:
         provider.add_span_processor(processor)
     if otlp_endpoint:
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import (  # noqa: PLC0415
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
             OTLPSpanExporter,
         )
 
@@ -131,28 +133,43 @@ class Metrics:
 
     def __init__(self) -> None:
         self.jobs = Counter(
-            "surge_jobs_total", "Jobs finished, by status and error code.",
+            "surge_jobs_total",
+            "Jobs finished, by status and error code.",
             ["function", "status", "code"],
         )
         self.queue_wait = Histogram(
-            "surge_job_queue_wait_seconds", "Time from publish to the start of inference.",
-            ["function"], buckets=(0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+            "surge_job_queue_wait_seconds",
+            "Time from publish to the start of inference.",
+            ["function"],
+            buckets=(0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
         )
         self.batch_size = Histogram(
-            "surge_batch_size", "Jobs per inference batch.", ["function"],
+            "surge_batch_size",
+            "Jobs per inference batch.",
+            ["function"],
             buckets=(1, 2, 4, 8, 16, 32, 64),
         )
         self.inference = Histogram(
-            "surge_inference_seconds", "Model run time per batch.", ["function"],
+            "surge_inference_seconds",
+            "Model run time per batch.",
+            ["function"],
             buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
         )
         self.latency = Histogram(
-            "surge_job_latency_seconds", "Publish to result, per job.", ["function"],
+            "surge_job_latency_seconds",
+            "Publish to result, per job.",
+            ["function"],
             buckets=(0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
         )
-        self.in_flight = Gauge("surge_jobs_in_flight", "Jobs taken from NATS and not yet acked.", ["function"])
-        self.redeliveries = Counter("surge_redeliveries_total", "Jobs seen again after a failure.", ["function"])
-        self.dead_letters = Counter("surge_dead_letters_total", "Jobs moved to the dead-letter stream.", ["function"])
+        self.in_flight = Gauge(
+            "surge_jobs_in_flight", "Jobs taken from NATS and not yet acked.", ["function"]
+        )
+        self.redeliveries = Counter(
+            "surge_redeliveries_total", "Jobs seen again after a failure.", ["function"]
+        )
+        self.dead_letters = Counter(
+            "surge_dead_letters_total", "Jobs moved to the dead-letter stream.", ["function"]
+        )
         self.ready = Gauge("surge_ready", "1 when the worker is warm and consuming.", ["function"])
 
 

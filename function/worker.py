@@ -110,14 +110,13 @@ class Worker:
         )
         self._heartbeat.start()
         topology = await ensure_topology(js, settings)
-        self.model, self.warmup_ms = await asyncio.to_thread(load_and_warm, settings)
-        results = ResultStore(self.nc, js, topology.blobs, inline_limit=settings.inline_output_limit)
-        self.consumer = JobConsumer(
-            js, topology.consumers, ModelAdapter(self.model), results, settings
+        model, self.warmup_ms = await asyncio.to_thread(load_and_warm, settings)
+        self.model = model
+        results = ResultStore(
+            self.nc, js, topology.blobs, inline_limit=settings.inline_output_limit
         )
-        self._sweeper = PoisonSweeper(
-            self.nc, js, results, settings.function, settings.max_deliver
-        )
+        self.consumer = JobConsumer(js, topology.consumers, ModelAdapter(model), results, settings)
+        self._sweeper = PoisonSweeper(self.nc, js, results, settings.function, settings.max_deliver)
         await self._sweeper.start(topology.consumers)
         await self.consumer.start()
         self.state = WorkerState.READY
@@ -127,12 +126,12 @@ class Worker:
         log.info(
             "ready: function=%s model=%s version=%s providers=%s warmup_ms=%s cold_start_s=%.2f",
             settings.function,
-            self.model.info.name,
-            self.model.info.version,
-            self.model.info.providers,
+            model.info.name,
+            model.info.version,
+            model.info.providers,
             {k: round(v, 1) for k, v in self.warmup_ms.items()},
             self.cold_start_s or 0.0,
-            extra={"function": settings.function, "model_version": self.model.info.version},
+            extra={"function": settings.function, "model_version": model.info.version},
         )
 
     @property

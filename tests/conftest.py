@@ -48,9 +48,7 @@ WorkerFactory = Callable[..., Awaitable[Worker]]
 
 
 @pytest.fixture
-async def start_worker(
-    nats_server: EmbeddedNats, model_dir: Path
-) -> AsyncIterator[WorkerFactory]:
+async def start_worker(nats_server: EmbeddedNats, model_dir: Path) -> AsyncIterator[WorkerFactory]:
     """Start in-process workers with settings overrides; all are drained at teardown."""
     workers: list[Worker] = []
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -25,7 +24,9 @@ async def _dead_letters(client: SurgeClient, function: str) -> list[DeadLetter]:
     seq = 1
     while True:
         try:
-            raw = await client.js.get_msg(DEAD_STREAM, seq=seq, subject=dead_subject(function), next=True)
+            raw = await client.js.get_msg(
+                DEAD_STREAM, seq=seq, subject=dead_subject(function), next=True
+            )
         except Exception:
             return letters
         assert raw.data is not None and raw.seq is not None

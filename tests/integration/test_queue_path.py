@@ -65,10 +65,14 @@ async def test_64_jobs_all_answered_with_real_batches(
     assert worker.consumer is not None and sum(worker.consumer.batch_sizes) == 64
 
 
-async def test_nsfw_scores(client: SurgeClient, start_worker: WorkerFactory, photos: dict[str, Path]) -> None:
+async def test_nsfw_scores(
+    client: SurgeClient, start_worker: WorkerFactory, photos: dict[str, Path]
+) -> None:
     await start_worker(function="nsfw")
     inbox = await client.inbox()
-    job_id = await client.submit(photos["astronaut"].read_bytes(), function="nsfw", reply_to=inbox.subject)
+    job_id = await client.submit(
+        photos["astronaut"].read_bytes(), function="nsfw", reply_to=inbox.subject
+    )
     result = (await inbox.wait([job_id], timeout=60))[job_id]
     assert result.status is JobStatus.OK
     scores = result.outputs["scores"]
@@ -123,19 +127,32 @@ async def test_envelope_cloudevents_and_object_store_inputs(
     image = png_bytes(32, 32)
     b64 = base64.b64encode(image).decode()
     envelope = {"job_id": "env-1", "image": b64, "reply_to": inbox.subject}
-    await client.js.publish(subject, json.dumps(envelope).encode(), headers={Header.CONTENT_TYPE: "application/json"})
+    await client.js.publish(
+        subject, json.dumps(envelope).encode(), headers={Header.CONTENT_TYPE: "application/json"}
+    )
     event = {
-        "specversion": "1.0", "id": "ce-structured", "source": "test", "type": "dev.surge.job",
-        "datacontenttype": "image/png", "data_base64": b64,
+        "specversion": "1.0",
+        "id": "ce-structured",
+        "source": "test",
+        "type": "dev.surge.job",
+        "datacontenttype": "image/png",
+        "data_base64": b64,
     }
     await client.js.publish(
         subject,
         json.dumps(event).encode(),
-        headers={Header.CONTENT_TYPE: "application/cloudevents+json", Header.REPLY_TO: inbox.subject},
+        headers={
+            Header.CONTENT_TYPE: "application/cloudevents+json",
+            Header.REPLY_TO: inbox.subject,
+        },
     )
     binary = {
-        "ce-specversion": "1.0", "ce-id": "ce-binary", "ce-source": "test", "ce-type": "dev.surge.job",
-        Header.CONTENT_TYPE: "image/png", Header.REPLY_TO: inbox.subject,
+        "ce-specversion": "1.0",
+        "ce-id": "ce-binary",
+        "ce-source": "test",
+        "ce-type": "dev.surge.job",
+        Header.CONTENT_TYPE: "image/png",
+        Header.REPLY_TO: inbox.subject,
     }
     await client.js.publish(subject, image, headers=binary)
     big = np.random.default_rng(0).integers(0, 255, (700, 700, 3), dtype=np.uint8)
