@@ -35,7 +35,8 @@ async def test_astronaut_mask_separates_person_from_background(
     assert isinstance(mask_out, ImageOutput)
     mask = _mask(await client.output_bytes(mask_out))
     height, width = mask.shape
-    assert (width, height) == Image.open(photos["astronaut"]).size
+    with Image.open(photos["astronaut"]) as original:
+        assert (width, height) == original.size
     assert mask[height // 2, width // 2] > 0.5
     assert mask[: height // 10, : width // 10].mean() < 0.1
     cutout = result.outputs["cutout"]

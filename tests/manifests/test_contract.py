@@ -1,0 +1,167 @@
+"""The manifests agree with function.settings, the function's endpoints and CLI, and themselves."""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import importlib.util
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import pytest
+
+from function.settings import JOBS_STREAM, Priority
+from tests.manifests import checks, contract
+from tests.manifests.kube import REPO, Doc, containers, go_duration, override_of, rendered, workloads
+
+Check = Callable[[Sequence[Doc]], list[str]]
+
+
+@pytest.mark.parametrize("check", checks.ALL_CHECKS, ids=lambda c: c.__name__.removeprefix("check_"))
+def test_check(docs: tuple[Doc, ...], check: Check) -> None:
+    assert check(docs) == []
+
+
+def test_gpu(overlay: str, docs: tuple[Doc, ...]) -> None:
+    assert checks.check_gpu(docs, gpu=not overlay.endswith("-cpu")) == []
+
+
+def test_knative_and_raw_scale_alike() -> None:
+    """The Knative override and the raw ScaledObject are one policy (manifests/scaling)."""
+    (ksvc,) = checks.find(rendered("knative"), "Service", "serving.knative.dev/v1")
+    (raw,) = checks.find(rendered("raw"), "ScaledObject", "keda.sh/v1alpha1")
+    override = override_of(ksvc)
+    assert override is not None
+    assert override["spec"] == raw["spec"]
+
+
+def test_knative_and_raw_run_the_same_pod() -> None:
+    """Same containers, volumes and scheduling in both flavours (Knative-only fields aside)."""
+    (_, kpod), (_, rpod) = (checks.worker_workloads(rendered(o))[0] for o in ("knative", "raw"))
+
+    def comparable(pod: dict[str, Any]) -> dict[str, Any]:
+        def strip(c: dict[str, Any]) -> dict[str, Any]:
+            c = {k: v for k, v in c.items() if k not in {"ports", "securityContext"}}
+            for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+                if probe in c:
+                    c[probe] = {**c[probe], "httpGet": {"path": c[probe]["httpGet"]["path"]}}
+            return c
+
+        return {
+            "containers": [strip(c) for c in pod["containers"]],
+            "initContainers": [strip(c) for c in pod.get("initContainers", [])],
+            "volumes": pod.get("volumes"),
+            "nodeSelector": pod.get("nodeSelector"),
+            "tolerations": pod.get("tolerations"),
+        }
+
+    assert comparable(kpod) == comparable(rpod)
+
+
+def test_nack_matches_worker_topology(docs: tuple[Doc, ...]) -> None:
+    """NACK creates what the worker would create itself (else it stops with TopologyMismatch)."""
+    topology = pytest.importorskip("function.topology")
+    if not hasattr(topology, "stream_configs") or not hasattr(topology, "consumer_config"):
+        pytest.skip("function.topology has no stream_configs/consumer_config")
+    settings = checks.worker_settings(docs)
+    streams = {d["spec"]["name"]: d["spec"] for d in checks.find(docs, "Stream")}
+    for config in topology.stream_configs(settings):
+        spec = streams[config.name]
+        assert spec["subjects"] == config.subjects
+        assert spec["retention"] == config.retention.value
+        assert spec["storage"] == config.storage.value
+        assert spec.get("maxMsgsPerSubject", -1) == config.max_msgs_per_subject
+        assert go_duration(spec.get("maxAge") or "0s") == pytest.approx(config.max_age or 0)
+        if config.duplicate_window:
+            assert go_duration(spec["duplicateWindow"]) == pytest.approx(config.duplicate_window)
+        assert spec.get("allowDirect", False) == bool(config.allow_direct)
+        if config.discard is not None:
+            assert spec.get("discard", "old") == config.discard.value
+    consumers = {d["spec"]["durableName"]: d["spec"] for d in checks.find(docs, "Consumer")}
+    for priority in Priority:
+        config = topology.consumer_config(settings, priority)
+        spec = consumers[config.durable_name]
+        assert spec["streamName"] == JOBS_STREAM
+        assert spec["filterSubject"] == config.filter_subject
+        assert spec["ackPolicy"] == config.ack_policy.value
+        assert spec.get("deliverPolicy", "all") == config.deliver_policy.value
+        assert go_duration(spec["ackWait"]) == pytest.approx(config.ack_wait)
+        assert spec["maxDeliver"] == config.max_deliver
+        assert spec["maxAckPending"] == config.max_ack_pending
+
+
+def _served_paths(module: Any, source: str) -> set[str]:
+    """Routes of the FastAPI app in function/app.py, else the path literals in its source."""
+    candidates = [getattr(module, name, None) for name in ("app", "create_app", "make_app", "build_app")]
+    for candidate in candidates:
+        routes = getattr(candidate, "routes", None)
+        if routes is not None:
+            return {getattr(r, "path", "") for r in routes}
+    return {
+        node.value
+        for node in ast.walk(ast.parse(source))
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value.startswith("/")
+    }
+
+
+def test_probe_paths_are_served_by_the_function() -> None:
+    app_file = REPO / "function" / "app.py"
+    if not app_file.exists():
+        pytest.skip("function/app.py does not exist yet")
+    module = importlib.import_module("function.app")
+    served = _served_paths(module, app_file.read_text())
+    wanted = {contract.LIVENESS_PATH, contract.READINESS_PATH, contract.METRICS_PATH}
+    assert wanted <= served
+
+
+def _surge_commands() -> list[tuple[str, ...]]:
+    found = set()
+    for overlay in ("knative", "raw"):
+        for _, pod in workloads(rendered(overlay)):
+            for c in containers(pod):
+                if c.get("command", [None])[0] == "surge":
+                    found.add(tuple(c["command"]))
+    return sorted(found)
+
+
+@pytest.mark.parametrize("command", _surge_commands(), ids=" ".join)
+def test_commands_exist_in_the_cli(command: tuple[str, ...]) -> None:
+    """Every `surge ...` command in a container is a command of function/cli.py, options included."""
+    if importlib.util.find_spec("function.cli") is None:
+        pytest.skip("function/cli.py does not exist yet")
+    import typer.main  # noqa: PLC0415
+
+    cli = importlib.import_module("function.cli")
+    group: Any = typer.main.get_command(cli.app)
+    words = list(command[1:])
+    depth = 0
+    while words and not words[0].startswith("-"):
+        sub = getattr(group, "commands", {}).get(words[0])
+        if sub is None and depth == 0:
+            pytest.skip(f"`surge {words[0]}` is not in function/cli.py yet")
+        assert sub is not None, f"`{' '.join(command)}`: no subcommand {words[0]!r}"
+        group, words, depth = sub, words[1:], depth + 1
+    options = {opt for param in group.params for opt in (*param.opts, *param.secondary_opts)}
+    unknown = [w for w in words if w.startswith("-") and w not in options]
+    assert unknown == []
+
+
+def test_scaler_address_check_catches_a_wrong_port() -> None:
+    docs = rendered("raw")
+    assert checks.check_scaler_address(docs, "surge-scaler.surge.svc:9090") == []
+    assert checks.check_scaler_address(docs, "surge-scaler.surge.svc.cluster.local:9090") == []
+    assert checks.check_scaler_address(docs, "surge-scaler.surge.svc:8080") != []
+    assert checks.check_scaler_address(docs, "surge-scaler.default.svc:9090") != []
+    assert checks.check_scaler_address(docs, "scaler:9090") != []
+
+
+def test_durations() -> None:
+    assert go_duration("60s") == 60
+    assert go_duration("1h30m") == 5400
+    assert go_duration("336h") == 14 * 24 * 3600
+    with pytest.raises(ValueError, match="Go duration"):
+        go_duration("60")
+
+
+def test_manifests_readme_exists() -> None:
+    assert (REPO / "manifests" / "README.md").exists()
