@@ -74,8 +74,13 @@ def load_and_warm(settings: WorkerSettings) -> tuple[LoadedModel, dict[int, floa
     )
     sizes = settings.warmup_batch_sizes
     if sizes is None:
-        sizes = sorted({1, settings.max_batch})
+        sizes = sorted({1, effective_max_batch(settings, loaded)})
     return loaded, loaded.warmup(sizes)
+
+
+def effective_max_batch(settings: WorkerSettings, loaded: LoadedModel) -> int:
+    """`max_batch`, capped by a model whose batch axis is fixed."""
+    return min(settings.max_batch, loaded.max_batch or settings.max_batch)
 
 
 class Worker:
@@ -112,6 +117,9 @@ class Worker:
         topology = await ensure_topology(js, settings)
         model, self.warmup_ms = await asyncio.to_thread(load_and_warm, settings)
         self.model = model
+        if effective_max_batch(settings, model) != settings.max_batch:
+            log.warning("model takes batches of at most %s: max_batch capped", model.max_batch)
+            settings = settings.model_copy(update={"max_batch": effective_max_batch(settings, model)})
         results = ResultStore(
             self.nc, js, topology.blobs, inline_limit=settings.inline_output_limit
         )
