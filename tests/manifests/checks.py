@@ -61,7 +61,8 @@ def worker_workloads(docs: Docs) -> list[tuple[Doc, Doc]]:
 
 def worker_container(pod: Mapping[str, Any]) -> Doc:
     (found,) = [c for c in pod["containers"] if c["name"] == "worker"]
-    return found
+    container: Doc = found
+    return container
 
 
 def container_env(docs: Docs, container: Mapping[str, Any]) -> dict[str, str]:
@@ -165,9 +166,8 @@ def check_env_names(docs: Docs) -> list[str]:
                     continue
                 for key in maps[ref["name"]]:
                     if key not in SETTINGS_ENV:
-                        errors.append(
-                            f"{where}: ConfigMap {ref['name']} key {key} is not a WorkerSettings field"
-                        )
+                        field = f"ConfigMap {ref['name']} key {key}"
+                        errors.append(f"{where}: {field} is not a WorkerSettings field")
     return errors
 
 
@@ -206,7 +206,10 @@ def check_jetstream(docs: Docs) -> list[str]:
     jobs, results = streams.get(JOBS_STREAM, {}), streams.get(RESULTS_STREAM, {})
     if jobs.get("retention") != "workqueue":
         errors.append(f"stream {JOBS_STREAM}: retention {jobs.get('retention')!r}, want workqueue")
-    if jobs.get("duplicateWindow") and go_duration(jobs["duplicateWindow"]) != settings.dedupe_window_s:
+    if (
+        jobs.get("duplicateWindow")
+        and go_duration(jobs["duplicateWindow"]) != settings.dedupe_window_s
+    ):
         errors.append(f"stream {JOBS_STREAM}: duplicateWindow != SURGE_DEDUPE_WINDOW_S")
     if results.get("maxMsgsPerSubject") != 1:
         errors.append(f"stream {RESULTS_STREAM}: maxMsgsPerSubject must be 1")
@@ -270,10 +273,15 @@ def check_scaling(docs: Docs) -> list[str]:
             # autoscaler-keda writes advanced.horizontalPodAutoscalerConfig.name without a nil check
             errors.append(f"{where}: `advanced` without `horizontalPodAutoscalerConfig`")
         scale_up = (
-            (advanced or {}).get("horizontalPodAutoscalerConfig", {}).get("behavior", {}).get("scaleUp")
+            (advanced or {})
+            .get("horizontalPodAutoscalerConfig", {})
+            .get("behavior", {})
+            .get("scaleUp")
         )
         if not scale_up or scale_up.get("stabilizationWindowSeconds") != 0:
-            errors.append(f"{where}: HPA scaleUp should react at once (stabilizationWindowSeconds 0)")
+            errors.append(
+                f"{where}: HPA scaleUp should react at once (stabilizationWindowSeconds 0)"
+            )
 
         triggers = spec.get("triggers", [])
         jetstream = [t for t in triggers if t.get("type") == "nats-jetstream"]
@@ -295,7 +303,9 @@ def check_scaling(docs: Docs) -> list[str]:
             if auth_name is not None:
                 auth = auths.get(auth_name)
                 if auth is None:
-                    errors.append(f"{label}: TriggerAuthentication {auth_name} is not in the manifests")
+                    errors.append(
+                        f"{label}: TriggerAuthentication {auth_name} is not in the manifests"
+                    )
                     continue
                 params |= {r["parameter"] for r in auth.get("secretTargetRef", [])}
                 for ref in auth.get("configMapTargetRef", []):
@@ -310,14 +320,19 @@ def check_scaling(docs: Docs) -> list[str]:
             errors.append(f"{where}: want one external-push trigger (Surge's scaler)")
         for t in pushes:
             meta = t.get("metadata", {})
-            errors += [f"{where}: {e}" for e in check_scaler_address(docs, meta.get("scalerAddress"))]
+            errors += [
+                f"{where}: {e}" for e in check_scaler_address(docs, meta.get("scalerAddress"))
+            ]
             if meta.get("function") != settings.function:
                 errors.append(f"{where}: external-push `function` != SURGE_FUNCTION")
 
     for so in find(docs, "ScaledObject", "keda.sh/v1alpha1"):
         target = so["spec"].get("scaleTargetRef", {})
         deployments = {d["metadata"]["name"] for d in find(docs, "Deployment", "apps/v1")}
-        if target.get("kind", "Deployment") != "Deployment" or target.get("name") not in deployments:
+        if (
+            target.get("kind", "Deployment") != "Deployment"
+            or target.get("name") not in deployments
+        ):
             errors.append(f"{name_of(so)}: scaleTargetRef {target} is not a Deployment here")
     for ksvc in find(docs, "Service", "serving.knative.dev/v1"):
         errors += _check_knative_autoscaling(ksvc)
@@ -389,7 +404,9 @@ def check_scaler_address(docs: Docs, address: str | None) -> list[str]:
                     if p["containerPort"] != contract.SCALER_GRPC_PORT:
                         return [f"scalerAddress {address}: reaches port {p['containerPort']}"]
                     if tuple(c.get("command", [])) != contract.SCALER_COMMAND:
-                        return [f"scalerAddress {address}: reaches {c.get('command')}, not the scaler"]
+                        return [
+                            f"scalerAddress {address}: reaches {c.get('command')}, not the scaler"
+                        ]
                     return []
     return [f"scalerAddress {address}: Service port {port} reaches no container port"]
 
@@ -422,7 +439,9 @@ def check_probes(docs: Docs) -> list[str]:
                 continue
             port = ports.get(http.get("port"), http.get("port"))
             if port != contract.HTTP_PORT:
-                errors.append(f"{where}: {field} port {http.get('port')!r} is not {contract.HTTP_PORT}")
+                errors.append(
+                    f"{where}: {field} port {http.get('port')!r} is not {contract.HTTP_PORT}"
+                )
     return errors
 
 
@@ -435,11 +454,15 @@ def check_shutdown(docs: Docs) -> list[str]:
         grace = termination_grace_s(workload, pod)
         batch = longest_batch_s(settings)
         if grace < settings.ack_wait_s:
-            errors.append(f"{where}: termination grace {grace}s < SURGE_ACK_WAIT_S {settings.ack_wait_s}")
+            errors.append(
+                f"{where}: termination grace {grace}s < SURGE_ACK_WAIT_S {settings.ack_wait_s}"
+            )
         if grace < settings.drain_timeout_s:
             errors.append(f"{where}: termination grace {grace}s < SURGE_DRAIN_TIMEOUT_S")
         if settings.ack_wait_s < batch:
-            errors.append(f"{where}: SURGE_ACK_WAIT_S {settings.ack_wait_s} < longest batch {batch}s")
+            errors.append(
+                f"{where}: SURGE_ACK_WAIT_S {settings.ack_wait_s} < longest batch {batch}s"
+            )
         if settings.drain_timeout_s < batch:
             errors.append(f"{where}: SURGE_DRAIN_TIMEOUT_S < longest batch {batch}s")
     return errors
@@ -527,12 +550,15 @@ def check_images(docs: Docs) -> list[str]:
 
 
 _SECRET_NAME = re.compile(r"pass(word)?|secret|token|credential|private|api_?key", re.IGNORECASE)
-_URL_CREDENTIALS = re.compile(r"[a-z][a-z0-9+.-]*://[^/\s:@]+:[^/\s@]+@", re.IGNORECASE)
+_URL_CREDENTIALS = re.compile(r"[a-z][a-z0-9+.-]*://[^/\s:@$]+:[^/\s@$]+@", re.IGNORECASE)
 
 
 def check_no_secrets(docs: Docs) -> list[str]:
     """No Secret objects, no secret-looking env literals, no credentials in URLs."""
-    errors = [f"{name_of(d)}: secrets are created with kubectl, not kept here" for d in find(docs, "Secret")]
+    errors = [
+        f"{name_of(d)}: secrets are created with kubectl, not kept here"
+        for d in find(docs, "Secret")
+    ]
     for workload, pod in workloads(docs):
         for c in containers(pod):
             for var in c.get("env", []):

@@ -18,11 +18,11 @@ import shutil
 import subprocess
 import sys
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Final
 
-import kubernetes_validate
+import kubernetes_validate  # type: ignore[import-untyped]
 import yaml
 from jsonschema import Draft7Validator
 
@@ -212,7 +212,7 @@ def validate_document(doc: Mapping[str, Any]) -> list[str]:
     where = name_of(doc)
     key = (doc.get("apiVersion"), doc.get("kind"))
     if key in CRD_SCHEMAS:
-        errors = _messages(_schema(CRD_SCHEMAS[key]), doc, where)  # type: ignore[index]
+        errors = _messages(_schema(CRD_SCHEMAS[key]), doc, where)
         if key == ("keda.sh/v1alpha1", "ScaledObject"):
             errors += validate_triggers(doc.get("spec") or {}, where)
         if key == ("serving.knative.dev/v1", "Service") and not errors:
@@ -232,7 +232,7 @@ def validate_document(doc: Mapping[str, Any]) -> list[str]:
     return [f"{where}: no schema for apiVersion {doc.get('apiVersion')!r}"]
 
 
-def workloads(docs: Iterator[Doc] | tuple[Doc, ...] | list[Doc]) -> Iterator[tuple[Doc, Doc]]:
+def workloads(docs: Iterable[Doc]) -> Iterator[tuple[Doc, Doc]]:
     """(document, pod spec) for every Knative Service and Deployment."""
     for doc in docs:
         kind = (doc.get("apiVersion"), doc.get("kind"))

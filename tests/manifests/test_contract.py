@@ -12,12 +12,22 @@ import pytest
 
 from function.settings import JOBS_STREAM, Priority
 from tests.manifests import checks, contract
-from tests.manifests.kube import REPO, Doc, containers, go_duration, override_of, rendered, workloads
+from tests.manifests.kube import (
+    REPO,
+    Doc,
+    containers,
+    go_duration,
+    override_of,
+    rendered,
+    workloads,
+)
 
 Check = Callable[[Sequence[Doc]], list[str]]
 
 
-@pytest.mark.parametrize("check", checks.ALL_CHECKS, ids=lambda c: c.__name__.removeprefix("check_"))
+@pytest.mark.parametrize(
+    "check", checks.ALL_CHECKS, ids=lambda c: c.__name__.removeprefix("check_")
+)
 def test_check(docs: tuple[Doc, ...], check: Check) -> None:
     assert check(docs) == []
 
@@ -92,7 +102,9 @@ def test_nack_matches_worker_topology(docs: tuple[Doc, ...]) -> None:
 
 def _served_paths(module: Any, source: str) -> set[str]:
     """Routes of the FastAPI app in function/app.py, else the path literals in its source."""
-    candidates = [getattr(module, name, None) for name in ("app", "create_app", "make_app", "build_app")]
+    candidates = [
+        getattr(module, name, None) for name in ("app", "create_app", "make_app", "build_app")
+    ]
     for candidate in candidates:
         routes = getattr(candidate, "routes", None)
         if routes is not None:
@@ -100,7 +112,9 @@ def _served_paths(module: Any, source: str) -> set[str]:
     return {
         node.value
         for node in ast.walk(ast.parse(source))
-        if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value.startswith("/")
+        if isinstance(node, ast.Constant)
+        and isinstance(node.value, str)
+        and node.value.startswith("/")
     }
 
 
@@ -126,10 +140,10 @@ def _surge_commands() -> list[tuple[str, ...]]:
 
 @pytest.mark.parametrize("command", _surge_commands(), ids=" ".join)
 def test_commands_exist_in_the_cli(command: tuple[str, ...]) -> None:
-    """Every `surge ...` command in a container is a command of function/cli.py, options included."""
+    """Each `surge ...` container command exists in function/cli.py, options included."""
     if importlib.util.find_spec("function.cli") is None:
         pytest.skip("function/cli.py does not exist yet")
-    import typer.main  # noqa: PLC0415
+    import typer.main
 
     cli = importlib.import_module("function.cli")
     group: Any = typer.main.get_command(cli.app)

@@ -28,7 +28,8 @@ def test_every_kind_has_a_validator(docs: tuple[Doc, ...]) -> None:
     unchecked = [
         name_of(d)
         for d in docs
-        if (d["apiVersion"], d["kind"]) not in CRD_SCHEMAS and d["apiVersion"] not in CORE_API_VERSIONS
+        if (d["apiVersion"], d["kind"]) not in CRD_SCHEMAS
+        and d["apiVersion"] not in CORE_API_VERSIONS
     ]
     assert unchecked == []
 
@@ -43,7 +44,10 @@ def test_overlay_holds_the_expected_kinds(overlay: str, docs: tuple[Doc, ...]) -
 
 
 def test_names_are_unique(docs: tuple[Doc, ...]) -> None:
-    keys = [(d["apiVersion"], d["kind"], d["metadata"].get("namespace"), d["metadata"]["name"]) for d in docs]
+    keys = [
+        (d["apiVersion"], d["kind"], d["metadata"].get("namespace"), d["metadata"]["name"])
+        for d in docs
+    ]
     assert len(keys) == len(set(keys))
 
 
