@@ -2,8 +2,9 @@
 
 JetStream's `fetch(n)` returns what is there at once, so batches are built here:
 `take()` waits for the first ready item, then up to `max_wait` seconds more for the
-batch to fill to `max_batch` (Triton's `max_queue_delay` idea), and always takes
-`high` items before `normal` ones.
+batch to fill to `max_batch` (Triton's `max_queue_delay` idea), but only while
+`more_expected()` says more work is on its way (JetStream tells each message how many
+are still pending), so a lone job never waits. It always takes `high` before `normal`.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import asyncio
 import contextlib
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Generic, TypeVar
 
 from function.settings import Priority
@@ -27,9 +28,12 @@ _ORDER = (Priority.HIGH, Priority.NORMAL)
 class PriorityBatcher(Generic[T]):
     """Per-priority FIFO buffers with a batch-forming `take()`."""
 
-    def __init__(self, max_batch: int, max_wait: float) -> None:
+    def __init__(
+        self, max_batch: int, max_wait: float, more_expected: Callable[[], bool] = lambda: True
+    ) -> None:
         self.max_batch = max_batch
         self.max_wait = max_wait
+        self._more_expected = more_expected
         self._buffers: dict[Priority, deque[T]] = {p: deque() for p in _ORDER}
         self._changed = asyncio.Event()
         self._closed = False
@@ -72,7 +76,7 @@ class PriorityBatcher(Generic[T]):
                 return []
             await self._wait_change(None)
         deadline = time.monotonic() + self.max_wait
-        while len(self) < self.max_batch and not self._closed:
+        while len(self) < self.max_batch and not self._closed and self._more_expected():
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break

@@ -2,7 +2,8 @@
 
 Stages, all in one event loop; blocking work runs in thread pools:
 
-1. one fetcher per priority keeps at most `max_batch` admitted-but-unbatched jobs;
+1. one pull feed per priority keeps at most `max_batch` admitted-but-unbatched jobs,
+   each handed over the moment it arrives;
 2. admission parses, answers redeliveries from the result store, reads blob inputs,
    and decodes + preprocesses off the loop;
 3. the batch loop takes up to `max_batch` ready jobs (high first, waiting at most
@@ -25,9 +26,8 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import numpy as np
+from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
-from nats.errors import TimeoutError as NatsTimeoutError
-from nats.js import JetStreamContext
 from opentelemetry import trace
 from PIL import Image
 
@@ -36,6 +36,7 @@ from function.errors import ErrorCode, JobError, TransientError
 from function.imaging import decode_image
 from function.inflight import InFlightJob, wall_ns
 from function.jobs import ModelInfo, Output, Timings, parse_job
+from function.pull import PullFeed
 from function.results import ResultStore
 from function.settings import JOBS_STREAM, Priority, WorkerSettings
 from function.settle import Settler
@@ -47,10 +48,16 @@ log = logging.getLogger("surge.consumer")
 _tracer = trace.get_tracer("surge")
 
 
+SMALL_INPUT_BYTES = 32 * 1024
+SMALL_IMAGE_PIXELS = 64 * 64 * 16
+
+
 class BatchModel(Protocol):
-    """What the consumer needs from a loaded model."""
+    """What the consumer needs from a loaded model; `fast` when a run costs less than a
+    thread hop (measured at warmup), so it runs on the event loop."""
 
     info: ModelInfo
+    fast: bool
 
     def check_outputs(self, requested: tuple[str, ...]) -> tuple[str, ...]: ...
     def preprocess(self, image: Image.Image) -> np.ndarray: ...
@@ -65,20 +72,21 @@ class JobConsumer:
 
     def __init__(
         self,
-        js: JetStreamContext,
+        nc: NATS,
         consumers: dict[Priority, str],
         model: BatchModel,
         results: ResultStore,
         settings: WorkerSettings,
     ) -> None:
-        self._js = js
+        self._nc = nc
         self._consumers = consumers
         self._model = model
         self._results = results
         self._settings = settings
         self._batcher: PriorityBatcher[InFlightJob] = PriorityBatcher(
-            settings.max_batch, settings.max_batch_wait_ms / 1000
+            settings.max_batch, settings.max_batch_wait_ms / 1000, self._more_expected
         )
+        self._pending_hint: dict[Priority, int] = {p: 0 for p in Priority}
         self._in_flight: set[InFlightJob] = set()
         self._admitting: dict[Priority, int] = {p: 0 for p in Priority}
         self._room = asyncio.Event()
@@ -88,7 +96,7 @@ class JobConsumer:
         self._cpu_pool = ThreadPoolExecutor(2, thread_name_prefix="surge-cpu")
         self._settler = Settler(results, settings, model.info, self._forget)
         self._main: asyncio.Task[None] | None = None
-        self._subs: dict[Priority, JetStreamContext.PullSubscription] = {}
+        self._feeds: dict[Priority, PullFeed] = {}
         self.completed = 0
         self.batch_sizes: list[int] = []
 
@@ -107,12 +115,18 @@ class JobConsumer:
         task.add_done_callback(self._tasks.discard)
 
     async def start(self) -> None:
-        """Bind to the consumers and start fetching."""
-        self._subs = {
-            p: await self._js.pull_subscribe_bind(durable=name, stream=JOBS_STREAM)
-            for p, name in self._consumers.items()
-        }
-        fetchers = [self._fetch_loop(p, sub) for p, sub in self._subs.items()]
+        """Open one pull feed per priority and start fetching."""
+        for priority, name in self._consumers.items():
+            feed = PullFeed(
+                self._nc,
+                JOBS_STREAM,
+                name,
+                lambda msg, p=priority: self._admit(p, msg),  # type: ignore[misc]
+                expires=self._settings.fetch_timeout_s,
+            )
+            await feed.start()
+            self._feeds[priority] = feed
+        fetchers = [self._fetch_loop(p, feed) for p, feed in self._feeds.items()]
         self._main = asyncio.create_task(self._run(fetchers))
 
     async def _run(self, fetchers: list[Any]) -> None:
@@ -125,7 +139,8 @@ class JobConsumer:
     def _buffered(self, priority: Priority) -> int:
         return self._batcher.pending(priority) + self._admitting[priority]
 
-    async def _fetch_loop(self, priority: Priority, sub: JetStreamContext.PullSubscription) -> None:
+    async def _fetch_loop(self, priority: Priority, feed: PullFeed) -> None:
+        """Keep a pull request open for as many jobs as this priority has room for."""
         poll = self._settings.fetch_timeout_s
         while not self._stopping.is_set():
             room = self._settings.max_batch - self._buffered(priority)
@@ -135,20 +150,20 @@ class JobConsumer:
                     await asyncio.wait_for(self._room.wait(), poll)
                 continue
             try:
-                msgs = await sub.fetch(1, timeout=poll)
-                if room > 1:
-                    with contextlib.suppress(NatsTimeoutError, TimeoutError):
-                        msgs += await sub.fetch(room - 1, timeout=0.05)
-            except (NatsTimeoutError, TimeoutError):
-                continue
-            except Exception:  # connection trouble: keep going, the client reconnects
-                log.exception("fetch failed on %s", priority.value)
+                await feed.request(room)
+            except Exception:  # connection trouble: the client reconnects, try again
+                log.exception("pull request failed on %s", priority.value)
                 await asyncio.sleep(poll)
                 continue
-            for msg in msgs:
-                self._admit(priority, msg)
+            await feed.wait_ended(poll)
+
+    def _more_expected(self) -> bool:
+        """Jobs are being prepared, or the stream said more were pending at last delivery."""
+        return any(self._admitting.values()) or any(self._pending_hint.values())
 
     def _admit(self, priority: Priority, msg: Msg) -> None:
+        with contextlib.suppress(Exception):
+            self._pending_hint[priority] = int(msg.metadata.num_pending or 0)
         ctx = context_from_headers(msg.headers)
         span = _tracer.start_span("surge.job", context=ctx, kind=trace.SpanKind.CONSUMER)
         job = InFlightJob(msg=msg, priority=priority, span=span, context=ctx)
@@ -198,10 +213,16 @@ class JobConsumer:
         assert data is not None
         span = _tracer.start_span("decode", context=trace.set_span_in_context(job.span))
         with trace.use_span(span, end_on_exit=True):
-            loop = asyncio.get_running_loop()
-            job.image, job.sample = await loop.run_in_executor(
-                self._cpu_pool, self._decode, data, request.content_type
+            small = len(data) <= SMALL_INPUT_BYTES
+            job.image, job.sample = await self._call(
+                self._cpu_pool, small, self._decode, data, request.content_type
             )
+
+    async def _call(self, pool: ThreadPoolExecutor, inline: bool, fn: Any, *args: Any) -> Any:
+        """Run `fn` in `pool`, or right here when it is cheaper than the thread hop."""
+        if inline:
+            return fn(*args)
+        return await asyncio.get_running_loop().run_in_executor(pool, fn, *args)
 
     def _decode(self, data: bytes, content_type: str | None) -> tuple[Image.Image, np.ndarray]:
         image = decode_image(data, content_type, max_pixels=self._settings.max_pixels)
@@ -210,7 +231,6 @@ class JobConsumer:
     # -- batch, infer, complete --------------------------------------------------------
 
     async def _batch_loop(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
             batch = await self._batcher.take()
             if not batch:
@@ -222,7 +242,9 @@ class JobConsumer:
             start_ns = wall_ns()
             samples = [job.sample for job in batch if job.sample is not None]
             try:
-                out = await loop.run_in_executor(self._infer_pool, self._model.run_batch, samples)
+                out = await self._call(
+                    self._infer_pool, self._model.fast, self._model.run_batch, samples
+                )
             except Exception as exc:
                 self._spawn(self._split_after_failure(batch, exc))
                 continue
@@ -270,7 +292,6 @@ class JobConsumer:
         METRICS.batch_size.labels(function).observe(size)
         METRICS.inference.labels(function).observe(infer_ms / 1000)
         self.batch_sizes.append(size)
-        loop = asyncio.get_running_loop()
         for index, job in enumerate(batch):
             parent = trace.set_span_in_context(job.span)
             _tracer.start_span("batch wait", context=parent, start_time=job.fetched_ns).end(
@@ -285,8 +306,17 @@ class JobConsumer:
             with bind(job_id=job.job_id, function=function):
                 try:
                     assert job.image is not None
-                    outputs = await loop.run_in_executor(
-                        self._cpu_pool, self._model.postprocess, out[index], job.image, job.outputs
+                    small = (
+                        self._model.fast
+                        and job.image.width * job.image.height <= SMALL_IMAGE_PIXELS
+                    )
+                    outputs = await self._call(
+                        self._cpu_pool,
+                        small,
+                        self._model.postprocess,
+                        out[index],
+                        job.image,
+                        job.outputs,
                     )
                     await self._settler.succeed(job, outputs, timings)
                     self.completed += 1
@@ -323,6 +353,10 @@ class JobConsumer:
         if self._main is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._main, max(deadline - time.monotonic(), 0.1))
+        for feed in self._feeds.values():
+            await feed.stop()  # jobs that still arrive on an open request are handed back
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=max(deadline - time.monotonic(), 0.1))
         for job in self._batcher.drain():
             await self._settler.hand_back(job)
         if self._tasks:
@@ -331,9 +365,6 @@ class JobConsumer:
             if not job.settled:
                 with contextlib.suppress(Exception):
                     await self._settler.hand_back(job)
-        for sub in self._subs.values():
-            with contextlib.suppress(Exception):
-                await sub.unsubscribe()
         self._infer_pool.shutdown(wait=False, cancel_futures=True)
         self._cpu_pool.shutdown(wait=False, cancel_futures=True)
         log.info("drained: %d jobs completed", self.completed)

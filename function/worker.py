@@ -18,6 +18,7 @@ import socket
 import time
 import uuid
 from datetime import UTC, datetime
+from pathlib import Path
 
 import nats
 import numpy as np
@@ -37,15 +38,34 @@ from function.topology import ensure_topology
 __all__ = ["ModelAdapter", "Worker", "run_worker"]
 
 log = logging.getLogger("surge.worker")
-PROCESS_START = time.time()
+
+
+def process_start_time() -> float:
+    """When this process started (Unix time), from /proc on Linux; else module import time."""
+    try:
+        fields = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
+        ticks = int(fields[19])  # field 22 of stat: start time in clock ticks since boot
+        boot = next(
+            float(line.split()[1])
+            for line in Path("/proc/stat").read_text().splitlines()
+            if line.startswith("btime")
+        )
+        return boot + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return time.time()
+
+
+PROCESS_START = process_start_time()
+FAST_RUN_MS = 0.5  # a model run shorter than this is cheaper inline than in a thread
 
 
 class ModelAdapter:
     """Presents a `LoadedModel` as the consumer's `BatchModel`."""
 
-    def __init__(self, loaded: LoadedModel) -> None:
+    def __init__(self, loaded: LoadedModel, warmup_ms: dict[int, float]) -> None:
         self.loaded = loaded
         self.info: ModelInfo = loaded.info
+        self.fast = bool(warmup_ms) and max(warmup_ms.values()) < FAST_RUN_MS
 
     def check_outputs(self, requested: tuple[str, ...]) -> tuple[str, ...]:
         return self.loaded.task.check_outputs(requested)
@@ -119,11 +139,14 @@ class Worker:
         self.model = model
         if effective_max_batch(settings, model) != settings.max_batch:
             log.warning("model takes batches of at most %s: max_batch capped", model.max_batch)
-            settings = settings.model_copy(update={"max_batch": effective_max_batch(settings, model)})
+            capped = effective_max_batch(settings, model)
+            settings = settings.model_copy(update={"max_batch": capped})
         results = ResultStore(
             self.nc, js, topology.blobs, inline_limit=settings.inline_output_limit
         )
-        self.consumer = JobConsumer(js, topology.consumers, ModelAdapter(model), results, settings)
+        self.consumer = JobConsumer(
+            self.nc, topology.consumers, ModelAdapter(model, self.warmup_ms), results, settings
+        )
         self._sweeper = PoisonSweeper(self.nc, js, results, settings.function, settings.max_deliver)
         await self._sweeper.start(topology.consumers)
         await self.consumer.start()
