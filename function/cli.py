@@ -52,10 +52,12 @@ def worker(
     ] = None,
     threads: Annotated[int | None, typer.Option(help="ONNX Runtime intra-op threads.")] = None,
     model_dir: Annotated[Path | None, typer.Option(help="Model cache directory.")] = None,
+    http_port: Annotated[
+        int | None, typer.Option(help="HTTP port for probes, metrics and direct inference.")
+    ] = None,
 ) -> None:
-    """Run the inference function: consume jobs, publish results (SIGTERM drains)."""
-    from function.telemetry import configure_logging, configure_tracing
-    from function.worker import run_worker
+    """Run the inference function: consume jobs, publish results, serve HTTP (SIGTERM drains)."""
+    from function.serve import serve
 
     overrides: dict[str, Any] = {
         "nats_url": nats_url,
@@ -64,11 +66,9 @@ def worker(
         "max_batch_wait_ms": max_batch_wait_ms,
         "intra_op_threads": threads,
         "model_dir": model_dir,
+        "http_port": http_port,
     }
-    settings = WorkerSettings(**{k: v for k, v in overrides.items() if v is not None})
-    configure_logging(settings.log_level)
-    configure_tracing(f"surge-worker-{settings.function}", settings.otlp_endpoint)
-    asyncio.run(run_worker(settings))
+    serve(WorkerSettings(**{k: v for k, v in overrides.items() if v is not None}))
 
 
 def _progress() -> Progress:
@@ -239,7 +239,9 @@ def nats_server(
 def demo(
     jobs: Annotated[int, typer.Option(help="How many jobs to publish.")] = 48,
     out: Annotated[Path, typer.Option(help="Where masks and the report go.")] = Path("demo-output"),
-    workers: Annotated[int, typer.Option(help="Worker processes.")] = 1,
+    workers: Annotated[
+        int, typer.Option(help="Worker processes (on CPU, processes beat threads).")
+    ] = 2,
     function: Function = DEFAULT_FUNCTION,
 ) -> None:
     """Start NATS and workers, publish a spike of real jobs, print a summary, write a report."""

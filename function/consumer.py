@@ -35,7 +35,7 @@ from function.batcher import PriorityBatcher
 from function.errors import ErrorCode, JobError, TransientError
 from function.imaging import decode_image
 from function.inflight import InFlightJob, wall_ns
-from function.jobs import ModelInfo, Output, Timings, parse_job
+from function.jobs import JobRequest, ModelInfo, Output, Timings, parse_job
 from function.pull import PullFeed
 from function.results import ResultStore
 from function.settings import JOBS_STREAM, Priority, WorkerSettings
@@ -81,6 +81,7 @@ class JobConsumer:
         self._nc = nc
         self._consumers = consumers
         self._model = model
+        self.model_info = model.info
         self._results = results
         self._settings = settings
         self._batcher: PriorityBatcher[InFlightJob] = PriorityBatcher(
@@ -98,6 +99,7 @@ class JobConsumer:
         self._main: asyncio.Task[None] | None = None
         self._feeds: dict[Priority, PullFeed] = {}
         self.completed = 0
+        self.first_job_at: float | None = None
         self.batch_sizes: list[int] = []
 
     @property
@@ -303,7 +305,7 @@ class JobConsumer:
             queued_ms = (start_ns - job.published_ns) / 1e6
             METRICS.queue_wait.labels(function).observe(max(queued_ms, 0.0) / 1000)
             timings = Timings(queued_ms=queued_ms, batch_size=size, inference_ms=infer_ms)
-            with bind(job_id=job.job_id, function=function):
+            with bind(job_id=job.job_id, trace_id=job.trace_id):
                 try:
                     assert job.image is not None
                     small = (
@@ -320,12 +322,35 @@ class JobConsumer:
                     )
                     await self._settler.succeed(job, outputs, timings)
                     self.completed += 1
+                    self.first_job_at = self.first_job_at or time.time()
                 except JobError as exc:
                     await self._settler.fail(job, exc, timings)
                 except (TransientError, Exception) as exc:
                     log.exception("completing job failed")
                     if not job.settled:
                         await self._settler.retry_or_dead_letter(job, exc)
+
+    async def infer_direct(self, request: JobRequest) -> tuple[dict[str, Output], Timings]:
+        """One job outside the queue (HTTP): same decode, model and postprocess."""
+        outputs_wanted = self._model.check_outputs(request.outputs)
+        data = request.image
+        if data is None and request.image_ref is not None:
+            data = await self._results.fetch_input(request.image_ref)
+        assert data is not None
+        small = len(data) <= SMALL_INPUT_BYTES
+        image, sample = await self._call(
+            self._cpu_pool, small, self._decode, data, request.content_type
+        )
+        start_ns = wall_ns()
+        out = await self._call(self._infer_pool, self._model.fast, self._model.run_batch, [sample])
+        end_ns = wall_ns()
+        outputs = await self._call(
+            self._cpu_pool, False, self._model.postprocess, out[0], image, outputs_wanted
+        )
+        self.completed += 1
+        infer_ms = (end_ns - start_ns) / 1e6
+        METRICS.inference.labels(self._settings.function).observe(infer_ms / 1000)
+        return outputs, Timings(batch_size=1, inference_ms=infer_ms)
 
     async def _progress_loop(self) -> None:
         """Tell JetStream that long-running jobs are still being worked on."""

@@ -62,5 +62,10 @@ class InFlightJob:
         return derive_job_id(meta.stream or "", int(meta.sequence.stream or 0))
 
     @property
+    def trace_id(self) -> str | None:
+        ctx = self.span.get_span_context()
+        return format(ctx.trace_id, "032x") if ctx.is_valid else None
+
+    @property
     def headers(self) -> dict[str, str]:
         return dict(self.msg.headers or {})

@@ -132,6 +132,8 @@ class WorkerSettings(BaseSettings):
     max_batch: int = Field(default=8, ge=1)
     max_batch_wait_ms: float = Field(default=5.0, ge=0)
     warmup_batch_sizes: list[int] | None = None
+    warmup_dir: Path | None = Field(default=None, description="Images to run once before ready.")
+    warmup_hooks: list[str] = Field(default_factory=list, description="'module:callable' hooks.")
     ack_wait_s: float = Field(default=60.0, gt=0)
     max_deliver: int = Field(default=5, ge=1)
     max_ack_pending: int = Field(default=256, ge=1)

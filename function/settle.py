@@ -43,14 +43,13 @@ class Settler:
 
     def _result(self, job: InFlightJob, timings: Timings, **fields: object) -> Result:
         timings.total_ms = (wall_ns() - job.published_ns) / 1e6
-        ctx = job.span.get_span_context()
         return Result.model_validate(
             {
                 "job_id": job.job_id,
                 "function": self._function,
                 "model": self._model,
                 "timings": timings,
-                "trace_id": format(ctx.trace_id, "032x") if ctx.is_valid else None,
+                "trace_id": job.trace_id,
                 "attempts": job.attempts,
                 **fields,
             }
@@ -86,7 +85,7 @@ class Settler:
         """Store and send an error result, then terminate: never retried."""
         info = ErrorInfo(code=error.code, message=error.message)
         result = self._result(job, timings or Timings(), status=JobStatus.ERROR, error=info)
-        with bind(job_id=job.job_id, function=self._function):
+        with bind(job_id=job.job_id, trace_id=job.trace_id):
             log.info("job failed: %s: %s", error.code.value, error.message)
         await self._publish(job, result)
         await job.msg.term()
@@ -104,7 +103,7 @@ class Settler:
         message = f"{type(error).__name__}: {error}"
         if job.attempts < self._settings.max_deliver:
             delay = self._settings.nak_delay_s * 2 ** (job.attempts - 1)
-            with bind(job_id=job.job_id, function=self._function):
+            with bind(job_id=job.job_id, trace_id=job.trace_id):
                 log.warning(
                     "attempt %d failed, retrying in %.1fs: %s", job.attempts, delay, message
                 )

@@ -34,6 +34,7 @@ __all__ = [
     "configure_tracing",
     "context_from_headers",
     "current_trace_id",
+    "set_process_fields",
     "trace_headers",
     "tracer",
 ]
@@ -42,6 +43,14 @@ _context: contextvars.ContextVar[dict[str, str] | None] = contextvars.ContextVar
     "surge_log", default=None
 )
 _FIELDS = ("job_id", "trace_id", "function", "model_version")
+
+
+_process_fields: dict[str, str] = {}
+
+
+def set_process_fields(**fields: str | None) -> None:
+    """Fields on every log line of this process (e.g. function, model_version)."""
+    _process_fields.update({k: v for k, v in fields.items() if v})
 
 
 @contextmanager
@@ -70,7 +79,7 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
-        bound = _context.get() or {}
+        bound = {**_process_fields, **(_context.get() or {})}
         for field in _FIELDS:
             value = getattr(record, field, None) or bound.get(field)
             if field == "trace_id" and not value:
@@ -169,6 +178,12 @@ class Metrics:
         )
         self.dead_letters = Counter(
             "surge_dead_letters_total", "Jobs moved to the dead-letter stream.", ["function"]
+        )
+        self.cold_start = Gauge(
+            "surge_cold_start_phase_seconds",
+            "Cold-start phases: import, connect, fetch, prepare, session, warmup, hooks, "
+            "attach, total, first_job.",
+            ["function", "phase"],
         )
         self.ready = Gauge("surge_ready", "1 when the worker is warm and consuming.", ["function"])
 

@@ -5,7 +5,7 @@
     ...
     await worker.stop()         # drain: nothing lost
 
-`run_worker()` adds signal handling (SIGTERM/SIGINT -> drain; a second signal exits).
+`function.serve` runs it behind the HTTP surface; SIGTERM drains.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import signal
 import socket
 import time
 import uuid
@@ -23,19 +22,18 @@ from pathlib import Path
 import nats
 import numpy as np
 from nats.aio.client import Client as NATS
-from PIL import Image
 
 from function.consumer import JobConsumer
 from function.heartbeat import Heartbeat, HeartbeatPublisher, WorkerState
-from function.jobs import ModelInfo, Output
-from function.models import LoadedModel, load_model, load_task
+from function.models import LoadedModel
 from function.poison import PoisonSweeper
 from function.results import ResultStore
 from function.settings import WorkerSettings
-from function.telemetry import METRICS
+from function.telemetry import METRICS, set_process_fields
 from function.topology import ensure_topology
+from function.warmup import ModelAdapter, WarmupHook, effective_max_batch, load_and_warm
 
-__all__ = ["ModelAdapter", "Worker", "run_worker"]
+__all__ = ["PROCESS_START", "Worker", "process_start_time"]
 
 log = logging.getLogger("surge.worker")
 
@@ -56,58 +54,23 @@ def process_start_time() -> float:
 
 
 PROCESS_START = process_start_time()
-FAST_RUN_MS = 0.5  # a model run shorter than this is cheaper inline than in a thread
-
-
-class ModelAdapter:
-    """Presents a `LoadedModel` as the consumer's `BatchModel`."""
-
-    def __init__(self, loaded: LoadedModel, warmup_ms: dict[int, float]) -> None:
-        self.loaded = loaded
-        self.info: ModelInfo = loaded.info
-        self.fast = bool(warmup_ms) and max(warmup_ms.values()) < FAST_RUN_MS
-
-    def check_outputs(self, requested: tuple[str, ...]) -> tuple[str, ...]:
-        return self.loaded.task.check_outputs(requested)
-
-    def preprocess(self, image: Image.Image) -> np.ndarray:
-        return self.loaded.task.preprocess(image)
-
-    def run_batch(self, samples: list[np.ndarray]) -> np.ndarray:
-        return self.loaded.run_batch(samples)
-
-    def postprocess(
-        self, row: np.ndarray, image: Image.Image, outputs: tuple[str, ...]
-    ) -> dict[str, Output]:
-        return self.loaded.task.postprocess(row, image, outputs)
-
-
-def load_and_warm(settings: WorkerSettings) -> tuple[LoadedModel, dict[int, float]]:
-    """Fetch, prepare, create the session and run warmup at each batch size (blocking)."""
-    task = load_task(settings.function, settings.task)
-    loaded = load_model(
-        task,
-        cache_dir=settings.model_dir,
-        model_path=settings.model_path,
-        providers=settings.providers,
-        intra_op_threads=settings.intra_op_threads,
-    )
-    sizes = settings.warmup_batch_sizes
-    if sizes is None:
-        sizes = sorted({1, effective_max_batch(settings, loaded)})
-    return loaded, loaded.warmup(sizes)
-
-
-def effective_max_batch(settings: WorkerSettings, loaded: LoadedModel) -> int:
-    """`max_batch`, capped by a model whose batch axis is fixed."""
-    return min(settings.max_batch, loaded.max_batch or settings.max_batch)
+IMPORTED_AT = time.time()
 
 
 class Worker:
     """Connects, loads the model, consumes; `ready` once warm and attached."""
 
-    def __init__(self, settings: WorkerSettings, *, name: str | None = None) -> None:
+    def __init__(
+        self,
+        settings: WorkerSettings,
+        *,
+        name: str | None = None,
+        warmup_hooks: list[WarmupHook] | None = None,
+    ) -> None:
         self.settings = settings
+        self.warmup_hooks = warmup_hooks if warmup_hooks is not None else []
+        self.phases: dict[str, float] = {"import": IMPORTED_AT - PROCESS_START}
+        self.error: BaseException | None = None
         self.worker_id = name or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.started_at = datetime.fromtimestamp(PROCESS_START, UTC)
         self.state = WorkerState.WARMING
@@ -125,7 +88,16 @@ class Worker:
 
     async def start(self) -> None:
         """Connect and create the topology, load + warm the model, then start consuming."""
+        try:
+            await self._start()
+        except BaseException as exc:
+            self.error = exc
+            log.exception("worker failed to start")
+            raise
+
+    async def _start(self) -> None:
         settings = self.settings
+        clock = time.perf_counter()
         self.nc = await nats.connect(
             settings.nats_url, name=f"surge-worker-{self.worker_id}", max_reconnect_attempts=-1
         )
@@ -135,34 +107,40 @@ class Worker:
         )
         self._heartbeat.start()
         topology = await ensure_topology(js, settings)
-        model, self.warmup_ms = await asyncio.to_thread(load_and_warm, settings)
+        self.phases["connect"] = time.perf_counter() - clock
+        model, self.warmup_ms = await asyncio.to_thread(
+            load_and_warm, settings, self.warmup_hooks, self.phases
+        )
         self.model = model
+        set_process_fields(function=settings.function, model_version=model.info.version)
         if effective_max_batch(settings, model) != settings.max_batch:
             log.warning("model takes batches of at most %s: max_batch capped", model.max_batch)
             capped = effective_max_batch(settings, model)
             settings = settings.model_copy(update={"max_batch": capped})
+        clock = time.perf_counter()
         results = ResultStore(
             self.nc, js, topology.blobs, inline_limit=settings.inline_output_limit
         )
-        self.consumer = JobConsumer(
-            self.nc, topology.consumers, ModelAdapter(model, self.warmup_ms), results, settings
-        )
+        adapter = ModelAdapter(model, self.warmup_ms)
+        self.consumer = JobConsumer(self.nc, topology.consumers, adapter, results, settings)
         self._sweeper = PoisonSweeper(self.nc, js, results, settings.function, settings.max_deliver)
         await self._sweeper.start(topology.consumers)
         await self.consumer.start()
+        self.phases["attach"] = time.perf_counter() - clock
         self.state = WorkerState.READY
         self.ready_at = datetime.now(UTC)
+        self.phases["total"] = self.cold_start_s or 0.0
+        for phase, seconds in self.phases.items():
+            METRICS.cold_start.labels(settings.function, phase).set(seconds)
         METRICS.ready.labels(settings.function).set(1)
         await self._heartbeat.beat()
         log.info(
-            "ready: function=%s model=%s version=%s providers=%s warmup_ms=%s cold_start_s=%.2f",
-            settings.function,
+            "ready in %.2fs: model=%s version=%s providers=%s phases=%s",
+            self.cold_start_s or 0.0,
             model.info.name,
             model.info.version,
             model.info.providers,
-            {k: round(v, 1) for k, v in self.warmup_ms.items()},
-            self.cold_start_s or 0.0,
-            extra={"function": settings.function, "model_version": model.info.version},
+            {k: round(v, 3) for k, v in self.phases.items()},
         )
 
     @property
@@ -204,30 +182,3 @@ class Worker:
         if self.nc and not self.nc.is_closed:
             await self.nc.drain()
         log.info("stopped", extra={"function": self.settings.function})
-
-
-async def run_worker(settings: WorkerSettings) -> None:
-    """Run a worker until SIGTERM/SIGINT, then drain; a second signal exits at once."""
-    worker = Worker(settings)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-
-    def on_signal() -> None:
-        if stop.is_set():
-            log.warning("second signal: exiting without draining")
-            os._exit(1)
-        log.info("signal received: draining")
-        stop.set()
-
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, on_signal)
-    start = asyncio.create_task(worker.start())
-    stopped = asyncio.create_task(stop.wait())
-    await asyncio.wait({start, stopped}, return_when=asyncio.FIRST_COMPLETED)
-    if start.done() and start.exception() is not None:
-        stopped.cancel()
-        raise start.exception()  # type: ignore[misc]
-    await stopped
-    if not start.done():
-        start.cancel()
-    await worker.stop()

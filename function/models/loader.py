@@ -70,10 +70,20 @@ def load_model(
     providers: Sequence[str] = ("tensorrt", "cuda", "cpu"),
     intra_op_threads: int = 1,
     dynamic_batch: bool = True,
+    phases: dict[str, float] | None = None,
 ) -> LoadedModel:
-    """Fetch (or take `model_path`), prepare and open the task's model."""
+    """Fetch (or take `model_path`), prepare and open the task's model.
+
+    `phases`, when given, receives the seconds spent in `fetch`, `prepare` and `session`.
+    """
+    phases = {} if phases is None else phases
+    start = time.perf_counter()
     source = model_path if model_path is not None else task.model_file(cache_dir)
+    phases["fetch"] = time.perf_counter() - start
+    start = time.perf_counter()
     prepared = prepare_model(source, cache_dir, dynamic_batch=dynamic_batch)
+    phases["prepare"] = time.perf_counter() - start
+    start = time.perf_counter()
     runner = OnnxRunner(
         prepared.path,
         providers=providers,
@@ -82,6 +92,7 @@ def load_model(
         trt_cache_dir=cache_dir / "trt",
         version=prepared.version,
     )
+    phases["session"] = time.perf_counter() - start
     name = task.model_name if model_path is None else model_path.stem
     info = ModelInfo(name=name, version=prepared.version, providers=runner.providers)
     return LoadedModel(task=task, runner=runner, info=info)

@@ -119,7 +119,10 @@ async def test_worker_stopped_mid_batch_loses_nothing(
         first.send_signal(sig)
         code = await asyncio.to_thread(first.wait, 60)
         if sig is signal.SIGTERM:
-            assert code == 0, (tmp_path / "w1.log").read_text()[-2000:]
+            # uvicorn re-raises SIGTERM after its graceful shutdown: -15 after a clean drain.
+            log = (tmp_path / "w1.log").read_text()
+            assert code in (0, -signal.SIGTERM), log[-2000:]
+            assert '"msg": "stopped"' in log and "drained:" in log
         answered_before = len(seen)
         assert answered_before < len(ids)
         second = start_worker_process(nats_server.url, "remove-bg", tmp_path / "w2.log", env)

@@ -101,7 +101,11 @@ def test_cloudevent_binary_mode() -> None:
         ({}, json.dumps({}).encode(), ErrorCode.BAD_ENVELOPE),
         ({}, json.dumps({"image": "aGk=", "image_ref": "x"}).encode(), ErrorCode.BAD_ENVELOPE),
         ({}, json.dumps({"specversion": "1.0"}).encode(), ErrorCode.BAD_ENVELOPE),
-        ({}, json.dumps({"function": "nsfw", "image": "aGk="}).encode(), ErrorCode.UNKNOWN_FUNCTION),
+        (
+            {},
+            json.dumps({"function": "nsfw", "image": "aGk="}).encode(),
+            ErrorCode.UNKNOWN_FUNCTION,
+        ),
         ({Header.DEADLINE: "tomorrow"}, PNG, ErrorCode.BAD_ENVELOPE),
         ({Header.MSG_ID: "has.dots"}, PNG, ErrorCode.BAD_ENVELOPE),
         ({}, b"", ErrorCode.BAD_IMAGE),

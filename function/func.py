@@ -1,0 +1,114 @@
+"""The Knative Functions (Python) contract: `new()` returns the function instance.
+
+`func deploy` (func-python) and `surge worker` (uvicorn) serve the same object:
+
+    f = new()
+    f.start(os.environ.copy())   # returns at once; model load and warmup run in the background
+    await f.handle(scope, receive, send)
+    f.alive(), f.ready()         # (bool, message) for /health/liveness and /health/readiness
+    f.stop()                     # drain: nothing lost on scale-in
+
+Warmup hooks run after the model loads and before `ready()`:
+
+    f.add_warmup_hook(lambda model: model.warmup([1, 2, 4]))
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from function.app import create_app
+from function.settings import ENV_PREFIX, WorkerSettings
+from function.telemetry import configure_logging, configure_tracing
+from function.warmup import WarmupHook
+from function.worker import Worker
+
+__all__ = ["STUCK_AFTER_S", "Function", "new"]
+
+log = logging.getLogger("surge.func")
+
+STUCK_AFTER_S = 30.0  # event loop silent this long: the process is stuck
+
+
+def settings_from(cfg: Mapping[str, str]) -> WorkerSettings:
+    """Worker settings from a config mapping (func passes `os.environ.copy()`)."""
+    values = {k[len(ENV_PREFIX) :].lower(): v for k, v in cfg.items() if k.startswith(ENV_PREFIX)}
+    return WorkerSettings.model_validate(values)
+
+
+class Function:
+    """One inference function: NATS consumer and HTTP surface over one model."""
+
+    def __init__(self, settings: WorkerSettings | None = None) -> None:
+        self.settings = settings or WorkerSettings()
+        self.worker: Worker | None = None
+        self._hooks: list[WarmupHook] = []
+        self._starting: asyncio.Task[None] | None = None
+        self._stopping: asyncio.Task[None] | None = None
+        self._ticker: asyncio.Task[None] | None = None
+        self._last_tick = time.monotonic()
+        self.app = create_app(self)
+
+    def add_warmup_hook(self, hook: WarmupHook) -> None:
+        """Run `hook(loaded_model)` after model load, before ready."""
+        self._hooks.append(hook)
+
+    async def handle(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        """ASGI entry point for every HTTP request."""
+        await self.app(scope, receive, send)
+
+    def start(self, cfg: Mapping[str, str] | None = None) -> None:
+        """Begin connecting, loading and warming in the background; return at once."""
+        if cfg is not None and any(k.startswith(ENV_PREFIX) for k in cfg):
+            self.settings = settings_from(cfg)
+        configure_logging(self.settings.log_level)
+        configure_tracing(f"surge-{self.settings.function}", self.settings.otlp_endpoint)
+        self.worker = Worker(self.settings, warmup_hooks=self._hooks)
+        loop = asyncio.get_running_loop()
+        self._starting = loop.create_task(self.worker.start())
+        self._ticker = loop.create_task(self._tick())
+
+    async def _tick(self) -> None:
+        while True:
+            self._last_tick = time.monotonic()
+            await asyncio.sleep(1.0)
+
+    def alive(self) -> tuple[bool, str]:
+        """False only when the process is truly stuck or its start failed for good."""
+        if self.worker is not None and self.worker.error is not None:
+            return False, f"start failed: {self.worker.error}"
+        silent = time.monotonic() - self._last_tick
+        if self._ticker is not None and silent > STUCK_AFTER_S:
+            return False, f"event loop silent for {silent:.0f}s"
+        return True, "OK"
+
+    def ready(self) -> tuple[bool, str]:
+        """True once the model is warm and the NATS consumer is attached."""
+        if self.worker is None:
+            return False, "not started"
+        if self.worker.ready:
+            return True, "OK"
+        return False, self.worker.state.value
+
+    def stop(self) -> None:
+        """Start draining (the host's sync hook); `drain()` awaits it."""
+        if self._stopping is None:
+            self._stopping = asyncio.get_running_loop().create_task(self.drain())
+
+    async def drain(self) -> None:
+        """Stop fetching, finish or hand back in-flight jobs, close."""
+        if self._starting is not None and not self._starting.done():
+            self._starting.cancel()
+        if self.worker is not None:
+            await self.worker.stop()
+        if self._ticker is not None:
+            self._ticker.cancel()
+
+
+def new() -> Function:
+    """The Knative Functions constructor."""
+    return Function()
