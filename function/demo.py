@@ -30,7 +30,7 @@ from function.models import fetch_photos
 from function.nats_server import EmbeddedNats
 from function.settings import Priority, WorkerSettings, heartbeat_subject
 
-__all__ = ["run_demo", "start_worker_process", "wait_ready"]
+__all__ = ["run_demo", "start_worker_process", "stop_worker_processes", "wait_ready"]
 
 
 def start_worker_process(
@@ -47,6 +47,19 @@ def start_worker_process(
         return subprocess.Popen(
             [sys.executable, "-m", "function", "worker"], env=child_env, stdout=log, stderr=log
         )
+
+
+def stop_worker_processes(procs: list[subprocess.Popen[bytes]], timeout: float = 60) -> None:
+    """SIGTERM every worker (they drain), then wait; kill one that outlives `timeout`."""
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    for proc in procs:
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 async def wait_ready(nats_url: str, function: str, count: int, timeout: float) -> list[Heartbeat]:
@@ -175,13 +188,7 @@ def run_demo(*, jobs: int, out: Path, workers: int, function: str, console: Cons
             console.print(f"workers ready (cold start {cold} s); publishing {jobs} jobs")
             results, elapsed = asyncio.run(_spike(server.url, photos, jobs, function, out, console))
         finally:
-            for proc in procs:
-                proc.send_signal(signal.SIGTERM)
-            for proc in procs:
-                try:
-                    proc.wait(timeout=60)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+            stop_worker_processes(procs)
     summary = _summary(results, jobs, elapsed, cold)
     (out / "report.json").write_text(json.dumps(summary, indent=2))
     console.print(_table(summary))

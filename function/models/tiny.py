@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, ClassVar, Final
 
@@ -13,6 +11,7 @@ from onnx import TensorProto, helper
 from PIL import Image
 
 from function.jobs import Output, ScoresOutput
+from function.models.assets import write_atomic
 from function.models.base import Task
 
 __all__ = ["TINY_MODEL_FILE", "TinyTask", "build_tiny_model", "tiny_model_bytes"]
@@ -45,14 +44,7 @@ def build_tiny_model(path: Path) -> Path:
     if path.is_file() and path.read_bytes() == data:
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, 0o644)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    write_atomic(path, data)
     return path
 
 
