@@ -22,6 +22,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from function.jobs import ImageOutput, JobStatus, Result, ScoresOutput
 from function.settings import DEFAULT_FUNCTION, Priority, WorkerSettings
+from loadgen.cli import loadgen_app
+from scaler.cli import prewarm_command, scaler_app, up_command
 
 __all__ = ["app", "main"]
 
@@ -32,6 +34,7 @@ app = typer.Typer(
 )
 models_app = typer.Typer(help="Fetch and prepare model files.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
+app.add_typer(loadgen_app, name="loadgen")
 console = Console(stderr=True)
 
 NatsUrl = Annotated[
@@ -250,6 +253,11 @@ def demo(
     ok = run_demo(jobs=jobs, out=out, workers=workers, function=function, console=console)
     if not ok:
         raise typer.Exit(1)
+
+
+app.add_typer(scaler_app, name="scaler")
+app.command("up")(up_command)
+app.command("prewarm")(prewarm_command)
 
 
 def main() -> None:

@@ -31,11 +31,11 @@ from nats.aio.msg import Msg
 from opentelemetry import trace
 from PIL import Image
 
+from function.admission import SMALL_INPUT_BYTES, Admission, run_in
 from function.batcher import PriorityBatcher
 from function.errors import ErrorCode, JobError, TransientError
-from function.imaging import decode_image
 from function.inflight import InFlightJob, wall_ns
-from function.jobs import JobRequest, ModelInfo, Output, Timings, parse_job
+from function.jobs import JobRequest, ModelInfo, Output, Timings
 from function.pull import PullFeed
 from function.results import ResultStore
 from function.settings import JOBS_STREAM, Priority, WorkerSettings
@@ -48,7 +48,6 @@ log = logging.getLogger("surge.consumer")
 _tracer = trace.get_tracer("surge")
 
 
-SMALL_INPUT_BYTES = 32 * 1024
 SMALL_IMAGE_PIXELS = 64 * 64 * 16
 
 
@@ -96,6 +95,7 @@ class JobConsumer:
         self._infer_pool = ThreadPoolExecutor(1, thread_name_prefix="surge-infer")
         self._cpu_pool = ThreadPoolExecutor(2, thread_name_prefix="surge-cpu")
         self._settler = Settler(results, settings, model.info, self._forget)
+        self._admission = Admission(model, results, self._settler, settings, self._cpu_pool)
         self._main: asyncio.Task[None] | None = None
         self._feeds: dict[Priority, PullFeed] = {}
         self.completed = 0
@@ -171,13 +171,23 @@ class JobConsumer:
         job = InFlightJob(msg=msg, priority=priority, span=span, context=ctx)
         self._in_flight.add(job)
         METRICS.in_flight.labels(self._settings.function).set(len(self._in_flight))
+        if self._admission.fast_path(job) and not self._stopping.is_set():
+            try:
+                if self._admission.prepare_now(job):
+                    self._batcher.put(priority, job)
+                    return
+            except JobError as exc:
+                self._spawn(self._settler.fail(job, exc))
+                return
+            except Exception:
+                log.exception("fast preparation failed; retrying on the full path")
         self._admitting[priority] += 1
         self._spawn(self._prepare(job))
 
     async def _prepare(self, job: InFlightJob) -> None:
-        """Parse, dedupe, load input, decode: the job is then ready for a batch, or settled."""
+        """The full preparation; the job is then ready for a batch, or settled."""
         try:
-            await self._prepare_inner(job)
+            await self._admission.prepare(job)
         except JobError as exc:
             await self._settler.fail(job, exc)
         except Exception as exc:
@@ -189,46 +199,6 @@ class JobConsumer:
                 self._batcher.put(job.priority, job)
             elif not job.settled:
                 await self._settler.hand_back(job)
-
-    async def _prepare_inner(self, job: InFlightJob) -> None:
-        meta = job.msg.metadata
-        request = parse_job(
-            job.msg.subject,
-            job.msg.headers,
-            job.msg.data,
-            stream=meta.stream or JOBS_STREAM,
-            sequence=int(meta.sequence.stream or 0),
-            max_payload=self._settings.max_payload_bytes,
-        )
-        job.request = request
-        job.span.set_attribute("surge.job_id", request.job_id)
-        if job.attempts > 1:
-            METRICS.redeliveries.labels(self._settings.function).inc()
-            stored = await self._results.lookup(request.job_id)
-            if stored is not None:
-                await self._settler.replay(job, stored)
-                return
-        job.outputs = self._model.check_outputs(request.outputs)
-        data = request.image
-        if data is None and request.image_ref is not None:
-            data = await self._results.fetch_input(request.image_ref)
-        assert data is not None
-        span = _tracer.start_span("decode", context=trace.set_span_in_context(job.span))
-        with trace.use_span(span, end_on_exit=True):
-            small = len(data) <= SMALL_INPUT_BYTES
-            job.image, job.sample = await self._call(
-                self._cpu_pool, small, self._decode, data, request.content_type
-            )
-
-    async def _call(self, pool: ThreadPoolExecutor, inline: bool, fn: Any, *args: Any) -> Any:
-        """Run `fn` in `pool`, or right here when it is cheaper than the thread hop."""
-        if inline:
-            return fn(*args)
-        return await asyncio.get_running_loop().run_in_executor(pool, fn, *args)
-
-    def _decode(self, data: bytes, content_type: str | None) -> tuple[Image.Image, np.ndarray]:
-        image = decode_image(data, content_type, max_pixels=self._settings.max_pixels)
-        return image, self._model.preprocess(image)
 
     # -- batch, infer, complete --------------------------------------------------------
 
@@ -244,7 +214,7 @@ class JobConsumer:
             start_ns = wall_ns()
             samples = [job.sample for job in batch if job.sample is not None]
             try:
-                out = await self._call(
+                out = await run_in(
                     self._infer_pool, self._model.fast, self._model.run_batch, samples
                 )
             except Exception as exc:
@@ -312,7 +282,7 @@ class JobConsumer:
                         self._model.fast
                         and job.image.width * job.image.height <= SMALL_IMAGE_PIXELS
                     )
-                    outputs = await self._call(
+                    outputs = await run_in(
                         self._cpu_pool,
                         small,
                         self._model.postprocess,
@@ -338,13 +308,13 @@ class JobConsumer:
             data = await self._results.fetch_input(request.image_ref)
         assert data is not None
         small = len(data) <= SMALL_INPUT_BYTES
-        image, sample = await self._call(
-            self._cpu_pool, small, self._decode, data, request.content_type
+        image, sample = await run_in(
+            self._cpu_pool, small, self._admission.decode, data, request.content_type
         )
         start_ns = wall_ns()
-        out = await self._call(self._infer_pool, self._model.fast, self._model.run_batch, [sample])
+        out = await run_in(self._infer_pool, self._model.fast, self._model.run_batch, [sample])
         end_ns = wall_ns()
-        outputs = await self._call(
+        outputs = await run_in(
             self._cpu_pool, False, self._model.postprocess, out[0], image, outputs_wanted
         )
         self.completed += 1

@@ -1,13 +1,15 @@
 """Results: store by job id, reply, look up, dead-letter; blobs in the Object Store.
 
-A result is stored first on `surge.results.<job id>` (one message per subject, so a
-client that was away can fetch it and a redelivered job is answered from there), then
-published to the job's reply subject. Image outputs too large to inline go to the
-`surge-blobs` bucket under `results/<job id>/<name>` and the result carries the name.
+A result is stored on `surge.results.<job id>` (one message per subject, so a client
+that was away can fetch it and a redelivered job is answered from there) and published
+to the job's reply subject; the job is acked only after the store confirmed. Image
+outputs too large to inline go to the `surge-blobs` bucket under
+`results/<job id>/<name>` and the result carries the name.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import logging
 
@@ -28,6 +30,7 @@ from function.settings import (
 __all__ = ["ResultStore", "fetch_result"]
 
 log = logging.getLogger("surge.results")
+STORE_TIMEOUT_S = 10.0
 
 
 async def fetch_result(js: JetStreamContext, job_id: str) -> Result | None:
@@ -85,7 +88,7 @@ class ResultStore:
     async def publish(
         self, result: Result, reply_to: str | None, trace_headers: dict[str, str]
     ) -> None:
-        """Store the result (awaiting the stream's ack), then send it to `reply_to`."""
+        """Store the result and send it to `reply_to`; return once the stream confirmed it."""
         await self._offload(result)
         body = result.model_dump_json().encode()
         headers = {
@@ -97,9 +100,12 @@ class ResultStore:
         if result.error is not None:
             headers[Header.ERROR_CODE] = result.error.code.value
         stored = {**headers, Header.MSG_ID: f"result-{result.job_id}"}
-        await self._js.publish(result_subject(result.job_id), body, headers=stored)
+        # Store and reply in parallel; the caller acks the job only once the store confirms.
+        # Should the store fail, the job is retried and its reply may come twice (same id).
+        ack = await self._js.publish_async(result_subject(result.job_id), body, headers=stored)
         if reply_to:
             await self._nc.publish(reply_to, body, headers=headers)
+        await asyncio.wait_for(ack, STORE_TIMEOUT_S)
 
     async def resend(self, result: Result, reply_to: str | None) -> None:
         """Send an already stored result to `reply_to` again (a redelivered job)."""

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import struct
 import zlib
 from pathlib import Path
 
 import onnx
+from nats.js import JetStreamContext
+from nats.js.api import ConsumerInfo
 from onnx import TensorProto, helper
 from PIL import Image
 
@@ -53,3 +56,17 @@ def failing_model(path: Path) -> Path:
     model.ir_version = 8
     onnx.save(model, str(path))
     return path
+
+
+async def settled_consumer(
+    js: JetStreamContext, consumer: str, timeout: float = 10.0
+) -> ConsumerInfo:
+    """Consumer info once nothing is pending or awaiting an ack (a reply may beat the ack)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        info = await js.consumer_info("SURGE_JOBS", consumer)
+        if (info.num_pending == 0 and info.num_ack_pending == 0) or (
+            asyncio.get_running_loop().time() > deadline
+        ):
+            return info
+        await asyncio.sleep(0.05)

@@ -11,7 +11,7 @@ from function.errors import ErrorCode
 from function.jobs import JobStatus
 from function.settings import Header, Priority, job_subject
 from tests.conftest import WorkerFactory
-from tests.helpers import bomb_png, gif_bytes, png_bytes
+from tests.helpers import bomb_png, gif_bytes, png_bytes, settled_consumer
 
 SUBJECT = job_subject(Priority.NORMAL, "tiny")
 
@@ -80,7 +80,7 @@ async def test_bad_input_gets_error_result_and_is_not_retried(
     # Terminated, not retried: the work queue is empty and nothing is pending.
     good = await client.submit(png_bytes(), function="tiny", reply_to=inbox.subject)
     assert (await inbox.wait([good], timeout=20))[good].status is JobStatus.OK
-    info = await client.js.consumer_info("SURGE_JOBS", "surge-tiny-normal")
+    info = await settled_consumer(client.js, "surge-tiny-normal")
     assert info.num_pending == 0 and info.num_ack_pending == 0 and info.num_redelivered == 0
     assert worker.ready
     assert await client.result(job_id) == result

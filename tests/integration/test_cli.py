@@ -39,7 +39,9 @@ async def test_submit_wait_out_then_result(
     assert (out / f"{job_id}.cutout.png").stat().st_size > 1000
     stored = json.loads((out / f"{job_id}.json").read_text())
     assert stored["status"] == "ok"
-    fetched = await asyncio.to_thread(runner.invoke, app, ["result", job_id, "--nats-url", nats_server.url])
+    fetched = await asyncio.to_thread(
+        runner.invoke, app, ["result", job_id, "--nats-url", nats_server.url]
+    )
     assert fetched.exit_code == 0
     assert json.loads(fetched.output)["job_id"] == job_id
 
@@ -54,5 +56,7 @@ async def test_failed_job_and_missing_result_exit_non_zero(
     submitted = await asyncio.to_thread(runner.invoke, app, args)
     assert submitted.exit_code == 1
     assert "unsupported_media_type" in submitted.output
-    missing = await asyncio.to_thread(runner.invoke, app, ["result", "nope", "--nats-url", nats_server.url])
+    missing = await asyncio.to_thread(
+        runner.invoke, app, ["result", "nope", "--nats-url", nats_server.url]
+    )
     assert missing.exit_code == 1

@@ -16,7 +16,7 @@ from function.nats_server import EmbeddedNats
 from function.settings import DEAD_STREAM, RESULTS_STREAM, WorkerSettings, dead_subject
 from function.topology import TopologyMismatch, ensure_topology
 from tests.conftest import WorkerFactory
-from tests.helpers import failing_model, png_bytes
+from tests.helpers import failing_model, png_bytes, settled_consumer
 
 
 async def _dead_letters(client: SurgeClient, function: str) -> list[DeadLetter]:
@@ -51,7 +51,7 @@ async def test_transient_failure_retries_then_dead_letters(
     assert [letter.job_id for letter in letters] == [job_id]
     assert letters[0].attempts == 3 and "Reshape" in letters[0].last_error.message
     assert letters[0].payload_b64  # the original job travels with the letter
-    info = await client.js.consumer_info("SURGE_JOBS", "surge-tiny-normal")
+    info = await settled_consumer(client.js, "surge-tiny-normal")
     assert info.num_pending == 0 and info.num_ack_pending == 0
 
 
@@ -143,7 +143,7 @@ async def test_worker_stopped_mid_batch_loses_nothing(
         assert {c.finished_at for c in copies} == {stored[job_id].finished_at}
     info = await client.js.stream_info(RESULTS_STREAM)
     assert info.state.messages == len(ids)
-    jobs = await client.js.consumer_info("SURGE_JOBS", "surge-remove-bg-normal")
+    jobs = await settled_consumer(client.js, "surge-remove-bg-normal")
     assert jobs.num_pending == 0 and jobs.num_ack_pending == 0
 
 
