@@ -1,0 +1,136 @@
+"""What the system looks like from outside: backlog, ready replicas, dead letters.
+
+* backlog: `num_pending + num_ack_pending` of both priority consumers (what KEDA's
+  `nats-jetstream` scaler reads); before any worker created them, the jobs stream's
+  message count on the function's subjects (WorkQueue: a stored job is a pending job);
+* replicas: distinct `worker_id`s whose latest heartbeat says `ready` and is recent
+  (within 2.5 heartbeat intervals, at least 1.5 s);
+* dead letters: this run's jobs on `SURGE_DEAD` (`surge.dead.<function>`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from datetime import datetime
+
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.errors import NotFoundError
+
+from function.heartbeat import Heartbeat, WorkerState
+from function.jobs import DeadLetter
+from function.settings import (
+    DEAD_STREAM,
+    JOBS_STREAM,
+    Priority,
+    consumer_name,
+    dead_subject,
+    heartbeat_subject,
+    job_subject,
+)
+
+__all__ = ["BacklogProbe", "HeartbeatTracker", "read_dead_letters"]
+
+
+class HeartbeatTracker:
+    """Remembers each worker's latest heartbeat for one function."""
+
+    def __init__(self, nc: NATS, function: str) -> None:
+        self._nc = nc
+        self._subject = heartbeat_subject(function)
+        self._latest: dict[str, tuple[float, Heartbeat]] = {}
+        self._sub: Subscription | None = None
+
+    async def start(self) -> None:
+        self._sub = await self._nc.subscribe(self._subject, cb=self._on_beat)
+
+    async def _on_beat(self, msg: Msg) -> None:
+        with contextlib.suppress(ValueError):
+            beat = Heartbeat.model_validate_json(msg.data)
+            self._latest[beat.worker_id] = (time.monotonic(), beat)
+
+    @property
+    def seen(self) -> int:
+        """Distinct workers heard from since start."""
+        return len(self._latest)
+
+    def ready(self, now: float | None = None) -> int | None:
+        """Workers ready now; None when no worker has ever been heard from."""
+        if not self._latest:
+            return None
+        now = time.monotonic() if now is None else now
+        return sum(
+            beat.state is WorkerState.READY and now - seen <= max(2.5 * beat.interval_s, 1.5)
+            for seen, beat in self._latest.values()
+        )
+
+    async def stop(self) -> None:
+        if self._sub is not None:
+            with contextlib.suppress(Exception):
+                await self._sub.unsubscribe()
+
+
+class BacklogProbe:
+    """Reads the backlog of one function's two priority consumers."""
+
+    def __init__(self, js: JetStreamContext, function: str, timeout: float = 1.0) -> None:
+        self._js = js
+        self._function = function
+        self._timeout = timeout
+
+    async def _one(self, priority: Priority) -> int:
+        try:
+            info = await self._js.consumer_info(
+                JOBS_STREAM, consumer_name(self._function, priority), timeout=self._timeout
+            )
+        except NotFoundError:
+            subject = job_subject(priority, self._function)
+            stream = await self._js.stream_info(JOBS_STREAM, subjects_filter=subject)
+            return int((stream.state.subjects or {}).get(subject, 0))
+        return int(info.num_pending or 0) + int(info.num_ack_pending or 0)
+
+    async def backlog(self) -> int | None:
+        """Pending + ack-pending over both priorities, or None if the server did not say."""
+        try:
+            counts = await asyncio.gather(*(self._one(p) for p in Priority))
+        except Exception:
+            return None
+        return sum(counts)
+
+
+async def read_dead_letters(
+    js: JetStreamContext, function: str, since: datetime, run_prefix: str, idle: float = 1.0
+) -> list[DeadLetter]:
+    """Dead letters of this run (job id starting with `run_prefix`) stored since `since`."""
+    try:
+        await js.stream_info(DEAD_STREAM)
+    except NotFoundError:
+        return []
+    config = ConsumerConfig(
+        deliver_policy=DeliverPolicy.BY_START_TIME,
+        opt_start_time=since,
+        ack_policy=AckPolicy.NONE,
+        inactive_threshold=30.0,
+    )
+    sub = await js.pull_subscribe(dead_subject(function), stream=DEAD_STREAM, config=config)
+    letters: list[DeadLetter] = []
+    try:
+        while True:
+            try:
+                msgs = await sub.fetch(256, timeout=idle)
+            except TimeoutError:
+                break
+            for msg in msgs:
+                with contextlib.suppress(ValueError):
+                    letter = DeadLetter.model_validate_json(msg.data)
+                    if letter.job_id.startswith(run_prefix):
+                        letters.append(letter)
+    finally:
+        with contextlib.suppress(Exception):
+            await sub.unsubscribe()
+    return letters
