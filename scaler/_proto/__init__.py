@@ -1,0 +1,1 @@
+"""Generated stubs for KEDA's `externalscaler` gRPC contract (see externalscaler.proto)."""
