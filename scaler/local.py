@@ -80,6 +80,7 @@ class LocalScaler:
         self.draining: list[_Worker] = []
         self.timeline: deque[TimelinePoint] = deque(maxlen=100_000)
         self.decision: Decision | None = None
+        self.exits: list[tuple[int, int | None, bool]] = []  # (worker, code, asked to stop)
         self._started = clock()
         self._count = 0
         self._lower_since: float | None = None
@@ -113,6 +114,7 @@ class LocalScaler:
             for worker in [w for w in group if w.process.poll() is not None]:
                 group.remove(worker)
                 code = worker.process.returncode
+                self.exits.append((worker.number, code, group is self.draining))
                 if group is self.running:
                     log.warning("worker %d exited unasked (code %s)", worker.number, code)
                 else:
@@ -173,6 +175,6 @@ class LocalScaler:
         for worker in self.draining:
             log.warning("worker %d did not drain in %.0fs: killing it", worker.number, timeout)
             worker.process.kill()
-            worker.process.wait()
+            self.exits.append((worker.number, worker.process.wait(), True))
         self.draining.clear()
         M.local_replicas.labels(self.config.function).set(0)

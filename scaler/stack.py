@@ -111,6 +111,7 @@ class SpikeReport:
     back_to_zero_s: float | None
     peak_replicas: int
     timeline: list[TimelinePoint] = field(default_factory=list)
+    worker_exits: list[tuple[int, int | None, bool]] = field(default_factory=list)
 
 
 def _png(index: int) -> bytes:
@@ -154,6 +155,7 @@ async def spike_demo(
                 break
             await asyncio.sleep(0.1)
         timeline = list(local.timeline)
+    exits = list(local.exits)  # read after shutdown: every worker has stopped by now
     return SpikeReport(
         jobs=jobs,
         answered=len(results),
@@ -163,6 +165,7 @@ async def spike_demo(
         back_to_zero_s=zero_at - done if zero_at is not None else None,
         peak_replicas=max((p[1] for p in timeline), default=0),
         timeline=timeline,
+        worker_exits=exits,
     )
 
 

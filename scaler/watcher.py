@@ -119,10 +119,13 @@ class FunctionWatcher:
             self._sub = await self.nc.subscribe(heartbeat_subject(self.function), cb=self._on_beat)
             await self.poll()
         except WatchError:
+            await self.stop()
             raise
         except Exception as exc:
+            await self.stop()
             raise _classify(exc) from exc
         if self.error is not None:
+            await self.stop()
             raise self.error
         self._task = asyncio.create_task(self._loop(), name=f"watch-{self.function}")
         log.info("watching %s", ", ".join(str(c.durable_name) for c in self.consumers.values()))
