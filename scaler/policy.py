@@ -3,7 +3,7 @@
 Pure functions on numbers (no I/O, no clock). The watcher measures, `decide()` decides,
 and the KEDA servicer and the local orchestrator both consume the same `Decision`::
 
-    demand = λ/μ + (B + λ·L) / (μ·T)        at least 1 while active, at most max_replicas
+    demand = λ/μ + (B + λ·L) / (μ·T)    at least 1 while active, 0 while not, at most max_replicas
 
     B  backlog: num_pending + num_ack_pending over both priorities, less retrying jobs
     λ  arrival rate (jobs/s) over the last few seconds
@@ -19,8 +19,9 @@ Retrying jobs are ack-pending jobs that were delivered more than once
 (`min(num_redelivered, num_ack_pending)`: JetStream leaves `num_redelivered` behind for
 a message it gave up on). More replicas do not help a job that keeps failing, so they
 never add capacity demand; alone they keep the function active for `poison_hold_s`,
-then stop holding replicas. A job past `max_deliver` leaves `num_ack_pending` at the
-next delivery attempt, and one on the dead-letter stream has left the consumer.
+then stop holding replicas (their redeliveries do not count as arrivals). A job past
+`max_deliver` leaves `num_ack_pending` at the next delivery attempt, and one on the
+dead-letter stream has left the consumer.
 
 The function is active while it has a backlog, while jobs keep arriving (at least
 `active_rate` jobs/s: a trickle drained between two looks is still traffic), during a
@@ -126,18 +127,17 @@ def decide(
 
     if backlog > 0:
         reason = Reason.BACKLOG
-    elif rate >= policy.active_rate:
-        reason = Reason.ARRIVALS
     elif early > 0:
         reason = Reason.PREWARM
-    elif held:
-        reason = Reason.RETRYING
+    elif retrying > 0:
+        # the arrival counter also counts redeliveries: here they are the retries themselves
+        reason = Reason.RETRYING if held else Reason.IDLE
+    elif rate >= policy.active_rate:
+        reason = Reason.ARRIVALS
     else:
         reason = Reason.IDLE
     active = reason is not Reason.IDLE
-    demand = max(demand, early)
-    if active:
-        demand = max(demand, 1.0)
+    demand = max(demand, early, 1.0) if active else 0.0
     if policy.max_replicas is not None:
         demand = min(demand, float(policy.max_replicas))
     replicas = math.ceil(demand - 1e-9) if demand > 0 else 0
