@@ -3,261 +3,283 @@
 Each figure is a ratio to a bare baseline on the same machine, at the same moment:
 
 * compute: worker end-to-end throughput through NATS vs raw ONNX Runtime `run()` on the
-  same model, batch size and threads;
-* latency: tiny-model job round trip vs a bare nats-py request/reply;
-* memory: worker resident set vs a bare process holding the same ONNX Runtime session;
-* cold start: worker process start to ready vs bare session create + one inference.
+  same model, batch size and threads (target >= 0.95);
+* message path: `tiny` worker throughput vs a bare nats-py loop doing the same fetch +
+  publish result + ack on a JetStream pull consumer (target >= 0.7);
+* latency: `tiny` job round trip p50 vs a bare nats-py request/reply (target <= 1.5x);
+* memory: worker resident set vs a bare process holding the same session (<= 1.5x);
+* cold start: worker process start to ready vs bare session create + one inference
+  (target <= 1.2x).
 
-Prints a table and writes a JSON record to `reports/bench-<time>.json`.
+A figure that misses its target is profiled (cProfile of a worker; see
+`loadgen.benchprofile`) and the profile goes into the record. Prints a table and writes
+`reports/bench-<time>.json`.
+
+    python -m loadgen.bench --jobs 60 --batch 1 --threads 1
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import os
-import signal
-import subprocess
-import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Annotated
 
-import nats
 import numpy as np
 import psutil
-from nats.aio.msg import Msg
+import typer
 from rich.console import Console
 from rich.table import Table
 
-from function.client import SurgeClient
-from function.demo import start_worker_process, wait_ready
-from function.imaging import decode_image
-from function.models import fetch_photos, load_model, load_task
+from function.jobs import JobStatus, ModelInfo, Result, ScoresOutput, Timings
+from function.models import fetch_photos
 from function.nats_server import EmbeddedNats
+from loadgen import benchprofile as prof
+from loadgen.baselines import bare_cold_start, bare_pull_loop, bare_request_reply, raw_throughput
+from loadgen.benchrecord import (
+    BenchRecord,
+    ColdStart,
+    Compute,
+    Figure,
+    Latency,
+    Memory,
+    MessagePath,
+    Percentiles,
+    TimeProfile,
+)
+from loadgen.benchsurge import (
+    WorkerProcess,
+    surge_message_path,
+    surge_round_trips,
+    worker_throughput,
+)
+from loadgen.runner import tiny_png
 
-__all__ = ["main"]
+__all__ = ["TARGETS", "bench", "figures_of", "main", "run"]
 
 console = Console()
-MODEL_DIR = Path(os.environ.get("SURGE_MODEL_DIR", ".cache/surge/models"))
-BARE_SESSION = """
-import sys, time
-from pathlib import Path
-from function.models import load_model, load_task
-from function.worker import process_start_time
-task = load_task(sys.argv[1])
-model = load_model(task, cache_dir=Path(sys.argv[2]), intra_op_threads=int(sys.argv[3]))
-model.warmup([1])
-elapsed = time.time() - process_start_time()
-for _ in range(int(sys.argv[4])):  # steady state: ORT plans its memory on the second run
-    model.warmup([1])
-import psutil
-print(elapsed, psutil.Process().memory_info().rss)
-"""
+if not console.is_terminal:
+    console.width = 120
+MODEL_DIR = Path(os.environ.get("SURGE_MODEL_DIR", ".cache/surge/models")).resolve()
+MESSAGE_BATCH = 8
+TARGETS: dict[str, tuple[str, Callable[[float], bool]]] = {
+    "compute": (">= 0.95", lambda r: r >= 0.95),
+    "message path": (">= 0.7", lambda r: r >= 0.7),
+    "latency p50": ("<= 1.5", lambda r: r <= 1.5),
+    "memory": ("<= 1.5", lambda r: r <= 1.5),
+    "cold start": ("<= 1.2", lambda r: r <= 1.2),
+}
 
 
-def _stats(values: list[float]) -> dict[str, float]:
-    return {"p50": float(np.percentile(values, 50)), "p99": float(np.percentile(values, 99))}
+def _percentiles(values: list[float]) -> Percentiles:
+    return Percentiles(p50=float(np.percentile(values, 50)), p99=float(np.percentile(values, 99)))
 
 
-def raw_throughput(function: str, batch: int, threads: int, seconds: float) -> float:
-    """Images per second from `run()` alone on preprocessed inputs."""
-    task = load_task(function)
-    model = load_model(task, cache_dir=MODEL_DIR, intra_op_threads=threads)
-    image = decode_image(fetch_photos(MODEL_DIR)["astronaut"].read_bytes(), None, max_pixels=10**8)
-    samples = [task.preprocess(image)] * batch
-    model.run_batch(samples)
-    done, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        model.run_batch(samples)
-        done += batch
-    return done / (time.perf_counter() - start)
-
-
-def bare_cold_start(function: str, threads: int) -> tuple[float, int]:
-    """A bare process: (seconds to session create + one inference, steady-state rss bytes)."""
-    out = subprocess.run(
-        [sys.executable, "-c", BARE_SESSION, function, str(MODEL_DIR), str(threads), "5"],
-        capture_output=True,
-        text=True,
-        check=True,
+def _result_size() -> int:
+    """Bytes of a typical `tiny` result, so the bare loop publishes as much."""
+    result = Result(
+        job_id="f" * 32,
+        status=JobStatus.OK,
+        function="tiny",
+        outputs={"scores": ScoresOutput(scores={"mean": 0.5})},
+        model=ModelInfo(name="tiny", version="0" * 16, providers=["CPUExecutionProvider"]),
+        timings=Timings(queued_ms=1.0, batch_size=1, inference_ms=0.1, total_ms=2.0),
+        trace_id="0" * 32,
     )
-    elapsed, rss = out.stdout.split()
-    return float(elapsed), int(rss)
+    return len(result.model_dump_json())
 
 
-async def worker_throughput(url: str, function: str, jobs: int) -> float:
-    """Jobs per second between the first and the last result of a backlog of `jobs`."""
-    image = fetch_photos(MODEL_DIR)["astronaut"].read_bytes()
-    async with await SurgeClient.connect(url) as client:
-        inbox = await client.inbox()
-        ids = [
-            await client.submit(image, function=function, reply_to=inbox.subject)
-            for _ in range(jobs)
-        ]
-        await inbox.wait(ids, timeout=900)
-        times = sorted(inbox.received_at.values())
-        await inbox.close()
-    return (len(times) - 1) / (times[-1] - times[0])
-
-
-async def _bare_request_reply(url: str, count: int, payload: bytes) -> list[float]:
-    nc = await nats.connect(url)
-
-    async def echo(msg: Msg) -> None:
-        await msg.respond(b'{"status":"ok"}')
-
-    await nc.subscribe("bench.echo", cb=echo)
-    times = []
-    for _ in range(count):
-        start = time.perf_counter()
-        await nc.request("bench.echo", payload, timeout=5)
-        times.append((time.perf_counter() - start) * 1000)
-    await nc.drain()
-    return times
-
-
-async def _surge_round_trips(url: str, count: int, payload: bytes) -> list[float]:
-    async with await SurgeClient.connect(url) as client:
-        inbox = await client.inbox()
-        times = []
-        for _ in range(count):
-            start = time.perf_counter()
-            job_id = await client.submit(payload, function="tiny", reply_to=inbox.subject)
-            await inbox.wait([job_id], timeout=10)
-            times.append((time.perf_counter() - start) * 1000)
-        await inbox.close()
-    return times
-
-
-def _tiny_png() -> bytes:
-    import io
-
-    from PIL import Image
-
-    buffer = io.BytesIO()
-    Image.new("RGB", (16, 16), (10, 200, 30)).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-
-
-def run(jobs: int, batch: int, threads: int, round_trip_count: int) -> dict[str, Any]:
-    record: dict[str, Any] = {"batch": batch, "threads": threads, "cpu_count": os.cpu_count()}
-    env = {
+def _env(batch: int, threads: int) -> dict[str, str]:
+    return {
         "SURGE_MAX_BATCH": str(batch),
         "SURGE_INTRA_OP_THREADS": str(threads),
-        "SURGE_MODEL_DIR": str(MODEL_DIR.resolve()),
+        "SURGE_MODEL_DIR": str(MODEL_DIR),
         "SURGE_MAX_BATCH_WAIT_MS": "2",
         "SURGE_LOG_LEVEL": "WARNING",
     }
-    logs = Path(tempfile.mkdtemp(prefix="surge-bench-"))
+
+
+def figures_of(record: BenchRecord) -> list[Figure]:
+    ratios = {
+        "compute": record.compute.ratio,
+        "message path": record.message_path.ratio,
+        "latency p50": record.latency_ms.p50_ratio,
+        "memory": record.memory.ratio,
+        "cold start": record.cold_start_s.ratio,
+    }
+    return [
+        Figure(name=name, ratio=ratio, target=TARGETS[name][0], meets=TARGETS[name][1](ratio))
+        for name, ratio in ratios.items()
+    ]
+
+
+def run(
+    url: str, logs: Path, jobs: int, batch: int, threads: int, round_trips: int, message_jobs: int
+) -> BenchRecord:
+    """Measure every figure against the nats-server at `url` (profiles come later)."""
+    env = _env(batch, threads)
     with console.status("bare: session create + one inference"):
-        bare_start, bare_rss = bare_cold_start("remove-bg", threads)
+        bare_start, bare_rss = bare_cold_start("remove-bg", threads, MODEL_DIR)
     with console.status("raw ONNX Runtime run() throughput"):
-        raw = raw_throughput("remove-bg", batch, threads, seconds=15)
-    with EmbeddedNats(log_file=logs / "nats.log") as server:
-        start = time.perf_counter()
-        proc = start_worker_process(server.url, "remove-bg", logs / "worker.log", env)
-        try:
-            beats = asyncio.run(wait_ready(server.url, "remove-bg", 1, timeout=300))
-            ready_wall = time.perf_counter() - start
-            with console.status(f"worker throughput over {jobs} jobs"):
-                e2e = asyncio.run(worker_throughput(server.url, "remove-bg", jobs))
-            worker_rss = psutil.Process(proc.pid).memory_info().rss
-        finally:
-            _stop(proc)
-        tiny = start_worker_process(server.url, "tiny", logs / "tiny.log", env)
-        try:
-            asyncio.run(wait_ready(server.url, "tiny", 1, timeout=120))
-            payload = _tiny_png()
-            with console.status("round trips"):
-                bare_rt = asyncio.run(_bare_request_reply(server.url, round_trip_count, payload))
-                surge_rt = asyncio.run(_surge_round_trips(server.url, round_trip_count, payload))
-        finally:
-            _stop(tiny)
-    record["compute"] = {"raw_img_s": raw, "worker_img_s": e2e, "ratio": e2e / raw}
-    record["latency_ms"] = {
-        "surge": _stats(surge_rt),
-        "bare": _stats(bare_rt),
-        "p50_ratio": _stats(surge_rt)["p50"] / _stats(bare_rt)["p50"],
-    }
-    record["memory"] = {
-        "worker_rss": worker_rss,
-        "bare_rss": bare_rss,
-        "ratio": worker_rss / bare_rss,
-    }
-    worker_start = beats[0].cold_start_s or ready_wall
-    record["cold_start_s"] = {
-        "worker": worker_start,
-        "worker_seen_by_bench": ready_wall,
-        "bare": bare_start,
-        "ratio": worker_start / bare_start,
-    }
+        raw = raw_throughput("remove-bg", batch, threads, 15, MODEL_DIR)
+    worker = WorkerProcess(url, "remove-bg", logs / "worker.log", env).start()
+    try:
+        with console.status("remove-bg worker: start to ready"):
+            beat, seen = asyncio.run(worker.ready())
+        with console.status(f"worker throughput over {jobs} jobs"):
+            e2e = asyncio.run(worker_throughput(url, "remove-bg", jobs, MODEL_DIR))
+        assert worker.proc is not None
+        worker_rss = psutil.Process(worker.proc.pid).memory_info().rss
+    finally:
+        worker.stop()
+    payload, size = tiny_png(), _result_size()
+    with console.status(f"message path: bare pull loop over {message_jobs} jobs"):
+        bare_mp = asyncio.run(bare_pull_loop(url, message_jobs, payload, MESSAGE_BATCH, size))
+    tiny_env = {**env, "SURGE_MAX_BATCH": str(MESSAGE_BATCH)}
+    with console.status(f"message path: tiny worker over {message_jobs} jobs"):
+        surge_mp, tiny = asyncio.run(surge_message_path(url, message_jobs, logs, tiny_env))
+    try:
+        with console.status(f"round trips x {round_trips}"):
+            bare_rt = asyncio.run(bare_request_reply(url, round_trips, payload))
+            surge_rt = asyncio.run(surge_round_trips(url, round_trips, payload))
+    finally:
+        tiny.stop()
+    lat_surge, lat_bare = _percentiles(surge_rt), _percentiles(bare_rt)
+    worker_start = beat.cold_start_s or seen
+    record = BenchRecord(
+        batch=batch,
+        threads=threads,
+        cpu_count=os.cpu_count(),
+        compute=Compute(raw_img_s=raw, worker_img_s=e2e, ratio=e2e / raw),
+        message_path=MessagePath(
+            jobs=message_jobs, bare_jobs_s=bare_mp, worker_jobs_s=surge_mp, ratio=surge_mp / bare_mp
+        ),
+        latency_ms=Latency(surge=lat_surge, bare=lat_bare, p50_ratio=lat_surge.p50 / lat_bare.p50),
+        memory=Memory(worker_rss=worker_rss, bare_rss=bare_rss, ratio=worker_rss / bare_rss),
+        cold_start_s=ColdStart(
+            worker=worker_start,
+            worker_seen_by_bench=seen,
+            bare=bare_start,
+            ratio=worker_start / bare_start,
+        ),
+    )
+    record.figures = figures_of(record)
     return record
 
 
-def _table(record: dict[str, Any]) -> Table:
-    table = Table(title=f"Surge bench (batch {record['batch']}, {record['threads']} thread(s))")
-    for column in ("figure", "surge", "baseline", "ratio", "target"):
-        table.add_column(column, justify="right" if column != "figure" else "left")
-    c, lat, mem, cold = (record[k] for k in ("compute", "latency_ms", "memory", "cold_start_s"))
-    table.add_row(
-        "throughput img/s",
-        f"{c['worker_img_s']:.2f}",
-        f"{c['raw_img_s']:.2f} raw ORT",
-        f"{c['ratio']:.3f}",
-        ">= 0.9",
-    )
-    table.add_row(
-        "round trip p50 ms",
-        f"{lat['surge']['p50']:.2f}",
-        f"{lat['bare']['p50']:.2f} nats req",
-        f"{lat['p50_ratio']:.2f}",
-        "<= 2 ms",
-    )
-    table.add_row(
-        "round trip p99 ms", f"{lat['surge']['p99']:.2f}", f"{lat['bare']['p99']:.2f}", "", ""
-    )
-    table.add_row(
-        "resident MB",
-        f"{mem['worker_rss'] / 2**20:.0f}",
-        f"{mem['bare_rss'] / 2**20:.0f} bare",
-        f"{mem['ratio']:.2f}",
-        "<= 1.5",
-    )
-    table.add_row(
-        "start to ready s",
-        f"{cold['worker']:.2f}",
-        f"{cold['bare']:.2f} bare",
-        f"{cold['ratio']:.2f}",
-        "",
-    )
-    return table
+def profile_shortfalls(record: BenchRecord, url: str, everything: bool) -> dict[str, TimeProfile]:
+    """Profile each figure that misses its target (or all of them)."""
+    short = {f.name for f in record.figures if everything or not f.meets}
+    profiles: dict[str, TimeProfile] = {}
+    if "compute" in short:
+        with console.status("profiling: remove-bg worker"):
+            photo = fetch_photos(MODEL_DIR)["astronaut"].read_bytes()
+            drain = prof.run_async(
+                prof.profile_drain(
+                    url,
+                    "remove-bg",
+                    16,
+                    photo,
+                    MODEL_DIR,
+                    max_batch=record.batch,
+                    intra_op_threads=record.threads,
+                )
+            )
+            stages = prof.stage_costs("remove-bg", record.threads, record.batch, MODEL_DIR)
+            drain.phases_ms.update({f"stage_{k}": v for k, v in stages.items()})
+            profiles["compute"] = drain
+    if "message path" in short:
+        with console.status("profiling: tiny worker draining a backlog"):
+            profiles["message path"] = prof.run_async(
+                prof.profile_drain(
+                    url,
+                    "tiny",
+                    record.message_path.jobs,
+                    tiny_png(),
+                    MODEL_DIR,
+                    max_batch=MESSAGE_BATCH,
+                )
+            )
+    if "latency p50" in short:
+        with console.status("profiling: tiny round trips"):
+            profiles["latency p50"] = prof.run_async(
+                prof.profile_round_trips(url, MODEL_DIR, 200, surge_round_trips, tiny_png())
+            )
+    if "cold start" in short:
+        with console.status("profiling: worker cold start"):
+            profiles["cold start"] = prof.profile_cold_start(
+                url, "remove-bg", record.threads, record.batch, MODEL_DIR
+            )
+    return profiles
+
+
+def table(record: BenchRecord) -> Table:
+    """The figures, their baselines, ratios and targets."""
+    t = Table(title=f"Surge bench (batch {record.batch}, {record.threads} thread(s))")
+    for column in ("figure", "surge", "baseline", "ratio", "target", ""):
+        t.add_column(column, justify="left" if column == "figure" else "right")
+    c, mp, lat = record.compute, record.message_path, record.latency_ms
+    mem, cold = record.memory, record.cold_start_s
+    rows = {
+        "compute": ("throughput img/s", f"{c.worker_img_s:.2f}", f"{c.raw_img_s:.2f} raw ORT"),
+        "message path": (
+            "tiny jobs/s",
+            f"{mp.worker_jobs_s:.0f}",
+            f"{mp.bare_jobs_s:.0f} bare loop",
+        ),
+        "latency p50": (
+            "round trip p50 ms",
+            f"{lat.surge.p50:.2f} (p99 {lat.surge.p99:.2f})",
+            f"{lat.bare.p50:.2f} (p99 {lat.bare.p99:.2f}) req/reply",
+        ),
+        "memory": (
+            "resident MB",
+            f"{mem.worker_rss / 2**20:.0f}",
+            f"{mem.bare_rss / 2**20:.0f} bare",
+        ),
+        "cold start": ("start to ready s", f"{cold.worker:.2f}", f"{cold.bare:.2f} bare"),
+    }
+    for figure in record.figures:
+        label, surge, base = rows[figure.name]
+        verdict = "[green]ok[/]" if figure.meets else "[red]short[/]"
+        t.add_row(label, surge, base, f"{figure.ratio:.3f}", figure.target, verdict)
+    return t
+
+
+def bench(
+    jobs: Annotated[int, typer.Option(help="remove-bg jobs for the compute figure.")] = 60,
+    batch: Annotated[int, typer.Option(help="Batch size (raw ORT and worker).")] = 1,
+    threads: Annotated[int, typer.Option(help="ONNX Runtime intra-op threads.")] = 1,
+    round_trips: Annotated[int, typer.Option(help="Round trips for the latency figure.")] = 300,
+    message_jobs: Annotated[int, typer.Option(help="Jobs for the message-path figure.")] = 2000,
+    profile_all: Annotated[
+        bool, typer.Option(help="Profile every figure, not only those short of target.")
+    ] = False,
+    out_dir: Annotated[Path, typer.Option(help="Where the JSON record goes.")] = Path("reports"),
+) -> None:
+    """Measure Surge against bare baselines; print a table; write a JSON record."""
+    logs = Path(tempfile.mkdtemp(prefix="surge-bench-"))
+    with EmbeddedNats(log_file=logs / "nats.log") as server:
+        record = run(server.url, logs, jobs, batch, threads, round_trips, message_jobs)
+        console.print(table(record))
+        record.profiles = profile_shortfalls(record, server.url, profile_all)
+    for name, profile in record.profiles.items():
+        console.print(f"[bold]{name}[/]: {profile.what}")
+        phases = ", ".join(f"{k} {v:.1f} ms" for k, v in profile.phases_ms.items())
+        console.print(f"  phases: {phases}")
+        console.print(f"  {profile.summary}")
+    out = out_dir / f"bench-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(record.model_dump_json(indent=2))
+    console.print(f"record: {out}")
 
 
 def main() -> None:
-    import argparse
-
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--jobs", type=int, default=60)
-    parser.add_argument("--batch", type=int, default=1)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--round-trips", type=int, default=300)
-    args = parser.parse_args()
-    record = run(args.jobs, args.batch, args.threads, args.round_trips)
-    console.print(_table(record))
-    out = Path("reports") / f"bench-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(record, indent=2))
-    console.print(f"record: {out}")
+    """`python -m loadgen.bench`."""
+    typer.run(bench)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,220 @@
+"""Bare baselines for `make bench`: what the same work costs without Surge.
+
+* raw ONNX Runtime `run()` on preprocessed inputs (compute);
+* a bare process: session create + one inference (cold start, memory);
+* a bare nats-py request/reply (latency);
+* a bare nats-py loop on a JetStream pull consumer: fetch, publish a result, ack
+  (message path).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import nats
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, RetentionPolicy, StreamConfig
+
+from function.imaging import decode_image
+from function.models import fetch_photos, load_model, load_task
+from function.settings import Header
+
+__all__ = [
+    "BARE_CONSUMER",
+    "BARE_STREAM",
+    "ReplyCollector",
+    "bare_cold_start",
+    "bare_pull_loop",
+    "bare_request_reply",
+    "publish_backlog",
+    "raw_throughput",
+]
+
+BARE_STREAM = "BENCH_BARE"
+BARE_SUBJECT = "bench.bare.jobs"
+BARE_CONSUMER = "bench-bare"
+
+_START = """
+import os, time
+from pathlib import Path
+def process_start_time():
+    fields = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
+    boot = next(float(l.split()[1]) for l in Path("/proc/stat").read_text().splitlines()
+                if l.startswith("btime"))
+    return boot + int(fields[19]) / os.sysconf("SC_CLK_TCK")
+"""
+
+BARE_SESSION = (
+    _START
+    + """
+import sys
+from function.models import load_model, load_task
+task = load_task(sys.argv[1])
+model = load_model(task, cache_dir=Path(sys.argv[2]), intra_op_threads=int(sys.argv[3]))
+model.warmup([1])
+elapsed = time.time() - process_start_time()
+for _ in range(int(sys.argv[4])):  # steady state: ORT plans its memory on the second run
+    model.warmup([1])
+import psutil
+print(elapsed, psutil.Process().memory_info().rss)
+"""
+)
+
+BARE_LOOP = """
+import asyncio, sys
+import nats
+
+async def main(url, stream, consumer, count, batch, size):
+    nc = await nats.connect(url)
+    sub = await nc.jetstream().pull_subscribe_bind(durable=consumer, stream=stream)
+    body, done = b"x" * size, 0
+    while done < count:
+        try:
+            msgs = await sub.fetch(batch, timeout=1)
+        except TimeoutError:
+            continue
+        for msg in msgs:
+            await nc.publish(msg.headers["Surge-Reply-To"], body)
+            await msg.ack()
+            done += 1
+    await nc.drain()
+
+url, stream, consumer, count, batch, size = sys.argv[1:7]
+asyncio.run(main(url, stream, consumer, int(count), int(batch), int(size)))
+"""
+
+
+def raw_throughput(
+    function: str, batch: int, threads: int, seconds: float, model_dir: Path
+) -> float:
+    """Images per second from `run()` alone on preprocessed inputs."""
+    task = load_task(function)
+    model = load_model(task, cache_dir=model_dir, intra_op_threads=threads)
+    photo = fetch_photos(model_dir)["astronaut"].read_bytes()
+    samples = [task.preprocess(decode_image(photo, None, max_pixels=10**8))] * batch
+    model.run_batch(samples)
+    done, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        model.run_batch(samples)
+        done += batch
+    return done / (time.perf_counter() - start)
+
+
+def bare_cold_start(function: str, threads: int, model_dir: Path) -> tuple[float, int]:
+    """A bare process: (seconds from process start to session + one inference, rss bytes)."""
+    out = subprocess.run(
+        [sys.executable, "-c", BARE_SESSION, function, str(model_dir), str(threads), "5"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    elapsed, rss = out.stdout.split()
+    return float(elapsed), int(rss)
+
+
+async def bare_request_reply(url: str, count: int, payload: bytes) -> list[float]:
+    """Round trips (ms) of a nats-py request to an echo responder in the same process."""
+    nc = await nats.connect(url)
+
+    async def echo(msg: Msg) -> None:
+        await msg.respond(b'{"status":"ok"}')
+
+    await nc.subscribe("bench.echo", cb=echo)
+    times = []
+    for _ in range(count):
+        start = time.perf_counter()
+        await nc.request("bench.echo", payload, timeout=5)
+        times.append((time.perf_counter() - start) * 1000)
+    await nc.drain()
+    return times
+
+
+async def publish_backlog(
+    js: JetStreamContext, subject: str, count: int, payload: bytes, reply_to: str, prefix: str
+) -> None:
+    """Publish `count` jobs (awaiting JetStream's acks in chunks) before anyone consumes.
+    Ids are unique per call: JetStream would drop a repeated id inside its window."""
+    prefix = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    for start in range(0, count, 256):
+        await asyncio.gather(
+            *(
+                js.publish(
+                    subject,
+                    payload,
+                    headers={
+                        Header.MSG_ID: f"{prefix}-{i}",
+                        Header.CONTENT_TYPE: "image/png",
+                        Header.REPLY_TO: reply_to,
+                    },
+                )
+                for i in range(start, min(start + 256, count))
+            )
+        )
+
+
+class ReplyCollector:
+    """Receive times of the first `count` messages on `subject`; `rate()` after `wait()`."""
+
+    def __init__(self, nc: NATS, subject: str, count: int) -> None:
+        self._nc, self.subject, self.count = nc, subject, count
+        self.times: list[float] = []
+        self._done = asyncio.Event()
+
+    async def __aenter__(self) -> ReplyCollector:
+        async def on_msg(msg: Msg) -> None:
+            self.times.append(time.perf_counter())
+            if len(self.times) >= self.count:
+                self._done.set()
+
+        self._sub = await self._nc.subscribe(self.subject, cb=on_msg)
+        await self._nc.flush()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._sub.unsubscribe()
+
+    async def wait(self, timeout: float) -> None:
+        await asyncio.wait_for(self._done.wait(), timeout)
+
+    def rate(self) -> float:
+        """Messages per second between the first and the last."""
+        span = self.times[-1] - self.times[0]
+        return (len(self.times) - 1) / span if span > 0 else 0.0
+
+
+async def bare_pull_loop(
+    url: str, count: int, payload: bytes, batch: int, result_size: int, timeout: float = 300
+) -> float:
+    """Jobs/s of a bare fetch + publish + ack loop (own process) draining `count` jobs."""
+    nc = await nats.connect(url)
+    js = nc.jetstream()
+    await js.add_stream(
+        StreamConfig(
+            name=BARE_STREAM, subjects=[BARE_SUBJECT], retention=RetentionPolicy.WORK_QUEUE
+        )
+    )
+    await js.add_consumer(
+        BARE_STREAM,
+        ConsumerConfig(
+            durable_name=BARE_CONSUMER, ack_policy=AckPolicy.EXPLICIT, max_ack_pending=256
+        ),
+    )
+    inbox = nc.new_inbox()
+    try:
+        async with ReplyCollector(nc, inbox, count) as replies:
+            await publish_backlog(js, BARE_SUBJECT, count, payload, inbox, "bare")
+            args = [url, BARE_STREAM, BARE_CONSUMER, str(count), str(batch), str(result_size)]
+            proc = await asyncio.create_subprocess_exec(sys.executable, "-c", BARE_LOOP, *args)
+            await replies.wait(timeout)
+            await proc.wait()
+            return replies.rate()
+    finally:
+        await js.delete_stream(BARE_STREAM)
+        await nc.drain()

@@ -1,0 +1,122 @@
+"""The `make bench` record (`reports/bench-<time>.json`): pydantic models.
+
+Each figure is Surge's number over a bare baseline measured in the same run; a figure
+that misses its target carries a profile saying where the time goes.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from pydantic import BaseModel, Field
+
+__all__ = [
+    "BenchRecord",
+    "ColdStart",
+    "Compute",
+    "Figure",
+    "Latency",
+    "Memory",
+    "MessagePath",
+    "Percentiles",
+    "TimeProfile",
+    "TopFunction",
+]
+
+
+class Compute(BaseModel):
+    """Worker end-to-end img/s through NATS vs raw ONNX Runtime `run()`."""
+
+    raw_img_s: float
+    worker_img_s: float
+    ratio: float
+
+
+class MessagePath(BaseModel):
+    """Tiny-model worker jobs/s vs a bare nats-py fetch + publish result + ack loop."""
+
+    jobs: int
+    bare_jobs_s: float
+    worker_jobs_s: float
+    ratio: float
+
+
+class Percentiles(BaseModel):
+    p50: float
+    p99: float
+
+
+class Latency(BaseModel):
+    """Tiny-model job round trip vs a bare nats-py request/reply, milliseconds."""
+
+    surge: Percentiles
+    bare: Percentiles
+    p50_ratio: float
+
+
+class Memory(BaseModel):
+    """Worker resident set vs a bare process holding the same session, bytes."""
+
+    worker_rss: int
+    bare_rss: int
+    ratio: float
+
+
+class ColdStart(BaseModel):
+    """Process start to ready vs bare process start to session + one inference, seconds."""
+
+    worker: float
+    worker_seen_by_bench: float
+    bare: float
+    ratio: float
+
+
+class Figure(BaseModel):
+    """One headline ratio and its target."""
+
+    name: str
+    ratio: float
+    target: str
+    meets: bool
+
+
+class TopFunction(BaseModel):
+    """One row of a cProfile: a function, its calls and time (own and cumulative)."""
+
+    function: str
+    calls: int
+    tottime_s: float
+    cumtime_s: float
+
+
+class TimeProfile(BaseModel):
+    """Where the time of one figure goes."""
+
+    figure: str
+    what: str = Field(description="What was profiled, and how.")
+    wall_s: float
+    phases_ms: dict[str, float] = Field(
+        default_factory=dict, description="Measured stages or phases, in milliseconds."
+    )
+    own_time_by_package: dict[str, float] = Field(
+        default_factory=dict, description="Own time (s) per library or Surge module."
+    )
+    top_own_time: list[TopFunction] = Field(default_factory=list)
+    top_cumulative: list[TopFunction] = Field(default_factory=list)
+    summary: str = ""
+
+
+class BenchRecord(BaseModel):
+    """Everything one `make bench` measured."""
+
+    created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    batch: int
+    threads: int
+    cpu_count: int | None
+    compute: Compute
+    message_path: MessagePath
+    latency_ms: Latency
+    memory: Memory
+    cold_start_s: ColdStart
+    figures: list[Figure] = Field(default_factory=list)
+    profiles: dict[str, TimeProfile] = Field(default_factory=dict)
