@@ -3,7 +3,8 @@
 Parse the message, answer a redelivered job from the result store, read a blob input,
 decode and preprocess. A first delivery with a small inline image takes the fast path,
 synchronously on the event loop (cheaper than a task and a thread hop); everything else
-goes through `prepare()`, with decoding in the CPU pool.
+goes through `prepare()`, with decoding in the CPU pool (so does a small file that
+turns out to hold a large picture).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import numpy as np
 from opentelemetry import trace
 from PIL import Image
 
+from function.errors import BadInput, ErrorCode
 from function.imaging import decode_image
 from function.inflight import InFlightJob
 from function.jobs import JobRequest, parse_job
@@ -27,6 +29,7 @@ from function.telemetry import METRICS
 __all__ = ["SMALL_INPUT_BYTES", "Admission", "run_in"]
 
 SMALL_INPUT_BYTES = 32 * 1024
+FAST_PATH_PIXELS = 512 * 512  # decoded on the event loop only up to this size
 _tracer = trace.get_tracer("surge")
 
 
@@ -54,8 +57,11 @@ class Admission:
         self._settings = settings
         self._cpu_pool = cpu_pool
 
-    def decode(self, data: bytes, content_type: str | None) -> tuple[Image.Image, np.ndarray]:
-        image = decode_image(data, content_type, max_pixels=self._settings.max_pixels)
+    def decode(
+        self, data: bytes, content_type: str | None, max_pixels: int | None = None
+    ) -> tuple[Image.Image, np.ndarray]:
+        limit = self._settings.max_pixels if max_pixels is None else max_pixels
+        image = decode_image(data, content_type, max_pixels=limit)
         return image, self._model.preprocess(image)
 
     def parse(self, job: InFlightJob) -> JobRequest:
@@ -83,8 +89,14 @@ class Admission:
         if request.image is None:
             return False
         job.outputs = self._model.check_outputs(request.outputs)
+        limit = min(self._settings.max_pixels, FAST_PATH_PIXELS)
         with _tracer.start_as_current_span("decode", context=trace.set_span_in_context(job.span)):
-            job.image, job.sample = self.decode(request.image, request.content_type)
+            try:
+                job.image, job.sample = self.decode(request.image, request.content_type, limit)
+            except BadInput as exc:
+                if exc.code is ErrorCode.TOO_MANY_PIXELS and limit < self._settings.max_pixels:
+                    return False  # small file, big picture: decode it off the loop
+                raise
         return True
 
     async def prepare(self, job: InFlightJob) -> None:
@@ -103,7 +115,6 @@ class Admission:
         assert data is not None
         span = _tracer.start_span("decode", context=trace.set_span_in_context(job.span))
         with trace.use_span(span, end_on_exit=True):
-            small = len(data) <= SMALL_INPUT_BYTES
             job.image, job.sample = await run_in(
-                self._cpu_pool, small, self.decode, data, request.content_type
+                self._cpu_pool, False, self.decode, data, request.content_type
             )

@@ -128,7 +128,12 @@ def create_app(fn: Function) -> FastAPI:
                     max_payload=settings.max_payload_bytes,
                 )
                 base["job_id"] = job.job_id
-                outputs, timings = await worker.consumer.infer_direct(job)
+                try:
+                    outputs, timings = await worker.consumer.infer_direct(job)
+                except JobError:
+                    raise
+                except Exception as exc:
+                    raise JobError(ErrorCode.INFERENCE_FAILED, f"inference failed: {exc}") from exc
             except JobError as exc:
                 METRICS.jobs.labels(settings.function, "error", exc.code.value).inc()
                 return Result.model_validate(

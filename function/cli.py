@@ -23,7 +23,6 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from function.jobs import ImageOutput, JobStatus, Result, ScoresOutput
 from function.settings import DEFAULT_FUNCTION, Priority, WorkerSettings
 from loadgen.cli import loadgen_app
-from loadgen.cli import loadgen_app
 from scaler.cli import prewarm_command, scaler_app, up_command
 
 __all__ = ["app", "main"]
@@ -35,7 +34,6 @@ app = typer.Typer(
 )
 models_app = typer.Typer(help="Fetch and prepare model files.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
-app.add_typer(loadgen_app, name="loadgen")
 app.add_typer(loadgen_app, name="loadgen")
 console = Console(stderr=True)
 

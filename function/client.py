@@ -28,7 +28,7 @@ from nats.js.errors import NoStreamResponseError, NotFoundError
 from nats.js.object_store import ObjectStore
 from opentelemetry import trace
 
-from function.jobs import ImageOutput, JobEnvelope, Result, sniff_image_type
+from function.jobs import ImageOutput, JobEnvelope, Result, is_valid_job_id, sniff_image_type
 from function.results import fetch_result
 from function.settings import (
     DEFAULT_FUNCTION,
@@ -135,6 +135,10 @@ class SurgeClient:
     ) -> str:
         """Publish one job (by Object Store reference when over the payload limit)."""
         job_id = job_id or new_job_id()
+        if not is_valid_job_id(job_id):
+            raise ValueError(
+                f"job id {job_id!r}: one NATS subject token, no '.', '*', '>' or spaces"
+            )
         content_type = content_type or sniff_image_type(image) or "application/octet-stream"
         headers = {Header.MSG_ID: job_id, Header.CONTENT_TYPE: content_type}
         if reply_to:

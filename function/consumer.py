@@ -2,17 +2,19 @@
 
 Stages, all in one event loop; blocking work runs in thread pools:
 
-1. one pull feed per priority keeps at most `max_batch` admitted-but-unbatched jobs,
-   each handed over the moment it arrives;
+1. one pull feed per priority keeps at most `max_batch` admitted-but-unbatched jobs
+   (and the worker at most `4 x max_batch` unsettled ones), each handed over on arrival;
 2. admission parses, answers redeliveries from the result store, reads blob inputs,
-   and decodes + preprocesses off the loop;
+   and decodes + preprocesses (small inputs inline, others in the CPU pool);
 3. the batch loop takes up to `max_batch` ready jobs (high first, waiting at most
-   `max_batch_wait_ms` to fill) and runs one inference in a dedicated thread;
+   `max_batch_wait_ms` to fill while more are pending) and runs one inference in a
+   dedicated thread;
 4. completion postprocesses, stores the result, replies and acks, while the next batch
    already runs.
 
-`stop()` drains: stop fetching, hand back (nak) what has not started, finish the batch
-in hand, publish, ack; whatever is still unsettled at the drain timeout is handed back.
+`stop()` drains: close the pull feeds (so handed-back jobs go to other replicas), hand
+back (nak) what has not started, finish the batch in hand, publish, ack; whatever is
+still unsettled at the drain timeout is handed back.
 """
 
 from __future__ import annotations
@@ -33,22 +35,23 @@ from PIL import Image
 
 from function.admission import SMALL_INPUT_BYTES, Admission, run_in
 from function.batcher import PriorityBatcher
-from function.errors import ErrorCode, JobError, TransientError
+from function.completion import Completion
+from function.errors import ErrorCode, JobError
 from function.inflight import InFlightJob, wall_ns
 from function.jobs import JobRequest, ModelInfo, Output, Timings
 from function.pull import PullFeed
 from function.results import ResultStore
 from function.settings import JOBS_STREAM, Priority, WorkerSettings
 from function.settle import Settler
-from function.telemetry import METRICS, bind, context_from_headers
+from function.telemetry import METRICS, context_from_headers
 
 __all__ = ["BatchModel", "JobConsumer"]
 
 log = logging.getLogger("surge.consumer")
 _tracer = trace.get_tracer("surge")
 
-
-SMALL_IMAGE_PIXELS = 64 * 64 * 16
+_NORMAL_END = {None, "408"}  # a request that ran its course; anything else backs off
+_MAX_BACKOFF_S = 2.0
 
 
 class BatchModel(Protocol):
@@ -88,6 +91,7 @@ class JobConsumer:
         )
         self._pending_hint: dict[Priority, int] = {p: 0 for p in Priority}
         self._in_flight: set[InFlightJob] = set()
+        self._by_sequence: dict[int, InFlightJob] = {}
         self._admitting: dict[Priority, int] = {p: 0 for p in Priority}
         self._room = asyncio.Event()
         self._stopping = asyncio.Event()
@@ -96,18 +100,33 @@ class JobConsumer:
         self._cpu_pool = ThreadPoolExecutor(2, thread_name_prefix="surge-cpu")
         self._settler = Settler(results, settings, model.info, self._forget)
         self._admission = Admission(model, results, self._settler, settings, self._cpu_pool)
+        self._completion = Completion(model, self._settler, settings.function, self._cpu_pool)
         self._main: asyncio.Task[None] | None = None
         self._feeds: dict[Priority, PullFeed] = {}
-        self.completed = 0
-        self.first_job_at: float | None = None
-        self.batch_sizes: list[int] = []
+        self.failed: BaseException | None = None
+        self.inference_started_ns: int | None = None
 
     @property
     def in_flight(self) -> int:
         return len(self._in_flight)
 
+    @property
+    def completed(self) -> int:
+        return self._completion.completed
+
+    @property
+    def first_job_at(self) -> float | None:
+        return self._completion.first_job_at
+
+    @property
+    def batch_sizes(self) -> list[int]:
+        return list(self._completion.batch_sizes)
+
     def _forget(self, job: InFlightJob) -> None:
         self._in_flight.discard(job)
+        sequence = int(job.msg.metadata.sequence.stream or 0)
+        if self._by_sequence.get(sequence) is job:
+            del self._by_sequence[sequence]
         METRICS.in_flight.labels(self._settings.function).set(len(self._in_flight))
         self._room.set()
 
@@ -128,28 +147,36 @@ class JobConsumer:
             )
             await feed.start()
             self._feeds[priority] = feed
-        fetchers = [self._fetch_loop(p, feed) for p, feed in self._feeds.items()]
-        self._main = asyncio.create_task(self._run(fetchers))
+        loops = [self._fetch_loop(p, feed) for p, feed in self._feeds.items()]
+        loops += [self._batch_loop(), self._progress_loop()]
+        self._main = asyncio.create_task(self._run(loops))
+        self._main.add_done_callback(self._on_main_done)
 
-    async def _run(self, fetchers: list[Any]) -> None:
-        await asyncio.gather(
-            *fetchers, self._batch_loop(), self._progress_loop(), return_exceptions=False
-        )
+    async def _run(self, loops: list[Any]) -> None:
+        await asyncio.gather(*loops)
+
+    def _on_main_done(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            self.failed = task.exception()
+            log.error("consumer loop died: %r", self.failed, exc_info=self.failed)
 
     # -- fetch and admit -------------------------------------------------------------
 
-    def _buffered(self, priority: Priority) -> int:
-        return self._batcher.pending(priority) + self._admitting[priority]
+    def _room_for(self, priority: Priority) -> int:
+        buffered = self._batcher.pending(priority) + self._admitting[priority]
+        total = 4 * self._settings.max_batch - len(self._in_flight)
+        return min(self._settings.max_batch - buffered, total)
 
     async def _fetch_loop(self, priority: Priority, feed: PullFeed) -> None:
         """Keep a pull request open for as many jobs as this priority has room for."""
         poll = self._settings.fetch_timeout_s
+        backoff = 0.0
         while not self._stopping.is_set():
-            room = self._settings.max_batch - self._buffered(priority)
-            if room <= 0:
+            room = self._room_for(priority)
+            if room <= 0 or not self._nc.is_connected:
                 self._room.clear()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._room.wait(), poll)
+                    await asyncio.wait_for(self._room.wait(), min(poll, 0.25))
                 continue
             try:
                 await feed.request(room)
@@ -158,6 +185,12 @@ class JobConsumer:
                 await asyncio.sleep(poll)
                 continue
             await feed.wait_ended(poll)
+            if feed.last_status in _NORMAL_END:
+                backoff = 0.0
+                continue
+            backoff = min(max(backoff * 2, 0.05), _MAX_BACKOFF_S)
+            log.warning("pull on %s ended with status %s", priority.value, feed.last_status)
+            await asyncio.sleep(backoff)
 
     def _more_expected(self) -> bool:
         """Jobs are being prepared, or the stream said more were pending at last delivery."""
@@ -166,18 +199,26 @@ class JobConsumer:
     def _admit(self, priority: Priority, msg: Msg) -> None:
         with contextlib.suppress(Exception):
             self._pending_hint[priority] = int(msg.metadata.num_pending or 0)
+        sequence = int(msg.metadata.sequence.stream or 0)
+        held = self._by_sequence.get(sequence)
+        if held is not None and not held.settled:
+            return  # a redelivery of a job this worker still holds: that copy settles it
         ctx = context_from_headers(msg.headers)
         span = _tracer.start_span("surge.job", context=ctx, kind=trace.SpanKind.CONSUMER)
         job = InFlightJob(msg=msg, priority=priority, span=span, context=ctx)
         self._in_flight.add(job)
+        self._by_sequence[sequence] = job
         METRICS.in_flight.labels(self._settings.function).set(len(self._in_flight))
-        if self._admission.fast_path(job) and not self._stopping.is_set():
+        if self._stopping.is_set():
+            self._spawn(self._settler.hand_back(job))
+            return
+        if self._admission.fast_path(job):
             try:
                 if self._admission.prepare_now(job):
                     self._batcher.put(priority, job)
                     return
             except JobError as exc:
-                self._spawn(self._settler.fail(job, exc))
+                self._spawn(self._completion.fail(job, exc))
                 return
             except Exception:
                 log.exception("fast preparation failed; retrying on the full path")
@@ -189,18 +230,22 @@ class JobConsumer:
         try:
             await self._admission.prepare(job)
         except JobError as exc:
-            await self._settler.fail(job, exc)
+            await self._completion.fail(job, exc)
         except Exception as exc:
             log.exception("preparing job failed")
-            await self._settler.retry_or_dead_letter(job, exc)
+            await self._completion.guarded(job, exc)
         finally:
             self._admitting[job.priority] -= 1
-            if not job.settled and not self._stopping.is_set():
-                self._batcher.put(job.priority, job)
-            elif not job.settled:
-                await self._settler.hand_back(job)
+        if job.settled:
+            return
+        if self._stopping.is_set():
+            await self._settler.hand_back(job)
+        elif job.sample is None:
+            await self._settler.abandon(job)
+        else:
+            self._batcher.put(job.priority, job)
 
-    # -- batch, infer, complete --------------------------------------------------------
+    # -- batch and infer ----------------------------------------------------------------
 
     async def _batch_loop(self) -> None:
         while True:
@@ -208,21 +253,32 @@ class JobConsumer:
             if not batch:
                 return
             self._room.set()
-            batch = await self._drop_expired(batch)
-            if not batch:
-                continue
-            start_ns = wall_ns()
-            samples = [job.sample for job in batch if job.sample is not None]
             try:
-                out = await run_in(
-                    self._infer_pool, self._model.fast, self._model.run_batch, samples
-                )
+                await self._run_batch(batch)
             except Exception as exc:
-                self._spawn(self._split_after_failure(batch, exc))
-                continue
-            self._spawn(self._complete(batch, out, start_ns, wall_ns()))
+                log.exception("batch failed unexpectedly")
+                for job in batch:
+                    if not job.settled:
+                        self._spawn(self._completion.guarded(job, exc))
 
-    async def _drop_expired(self, batch: list[InFlightJob]) -> list[InFlightJob]:
+    async def _run_batch(self, batch: list[InFlightJob]) -> None:
+        batch = self._drop_expired(batch)
+        if not batch:
+            return
+        samples = [job.sample for job in batch]
+        start_ns = self.inference_started_ns = wall_ns()
+        for job in batch:
+            job.running_since = start_ns
+        try:
+            out = await run_in(self._infer_pool, self._model.fast, self._model.run_batch, samples)
+        except Exception as exc:
+            self._spawn(self._completion.split_after_failure(batch, exc, self._infer_pool))
+            return
+        finally:
+            self.inference_started_ns = None
+        self._spawn(self._completion.complete(batch, out, start_ns, wall_ns()))
+
+    def _drop_expired(self, batch: list[InFlightJob]) -> list[InFlightJob]:
         now = datetime.now(UTC)
         live = []
         for job in batch:
@@ -231,74 +287,10 @@ class JobConsumer:
                 error = JobError(
                     ErrorCode.DEADLINE_EXCEEDED, f"deadline {deadline.isoformat()} passed"
                 )
-                self._spawn(self._settler.fail(job, error))
+                self._spawn(self._completion.fail(job, error))
             else:
                 live.append(job)
         return live
-
-    async def _split_after_failure(self, batch: list[InFlightJob], error: Exception) -> None:
-        """A failed batch is retried one job at a time; a failing job alone is transient."""
-        loop = asyncio.get_running_loop()
-        if len(batch) == 1:
-            await self._settler.retry_or_dead_letter(batch[0], error)
-            return
-        log.warning("batch of %d failed (%s); retrying one by one", len(batch), error)
-        for job in batch:
-            assert job.sample is not None
-            start_ns = wall_ns()
-            try:
-                out = await loop.run_in_executor(
-                    self._infer_pool, self._model.run_batch, [job.sample]
-                )
-            except Exception as exc:
-                await self._settler.retry_or_dead_letter(job, exc)
-                continue
-            await self._complete([job], out, start_ns, wall_ns())
-
-    async def _complete(
-        self, batch: list[InFlightJob], out: np.ndarray, start_ns: int, end_ns: int
-    ) -> None:
-        size = len(batch)
-        infer_ms = (end_ns - start_ns) / 1e6
-        function = self._settings.function
-        METRICS.batch_size.labels(function).observe(size)
-        METRICS.inference.labels(function).observe(infer_ms / 1000)
-        self.batch_sizes.append(size)
-        for index, job in enumerate(batch):
-            parent = trace.set_span_in_context(job.span)
-            _tracer.start_span("batch wait", context=parent, start_time=job.fetched_ns).end(
-                start_ns
-            )
-            infer = _tracer.start_span("inference", context=parent, start_time=start_ns)
-            infer.set_attribute("surge.batch_size", size)
-            infer.end(end_ns)
-            queued_ms = (start_ns - job.published_ns) / 1e6
-            METRICS.queue_wait.labels(function).observe(max(queued_ms, 0.0) / 1000)
-            timings = Timings(queued_ms=queued_ms, batch_size=size, inference_ms=infer_ms)
-            with bind(job_id=job.job_id, trace_id=job.trace_id):
-                try:
-                    assert job.image is not None
-                    small = (
-                        self._model.fast
-                        and job.image.width * job.image.height <= SMALL_IMAGE_PIXELS
-                    )
-                    outputs = await run_in(
-                        self._cpu_pool,
-                        small,
-                        self._model.postprocess,
-                        out[index],
-                        job.image,
-                        job.outputs,
-                    )
-                    await self._settler.succeed(job, outputs, timings)
-                    self.completed += 1
-                    self.first_job_at = self.first_job_at or time.time()
-                except JobError as exc:
-                    await self._settler.fail(job, exc, timings)
-                except (TransientError, Exception) as exc:
-                    log.exception("completing job failed")
-                    if not job.settled:
-                        await self._settler.retry_or_dead_letter(job, exc)
 
     async def infer_direct(self, request: JobRequest) -> tuple[dict[str, Output], Timings]:
         """One job outside the queue (HTTP): same decode, model and postprocess."""
@@ -317,49 +309,63 @@ class JobConsumer:
         outputs = await run_in(
             self._cpu_pool, False, self._model.postprocess, out[0], image, outputs_wanted
         )
-        self.completed += 1
         infer_ms = (end_ns - start_ns) / 1e6
         METRICS.inference.labels(self._settings.function).observe(infer_ms / 1000)
         return outputs, Timings(batch_size=1, inference_ms=infer_ms)
 
     async def _progress_loop(self) -> None:
-        """Tell JetStream that long-running jobs are still being worked on."""
+        """Keep the jobs this worker holds from being redelivered while it works on them.
+
+        Only up to `10 x ack_wait` after fetching: a job stuck longer is left to expire,
+        so JetStream redelivers it or, past `max_deliver`, it is dead-lettered.
+        """
         period = self._settings.ack_wait_s / 3
+        limit_ns = int(10 * self._settings.ack_wait_s * 1e9)
         while not self._stopping.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), period)
             now = wall_ns()
             for job in list(self._in_flight):
-                if not job.settled and now - job.fetched_ns > period * 1e9:
+                age = now - job.fetched_ns
+                if not job.settled and period * 1e9 < age < limit_ns:
                     with contextlib.suppress(Exception):
                         await job.msg.in_progress()
+
+    def stuck_for(self) -> float:
+        """Seconds the current inference has been running (0 when idle)."""
+        started = self.inference_started_ns
+        return (wall_ns() - started) / 1e9 if started is not None else 0.0
 
     # -- shutdown -------------------------------------------------------------------------
 
     async def stop(self, timeout: float | None = None) -> None:
-        """Drain: stop fetching, hand back unstarted jobs, finish the batch in hand."""
+        """Drain: close the feeds, hand back unstarted jobs, finish the batch in hand."""
         timeout = self._settings.drain_timeout_s if timeout is None else timeout
         deadline = time.monotonic() + timeout
+
+        def left() -> float:
+            return max(deadline - time.monotonic(), 0.1)
+
         self._stopping.set()
         self._room.set()
+        for feed in self._feeds.values():
+            await feed.stop()
         self._batcher.close()
         for job in self._batcher.drain():
             await self._settler.hand_back(job)
         if self._main is not None:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._main, max(deadline - time.monotonic(), 0.1))
-        for feed in self._feeds.values():
-            await feed.stop()  # jobs that still arrive on an open request are handed back
+                await asyncio.wait_for(asyncio.shield(self._main), left())
         if self._tasks:
-            await asyncio.wait(list(self._tasks), timeout=max(deadline - time.monotonic(), 0.1))
+            await asyncio.wait(list(self._tasks), timeout=left())
         for job in self._batcher.drain():
             await self._settler.hand_back(job)
-        if self._tasks:
-            await asyncio.wait(list(self._tasks), timeout=max(deadline - time.monotonic(), 0.1))
         for job in list(self._in_flight):
             if not job.settled:
                 with contextlib.suppress(Exception):
                     await self._settler.hand_back(job)
+        if self._main is not None and not self._main.done():
+            self._main.cancel()
         self._infer_pool.shutdown(wait=False, cancel_futures=True)
         self._cpu_pool.shutdown(wait=False, cancel_futures=True)
         log.info("drained: %d jobs completed", self.completed)

@@ -22,6 +22,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from function.app import create_app
+from function.heartbeat import WorkerState
 from function.settings import ENV_PREFIX, WorkerSettings
 from function.telemetry import configure_logging, configure_tracing
 from function.warmup import WarmupHook
@@ -48,7 +49,8 @@ class Function:
         self.worker: Worker | None = None
         self._hooks: list[WarmupHook] = []
         self._starting: asyncio.Task[None] | None = None
-        self._stopping: asyncio.Task[None] | None = None
+        self._stopping: asyncio.Future[None] | None = None
+        self._drained: asyncio.Future[None] | None = None
         self._ticker: asyncio.Task[None] | None = None
         self._last_tick = time.monotonic()
         self.app = create_app(self)
@@ -79,8 +81,14 @@ class Function:
 
     def alive(self) -> tuple[bool, str]:
         """False only when the process is truly stuck or its start failed for good."""
-        if self.worker is not None and self.worker.error is not None:
-            return False, f"start failed: {self.worker.error}"
+        worker = self.worker
+        if worker is not None and worker.error is not None:
+            return False, f"start failed: {worker.error}"
+        consumer = worker.consumer if worker is not None else None
+        if consumer is not None and consumer.failed is not None:
+            return False, f"consumer loop died: {consumer.failed!r}"
+        if consumer is not None and consumer.stuck_for() > 10 * self.settings.ack_wait_s:
+            return False, f"inference stuck for {consumer.stuck_for():.0f}s"
         silent = time.monotonic() - self._last_tick
         if self._ticker is not None and silent > STUCK_AFTER_S:
             return False, f"event loop silent for {silent:.0f}s"
@@ -95,12 +103,24 @@ class Function:
         return False, self.worker.state.value
 
     def stop(self) -> None:
-        """Start draining (the host's sync hook); `drain()` awaits it."""
+        """Start draining (a host's synchronous hook); readiness turns false at once.
+
+        func-python calls this without waiting, so its server may exit before the drain
+        ends; unfinished jobs then return after `ack_wait`. `surge worker` (uvicorn via
+        `function.serve`) awaits `drain()` in full, which is why the image runs it.
+        """
+        if self.worker is not None:
+            self.worker.state = WorkerState.DRAINING
         if self._stopping is None:
-            self._stopping = asyncio.get_running_loop().create_task(self.drain())
+            self._stopping = asyncio.ensure_future(self.drain())
 
     async def drain(self) -> None:
-        """Stop fetching, finish or hand back in-flight jobs, close."""
+        """Stop fetching, finish or hand back in-flight jobs, close (once)."""
+        if self._drained is None:
+            self._drained = asyncio.ensure_future(self._drain())
+        await asyncio.shield(self._drained)
+
+    async def _drain(self) -> None:
         if self._starting is not None and not self._starting.done():
             self._starting.cancel()
         if self.worker is not None:

@@ -35,6 +35,7 @@ class InFlightJob:
     image: Image.Image | None = None
     sample: np.ndarray | None = None
     outputs: tuple[str, ...] = ()
+    running_since: int | None = None
     settled: bool = False
 
     @property

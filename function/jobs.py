@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from function.errors import BadInput, ErrorCode
 from function.settings import JOBS_SUBJECT_PREFIX, Header, Priority
@@ -125,6 +125,16 @@ class Result(_Wire):
     finished_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
 
 
+def _as_utc(value: datetime | None) -> datetime | None:
+    """A deadline without a time zone is taken as UTC."""
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value
+
+
+Deadline = Annotated[datetime | None, AfterValidator(_as_utc)]
+
+
 class JobEnvelope(_Wire):
     """JSON job: inline base64 image, or a reference to an object in the surge-blobs bucket."""
 
@@ -135,7 +145,7 @@ class JobEnvelope(_Wire):
     content_type: str | None = None
     outputs: list[str] | None = None
     reply_to: str | None = None
-    deadline: datetime | None = None
+    deadline: Deadline = None
 
 
 class CloudEvent(_Wire):
@@ -174,7 +184,7 @@ class JobRequest(BaseModel):
     function: str
     priority: Priority
     reply_to: str | None = None
-    deadline: datetime | None = None
+    deadline: Deadline = None
     outputs: tuple[str, ...] = ()
     content_type: str | None = None
     image: bytes | None = None

@@ -10,6 +10,7 @@ from the work queue, so it neither sits there forever nor keeps replicas alive.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import logging
 
@@ -98,4 +99,5 @@ class PoisonSweeper:
                 attempts=attempts,
             )
             await self._results.publish(result, headers.get(Header.REPLY_TO), {})
-        await self._js.delete_msg(JOBS_STREAM, sequence)
+        with contextlib.suppress(NotFoundError):  # another worker swept it first
+            await self._js.delete_msg(JOBS_STREAM, sequence)

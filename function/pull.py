@@ -47,6 +47,7 @@ class PullFeed:
         self._deadline = 0.0
         self._ended = asyncio.Event()
         self._ended.set()
+        self.last_status: str | None = None
 
     @property
     def open(self) -> bool:
@@ -61,6 +62,7 @@ class PullFeed:
         if self.open or batch <= 0:
             return
         self._remaining = batch
+        self.last_status = None
         self._deadline = time.monotonic() + self._expires + _GRACE_S
         self._ended.clear()
         body = {"batch": batch, "expires": int(self._expires * 1e9)}
@@ -78,9 +80,11 @@ class PullFeed:
         self._ended.set()
 
     async def _on_msg(self, msg: Msg) -> None:
-        status = (msg.headers or {}).get(_STATUS)
+        # Status messages carry no ack subject; a job's own "Status" header is not one.
+        status = (msg.headers or {}).get(_STATUS) if not msg.reply else None
         if status:
             if status != "100":  # 100 is an idle heartbeat; anything else ends the request
+                self.last_status = status
                 self._end()
             return
         self._remaining -= 1
@@ -89,10 +93,10 @@ class PullFeed:
         self._deliver(msg)
 
     async def stop(self) -> None:
-        """Wait for the open request to end (its messages still arrive), then unsubscribe."""
-        if self.open:
-            await self.wait_ended(self._deadline - time.monotonic())
+        """Unsubscribe at once: the server then skips this inbox's open request, so jobs
+        handed back during a drain go to other replicas instead of coming back here."""
         if self._sub is not None:
             with contextlib.suppress(Exception):
                 await self._sub.unsubscribe()
             self._sub = None
+        self._end()

@@ -1,8 +1,8 @@
 """Results: store by job id, reply, look up, dead-letter; blobs in the Object Store.
 
-A result is stored on `surge.results.<job id>` (one message per subject, so a client
-that was away can fetch it and a redelivered job is answered from there) and published
-to the job's reply subject; the job is acked only after the store confirmed. Image
+A result is stored first on `surge.results.<job id>` (one message per subject, so a
+client that was away can fetch it and a redelivered job is answered from there), then
+published to the job's reply subject; the job is acked after that. Image
 outputs too large to inline go to the `surge-blobs` bucket under
 `results/<job id>/<name>` and the result carries the name.
 """
@@ -18,7 +18,7 @@ from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 from nats.js.object_store import ObjectStore
 
-from function.errors import BadInput, ErrorCode
+from function.errors import BadInput, ErrorCode, TransientError
 from function.jobs import DeadLetter, ImageOutput, Result
 from function.settings import (
     RESULTS_STREAM,
@@ -31,6 +31,7 @@ __all__ = ["ResultStore", "fetch_result"]
 
 log = logging.getLogger("surge.results")
 STORE_TIMEOUT_S = 10.0
+BLOB_TIMEOUT_S = 30.0
 
 
 async def fetch_result(js: JetStreamContext, job_id: str) -> Result | None:
@@ -53,11 +54,13 @@ class ResultStore:
         blobs: ObjectStore | None,
         *,
         inline_limit: int,
+        max_input: int = 32 * 1024 * 1024,
     ) -> None:
         self._nc = nc
         self._js = js
         self._blobs = blobs
         self._inline_limit = inline_limit
+        self._max_input = max_input
 
     async def lookup(self, job_id: str) -> Result | None:
         return await fetch_result(self._js, job_id)
@@ -67,9 +70,17 @@ class ResultStore:
         if self._blobs is None:
             raise BadInput(ErrorCode.INPUT_NOT_FOUND, "no blob store configured")
         try:
-            obj = await self._blobs.get(ref)
+            info = await asyncio.wait_for(self._blobs.get_info(ref), BLOB_TIMEOUT_S)
+            if info.size is not None and info.size > self._max_input:
+                raise BadInput(
+                    ErrorCode.PAYLOAD_TOO_LARGE,
+                    f"object {ref!r} is {info.size} bytes, limit {self._max_input}",
+                )
+            obj = await asyncio.wait_for(self._blobs.get(ref), BLOB_TIMEOUT_S)
         except NotFoundError as exc:
             raise BadInput(ErrorCode.INPUT_NOT_FOUND, f"no object {ref!r} in the bucket") from exc
+        except TimeoutError as exc:
+            raise TransientError(f"reading object {ref!r} timed out") from exc
         return obj.data or b""
 
     async def _offload(self, result: Result) -> None:
@@ -88,7 +99,7 @@ class ResultStore:
     async def publish(
         self, result: Result, reply_to: str | None, trace_headers: dict[str, str]
     ) -> None:
-        """Store the result and send it to `reply_to`; return once the stream confirmed it."""
+        """Store the result (awaiting the stream's ack), then send it to `reply_to`."""
         await self._offload(result)
         body = result.model_dump_json().encode()
         headers = {
@@ -100,12 +111,12 @@ class ResultStore:
         if result.error is not None:
             headers[Header.ERROR_CODE] = result.error.code.value
         stored = {**headers, Header.MSG_ID: f"result-{result.job_id}"}
-        # Store and reply in parallel; the caller acks the job only once the store confirms.
-        # Should the store fail, the job is retried and its reply may come twice (same id).
-        ack = await self._js.publish_async(result_subject(result.job_id), body, headers=stored)
+        # Store first: a client never sees a result that is not the final one.
+        await self._js.publish(
+            result_subject(result.job_id), body, headers=stored, timeout=STORE_TIMEOUT_S
+        )
         if reply_to:
             await self._nc.publish(reply_to, body, headers=headers)
-        await asyncio.wait_for(ack, STORE_TIMEOUT_S)
 
     async def resend(self, result: Result, reply_to: str | None) -> None:
         """Send an already stored result to `reply_to` again (a redelivered job)."""

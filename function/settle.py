@@ -7,6 +7,7 @@ before its result is stored and never left without an outcome.
 from __future__ import annotations
 
 import base64
+import contextlib
 import logging
 from collections.abc import Callable
 
@@ -134,6 +135,16 @@ class Settler:
             f"gave up after {job.attempts} attempts; last error: {message}",
         )
         await self.fail(job, error)
+
+    async def abandon(self, job: InFlightJob) -> None:
+        """Give a job up to JetStream (nak with delay, best effort): it is redelivered."""
+        with contextlib.suppress(Exception):
+            await job.msg.nak(delay=self._settings.nak_delay_s)
+        if not job.settled:
+            job.settled = True
+            job.span.set_status(StatusCode.ERROR, "abandoned")
+            job.span.end()
+            self._on_settled(job)
 
     async def hand_back(self, job: InFlightJob) -> None:
         """Return an unstarted job to the stream at once (drain): another replica takes it."""

@@ -119,7 +119,11 @@ class Worker:
             settings = settings.model_copy(update={"max_batch": capped})
         clock = time.perf_counter()
         results = ResultStore(
-            self.nc, js, topology.blobs, inline_limit=settings.inline_output_limit
+            self.nc,
+            js,
+            topology.blobs,
+            inline_limit=settings.inline_output_limit,
+            max_input=settings.max_payload_bytes,
         )
         adapter = ModelAdapter(model, self.warmup_ms)
         self.consumer = JobConsumer(self.nc, topology.consumers, adapter, results, settings)
@@ -172,10 +176,10 @@ class Worker:
             return
         self.state = WorkerState.DRAINING
         METRICS.ready.labels(self.settings.function).set(0)
-        if self._sweeper:
-            await self._sweeper.stop()
         if self.consumer:
             await self.consumer.stop(timeout)
+        if self._sweeper:
+            await self._sweeper.stop()
         self.state = WorkerState.STOPPED
         if self._heartbeat:
             await self._heartbeat.stop()
