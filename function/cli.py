@@ -240,17 +240,25 @@ def nats_server(
 
 @app.command()
 def demo(
-    jobs: Annotated[int, typer.Option(help="How many jobs to publish.")] = 48,
+    jobs: Annotated[int, typer.Option(help="How many jobs the spike publishes.")] = 48,
     out: Annotated[Path, typer.Option(help="Where masks and the report go.")] = Path("demo-output"),
     workers: Annotated[
-        int, typer.Option(help="Worker processes (on CPU, processes beat threads).")
+        int, typer.Option(help="Most worker processes (on CPU, processes beat threads).")
     ] = 2,
+    cooldown: Annotated[float, typer.Option(help="Idle seconds before a worker drains.")] = 5.0,
     function: Function = DEFAULT_FUNCTION,
 ) -> None:
-    """Start NATS and workers, publish a spike of real jobs, print a summary, write a report."""
-    from function.demo import run_demo
+    """A spike of real jobs on the embedded stack: workers scale from zero and back."""
+    from scaler.demo import run_demo
 
-    ok = run_demo(jobs=jobs, out=out, workers=workers, function=function, console=console)
+    ok = run_demo(
+        jobs=jobs,
+        out=out,
+        max_workers=workers,
+        function=function,
+        console=console,
+        cooldown_s=cooldown,
+    )
     if not ok:
         raise typer.Exit(1)
 

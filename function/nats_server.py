@@ -17,6 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 from types import TracebackType
+from typing import IO
 
 from function.errors import SurgeError
 
@@ -66,6 +67,7 @@ class EmbeddedNats:
         self.store_dir = store_dir or Path(tempfile.mkdtemp(prefix="surge-nats-"))
         self.log_file = log_file
         self._process: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
 
     @property
     def url(self) -> str:
@@ -90,7 +92,9 @@ class EmbeddedNats:
         args += ["-a", self.host, "-p", str(self.port)]
         if self.monitor_port:
             args += ["-m", str(self.monitor_port)]
-        out = self.log_file.open("ab") if self.log_file else subprocess.DEVNULL
+        if self.log_file is not None:
+            self._log = self.log_file.open("ab")
+        out = self._log or subprocess.DEVNULL
         self._process = subprocess.Popen(args, stdout=out, stderr=out)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -115,6 +119,9 @@ class EmbeddedNats:
                 self._process.kill()
                 self._process.wait()
         self._process = None
+        if self._log is not None:
+            self._log.close()
+            self._log = None
         if self._own_store:
             shutil.rmtree(self.store_dir, ignore_errors=True)
 

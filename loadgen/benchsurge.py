@@ -9,7 +9,7 @@ from pathlib import Path
 import nats
 
 from function.client import SurgeClient
-from function.demo import start_worker_process, stop_worker_processes, wait_ready
+from function.processes import start_worker_process, stop_worker_processes, wait_ready
 from function.heartbeat import Heartbeat
 from function.models import fetch_photos
 from function.nats_server import free_port

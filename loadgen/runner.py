@@ -17,7 +17,7 @@ from PIL import Image
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from function.demo import start_worker_process, stop_worker_processes, wait_ready
+from function.processes import start_worker_process, stop_worker_processes, wait_ready
 from function.jobs import sniff_image_type
 from function.nats_server import free_port
 from loadgen.generator import LoadOptions, LoadRun, Snapshot

@@ -16,13 +16,14 @@ import logging
 import signal
 import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from PIL import Image
 
-from function.client import SurgeClient
+from function.client import ResultInbox, SurgeClient
+from function.jobs import Result
 from function.nats_server import EmbeddedNats
 from function.settings import Priority
 from scaler.config import ScalerSettings
@@ -112,6 +113,8 @@ class SpikeReport:
     peak_replicas: int
     timeline: list[TimelinePoint] = field(default_factory=list)
     worker_exits: list[tuple[int, int | None, bool]] = field(default_factory=list)
+    results: dict[str, Result] = field(default_factory=dict)
+    elapsed_s: float = 0.0
 
 
 def _png(index: int) -> bytes:
@@ -120,8 +123,27 @@ def _png(index: int) -> bytes:
     return buffer.getvalue()
 
 
+ProgressHook = Callable[[int, int, int], None]
+"""Called about 4 times a second with (results so far, replicas, backlog)."""
+
+
+async def _watch(inbox: ResultInbox, local: LocalScaler, hook: ProgressHook) -> None:
+    while True:
+        point = local.timeline[-1] if local.timeline else (0.0, 0, 0)
+        hook(len(inbox.results), local.replicas, point[2])
+        await asyncio.sleep(0.25)
+
+
 async def spike_demo(
-    url: str, config: LocalConfig, jobs: int, spread_s: float, payloads: list[bytes], wait_s: float
+    url: str,
+    config: LocalConfig,
+    jobs: int,
+    spread_s: float,
+    payloads: list[bytes],
+    wait_s: float,
+    *,
+    outputs: tuple[str, ...] = (),
+    on_progress: ProgressHook | None = None,
 ) -> SpikeReport:
     """The spike demo against the nats-server at `url` (see `run_spike_demo`)."""
     settings = ScalerSettings(metrics_port=0, plan_refresh_s=5.0)
@@ -130,6 +152,9 @@ async def spike_demo(
         await asyncio.sleep(1.0)  # idle first: the timeline starts at zero replicas
         async with await SurgeClient.connect(url) as client:
             inbox = await client.inbox()
+            watcher = (
+                asyncio.create_task(_watch(inbox, local, on_progress)) if on_progress else None
+            )
             start = time.monotonic()
             ids = []
             for index in range(jobs):
@@ -141,11 +166,18 @@ async def spike_demo(
                 job = payloads[index % len(payloads)]
                 ids.append(
                     await client.submit(
-                        job, function=config.function, priority=priority, reply_to=inbox.subject
+                        job,
+                        function=config.function,
+                        priority=priority,
+                        reply_to=inbox.subject,
+                        outputs=outputs,
                     )
                 )
             results = await inbox.wait(ids, timeout=wait_s)
             arrived = [inbox.received_at[j] for j in results if j in inbox.received_at]
+            elapsed = (max(arrived) if arrived else time.monotonic()) - start
+            if watcher is not None:
+                watcher.cancel()
             await inbox.close()
         done = time.monotonic()
         zero_at = None
@@ -166,6 +198,8 @@ async def spike_demo(
         peak_replicas=max((p[1] for p in timeline), default=0),
         timeline=timeline,
         worker_exits=exits,
+        results=results,
+        elapsed_s=elapsed,
     )
 
 

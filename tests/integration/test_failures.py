@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from function.client import SurgeClient
-from function.demo import start_worker_process, wait_ready
+from function.processes import start_worker_process, wait_ready
 from function.errors import ErrorCode
 from function.jobs import DeadLetter, JobStatus, Result
 from function.nats_server import EmbeddedNats

@@ -1,0 +1,32 @@
+"""`surge demo` end to end on the embedded stack (tiny function, real photos, real workers)."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+from rich.console import Console
+
+from scaler.demo import run_demo, sparkline
+
+
+def test_sparkline_follows_time_not_sample_count() -> None:
+    line = sparkline([(0.0, 0), (1.0, 2), (9.0, 2), (10.0, 0)], width=10)
+    assert line[0] == " " and line[-1] == " " and line[1:9] == "█" * 8
+    assert sparkline([]) == ""
+
+
+def test_demo_scales_from_zero_and_back(tmp_path: Path, model_dir: Path) -> None:
+    console = Console(file=io.StringIO(), width=100)
+    ok = run_demo(
+        jobs=6, out=tmp_path, max_workers=1, function="tiny", console=console, cooldown_s=1.0
+    )
+    printed = console.file.getvalue()  # type: ignore[attr-defined]
+    assert ok, printed
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["ok"] == 6 and report["missing"] == 0
+    assert report["timeline"][0]["replicas"] == 0 and report["timeline"][-1]["replicas"] == 0
+    assert report["peak_replicas"] == 1
+    assert (tmp_path / "timeline.png").read_bytes().startswith(b"\x89PNG")
+    assert "from 0 workers" in printed
