@@ -6,6 +6,7 @@ leaves the rest of its batch without an outcome.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections import deque
@@ -80,15 +81,21 @@ class Completion:
         METRICS.batch_size.labels(self._function).observe(size)
         METRICS.inference.labels(self._function).observe(infer_ms / 1000)
         self.batch_sizes.append(size)
+        settling = []
         for index, job in enumerate(batch):
             self._spans(job, size, start_ns, end_ns)
             queued_ms = (start_ns - job.published_ns) / 1e6
             METRICS.queue_wait.labels(self._function).observe(max(queued_ms, 0.0) / 1000)
             timings = Timings(queued_ms=queued_ms, batch_size=size, inference_ms=infer_ms)
-            with bind(job_id=job.job_id, trace_id=job.trace_id):
-                await self._complete_one(job, out[index], timings)
+            settling.append(self._complete_one(job, out[index], timings))
+        # The jobs of a batch settle concurrently: their result stores overlap on the wire.
+        await asyncio.gather(*settling)
 
     async def _complete_one(self, job: InFlightJob, row: np.ndarray, timings: Timings) -> None:
+        with bind(job_id=job.job_id, trace_id=job.trace_id):
+            await self._complete_guarded(job, row, timings)
+
+    async def _complete_guarded(self, job: InFlightJob, row: np.ndarray, timings: Timings) -> None:
         assert job.image is not None
         small = self._model.fast and job.image.width * job.image.height <= SMALL_IMAGE_PIXELS
         try:
