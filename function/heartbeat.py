@@ -39,6 +39,9 @@ class Heartbeat(BaseModel):
     started_at: datetime
     ready_at: datetime | None = None
     cold_start_s: float | None = Field(default=None, description="Process start to ready.")
+    cold_start_phases: dict[str, float] = Field(
+        default_factory=dict, description="Seconds per cold-start phase (import ... total)."
+    )
     jobs_completed: int = 0
     jobs_per_s: float = 0.0
     mean_batch_size: float = 0.0

@@ -163,6 +163,7 @@ class Worker:
             started_at=self.started_at,
             ready_at=self.ready_at,
             cold_start_s=self.cold_start_s,
+            cold_start_phases=dict(self.phases) if self.ready_at else {},
             jobs_completed=completed,
             jobs_per_s=self._heartbeat.rate(completed) if self._heartbeat else 0.0,
             mean_batch_size=float(np.mean(sizes)) if sizes else 0.0,

@@ -9,10 +9,10 @@ from pathlib import Path
 import nats
 
 from function.client import SurgeClient
-from function.processes import start_worker_process, stop_worker_processes, wait_ready
 from function.heartbeat import Heartbeat
 from function.models import fetch_photos
 from function.nats_server import free_port
+from function.processes import start_worker_process, stop_worker_processes, wait_ready
 from function.settings import Priority, WorkerSettings, job_subject
 from function.topology import ensure_streams
 from loadgen.baselines import ReplyCollector, publish_backlog

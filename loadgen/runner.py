@@ -17,9 +17,9 @@ from PIL import Image
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from function.processes import start_worker_process, stop_worker_processes, wait_ready
 from function.jobs import sniff_image_type
 from function.nats_server import free_port
+from function.processes import start_worker_process, stop_worker_processes, wait_ready
 from loadgen.generator import LoadOptions, LoadRun, Snapshot
 from loadgen.profiles import Profile
 from loadgen.records import RunReport
