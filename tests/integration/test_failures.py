@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from function.client import SurgeClient
-from function.processes import start_worker_process, wait_ready
 from function.errors import ErrorCode
 from function.jobs import DeadLetter, JobStatus, Result
 from function.nats_server import EmbeddedNats
+from function.processes import start_worker_process, wait_ready
 from function.settings import DEAD_STREAM, RESULTS_STREAM, WorkerSettings, dead_subject
 from function.topology import TopologyMismatch, ensure_topology
 from tests.conftest import WorkerFactory
