@@ -60,11 +60,24 @@ class ResultInbox:
         self.received_at: dict[str, float] = {}
         self._arrived = asyncio.Event()
         self._sub: Subscription | None = None
+        self._waiters: dict[str, asyncio.Future[Result]] = {}
+
+    def expect(self, job_id: str) -> asyncio.Future[Result]:
+        """A future resolved when `job_id`'s result arrives."""
+        future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
+        if job_id in self.results:
+            future.set_result(self.results[job_id])
+        else:
+            self._waiters[job_id] = future
+        return future
 
     async def _on_result(self, msg: Msg) -> None:
         result = Result.model_validate_json(msg.data)
         self.results.setdefault(result.job_id, result)
         self.received_at.setdefault(result.job_id, time.monotonic())
+        waiter = self._waiters.pop(result.job_id, None)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(result)
         self._arrived.set()
 
     async def start(self) -> ResultInbox:
@@ -101,6 +114,7 @@ class SurgeClient:
         self.nc = nc
         self.js = nc.jetstream()
         self._own = own_connection
+        self._call_inbox: ResultInbox | None = None
 
     @classmethod
     async def connect(cls, url: str) -> SurgeClient:
@@ -133,7 +147,71 @@ class SurgeClient:
         reply_to: str | None = None,
         deadline: datetime | None = None,
     ) -> str:
-        """Publish one job (by Object Store reference when over the payload limit)."""
+        """Publish one job (by Object Store reference when over the payload limit); return
+        its id once JetStream has stored it."""
+        job_id, subject, payload, headers = await self._job(
+            image, function, priority, job_id, content_type, outputs, reply_to, deadline
+        )
+        with _tracer.start_as_current_span("surge.submit", kind=trace.SpanKind.PRODUCER) as span:
+            span.set_attribute("surge.job_id", job_id)
+            headers.update(trace_headers())
+            try:
+                await self.js.publish(subject, payload, headers=headers)
+            except NoStreamResponseError:
+                # Nothing has created the streams yet (no worker ever ran): create them.
+                await ensure_streams(self.js, WorkerSettings())
+                await self.js.publish(subject, payload, headers=headers)
+        return job_id
+
+    async def call(
+        self,
+        image: bytes,
+        *,
+        function: str = DEFAULT_FUNCTION,
+        priority: Priority | str = Priority.HIGH,
+        outputs: Iterable[str] = (),
+        timeout: float = 60.0,
+    ) -> Result:
+        """Submit one job and return its result: the request/response way to use Surge.
+
+        The stream's acknowledgement is awaited alongside the result, not before it, so a
+        round trip costs one JetStream write less than `submit` followed by a wait.
+        """
+        if self._call_inbox is None:
+            self._call_inbox = await self.inbox()
+        inbox = self._call_inbox
+        job_id, subject, payload, headers = await self._job(
+            image, function, priority, None, None, outputs, inbox.subject, None
+        )
+        arrived = inbox.expect(job_id)
+        with _tracer.start_as_current_span("surge.submit", kind=trace.SpanKind.PRODUCER) as span:
+            span.set_attribute("surge.job_id", job_id)
+            headers.update(trace_headers())
+            stored = await self.js.publish_async(subject, payload, headers=headers)
+        try:
+            await asyncio.wait_for(stored, timeout)
+            return await asyncio.wait_for(arrived, timeout)
+        except TimeoutError:
+            found = await self.result(job_id)
+            if found is None:
+                raise
+            return found
+        finally:
+            inbox.results.pop(job_id, None)
+            inbox.received_at.pop(job_id, None)
+
+    async def _job(
+        self,
+        image: bytes,
+        function: str,
+        priority: Priority | str,
+        job_id: str | None,
+        content_type: str | None,
+        outputs: Iterable[str],
+        reply_to: str | None,
+        deadline: datetime | None,
+    ) -> tuple[str, str, bytes, dict[str, str]]:
+        """(job id, subject, payload, headers) for one job; large inputs go to the bucket."""
         job_id = job_id or new_job_id()
         if not is_valid_job_id(job_id):
             raise ValueError(
@@ -155,17 +233,7 @@ class SurgeClient:
             envelope = JobEnvelope(image_ref=ref, content_type=content_type)
             payload = envelope.model_dump_json(exclude_none=True).encode()
             headers[Header.CONTENT_TYPE] = "application/json"
-        subject = job_subject(priority, function)
-        with _tracer.start_as_current_span("surge.submit", kind=trace.SpanKind.PRODUCER) as span:
-            span.set_attribute("surge.job_id", job_id)
-            headers.update(trace_headers())
-            try:
-                await self.js.publish(subject, payload, headers=headers)
-            except NoStreamResponseError:
-                # Nothing has created the streams yet (no worker ever ran): create them.
-                await ensure_streams(self.js, WorkerSettings())
-                await self.js.publish(subject, payload, headers=headers)
-        return job_id
+        return job_id, job_subject(priority, function), payload, headers
 
     async def _blobs(self) -> ObjectStore:
         try:

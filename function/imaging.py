@@ -155,7 +155,7 @@ def decode_image(data: bytes, content_type: str | None, *, max_pixels: int) -> I
     try:
         image.load()
         upright: Image.Image = image
-        if image.getexif().get(ExifTags.Base.Orientation, 1) != 1:
+        if "exif" in image.info and image.getexif().get(ExifTags.Base.Orientation, 1) != 1:
             upright = ImageOps.exif_transpose(image)
         return _normalise_mode(upright)
     except _DECODE_ERRORS as exc:

@@ -91,14 +91,11 @@ async def surge_message_path(
 
 
 async def surge_round_trips(url: str, count: int, payload: bytes) -> list[float]:
-    """Milliseconds from submit to result, one `tiny` job at a time."""
+    """Milliseconds from publish to result, one `tiny` job at a time (`SurgeClient.call`)."""
     async with await SurgeClient.connect(url) as client:
-        inbox = await client.inbox()
         times = []
         for _ in range(count):
             start = time.perf_counter()
-            job_id = await client.submit(payload, function="tiny", reply_to=inbox.subject)
-            await inbox.wait([job_id], timeout=10)
+            await client.call(payload, function="tiny", timeout=10)
             times.append((time.perf_counter() - start) * 1000)
-        await inbox.close()
     return times

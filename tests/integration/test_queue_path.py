@@ -164,3 +164,15 @@ async def test_envelope_cloudevents_and_object_store_inputs(
     ids = ["env-1", "ce-structured", "ce-binary", ref_id]
     results = await inbox.wait(ids, timeout=30)
     assert {j: r.status for j, r in results.items()} == dict.fromkeys(ids, JobStatus.OK)
+
+
+async def test_call_returns_the_result_and_the_job_is_stored(
+    client: SurgeClient, start_worker: WorkerFactory
+) -> None:
+    await start_worker(function="tiny")
+    result = await client.call(png_bytes(), function="tiny", timeout=20)
+    assert result.status is JobStatus.OK
+    assert await client.result(result.job_id) == result
+    failed = await client.call(b"\x00not an image" * 4, function="tiny", timeout=20)
+    assert failed.status is JobStatus.ERROR
+    assert failed.error is not None and failed.error.code.value == "bad_image"
