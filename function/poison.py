@@ -2,70 +2,111 @@
 
 When a job crashes or hangs its worker on every attempt, no worker lives to
 dead-letter it: JetStream stops delivering it and emits a MAX_DELIVERIES advisory.
-`PoisonSweeper` (in every worker; the first to act wins, the stream de-duplicates)
-reads the message by sequence, dead-letters it with an error result and deletes it
-from the work queue, so it neither sits there forever nor keeps replicas alive.
+The advisory is captured on the `SURGE_ADVISORIES` work-queue stream, so it waits
+for a worker even when none runs at that moment (scale to zero). `PoisonSweeper`
+pulls the function's advisories from its durable consumer, reads the job by stream
+sequence, dead-letters it with an error result, deletes it from the work queue, and
+only then acks the advisory.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import json
 import logging
+from typing import Any
 
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
-from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
 from function.errors import ErrorCode
 from function.jobs import DeadLetter, ErrorInfo, JobStatus, Result, derive_job_id, is_valid_job_id
+from function.pull import PullFeed
 from function.results import ResultStore
-from function.settings import JOBS_STREAM, Header, Priority
+from function.settings import ADVISORIES_STREAM, JOBS_STREAM, Header
 from function.telemetry import METRICS
 
-__all__ = ["PoisonSweeper", "advisory_subject"]
+__all__ = ["PoisonSweeper"]
 
 log = logging.getLogger("surge.poison")
 
-
-def advisory_subject(consumer: str, stream: str = JOBS_STREAM) -> str:
-    return f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{stream}.{consumer}"
+_BATCH = 8
+_RETRY_DELAY_S = 5.0
 
 
 class PoisonSweeper:
-    """Handles MAX_DELIVERIES advisories for one function's consumers."""
+    """Sweeps one function's captured MAX_DELIVERIES advisories."""
 
     def __init__(
-        self, nc: NATS, js: JetStreamContext, results: ResultStore, function: str, max_deliver: int
+        self,
+        nc: NATS,
+        js: JetStreamContext,
+        results: ResultStore,
+        function: str,
+        max_deliver: int,
+        *,
+        poll_s: float = 1.0,
     ) -> None:
         self._nc = nc
         self._js = js
         self._results = results
         self._function = function
         self._max_deliver = max_deliver
-        self._subs: list[Subscription] = []
+        self._poll_s = poll_s
+        self._feed: PullFeed | None = None
+        self._loop: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._stopped = False
 
-    async def start(self, consumers: dict[Priority, str]) -> None:
-        for name in consumers.values():
-            # No queue group: a frozen worker in the group would swallow advisories.
-            # Every worker sweeps; stream de-duplication keeps one letter and one result.
-            sub = await self._nc.subscribe(advisory_subject(name), cb=self._on_advisory)
-            self._subs.append(sub)
+    async def start(self, sweeper: str) -> None:
+        """Pull advisories from the durable consumer `sweeper` until stopped."""
+        self._feed = PullFeed(
+            self._nc, ADVISORIES_STREAM, sweeper, self._on_advisory, expires=self._poll_s
+        )
+        await self._feed.start()
+        self._loop = asyncio.create_task(self._pull(self._feed))
+
+    async def _pull(self, feed: PullFeed) -> None:
+        while not self._stopped:
+            try:
+                await feed.request(_BATCH)
+            except Exception:
+                log.exception("advisory pull failed")
+            await feed.wait_ended(self._poll_s)
+            if feed.last_status not in (None, "408"):
+                await asyncio.sleep(self._poll_s)
 
     async def stop(self) -> None:
-        for sub in self._subs:
-            await sub.unsubscribe()
-        self._subs.clear()
+        # A flag as well as a cancel: nats-py may swallow a cancellation while publishing.
+        self._stopped = True
+        if self._feed is not None:
+            await self._feed.stop()
+        if self._loop is not None:
+            self._loop.cancel()
+            await asyncio.wait({self._loop}, timeout=self._poll_s + 1)
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=10)
 
-    async def _on_advisory(self, msg: Msg) -> None:
+    def _on_advisory(self, msg: Msg) -> None:
+        task = asyncio.get_running_loop().create_task(self._handle(msg))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _handle(self, msg: Msg) -> None:
         try:
             advisory = json.loads(msg.data)
             await self.sweep(int(advisory["stream_seq"]), int(advisory.get("deliveries", 0)))
         except Exception:
-            log.exception("could not dead-letter after a MAX_DELIVERIES advisory")
+            log.exception("could not dead-letter after a MAX_DELIVERIES advisory; will retry")
+            with contextlib.suppress(Exception):
+                await msg.nak(delay=_RETRY_DELAY_S)
+            return
+        with contextlib.suppress(Exception):
+            await msg.ack()
 
     async def sweep(self, sequence: int, deliveries: int) -> None:
         """Dead-letter stream message `sequence` unless its result is already stored."""

@@ -10,6 +10,10 @@ Subjects::
     surge.results.<job id>             results, on stream SURGE_RESULTS (one per job id)
     surge.dead.<function>              dead letters, on stream SURGE_DEAD
     surge.heartbeat.<function>         worker state (core NATS, not stored)
+    $JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.SURGE_JOBS.<consumer>
+                                       captured on stream SURGE_ADVISORIES, so a job
+                                       whose every delivery died is dead-lettered even
+                                       when no worker was running at that moment
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = [
+    "ADVISORIES_STREAM",
     "CONSUMER_PREFIX",
     "DEAD_STREAM",
     "DEAD_SUBJECT_PREFIX",
@@ -31,6 +36,7 @@ __all__ = [
     "HEARTBEAT_SUBJECT_PREFIX",
     "JOBS_STREAM",
     "JOBS_SUBJECT_PREFIX",
+    "MAX_DELIVERIES_ADVISORY_PREFIX",
     "OBJECT_STORE_BUCKET",
     "RESULTS_STREAM",
     "RESULTS_SUBJECT_PREFIX",
@@ -41,7 +47,9 @@ __all__ = [
     "dead_subject",
     "heartbeat_subject",
     "job_subject",
+    "max_deliveries_subject",
     "result_subject",
+    "sweeper_name",
 ]
 
 ENV_PREFIX = "SURGE_"
@@ -51,6 +59,8 @@ JOBS_SUBJECT_PREFIX = "surge.jobs"
 RESULTS_STREAM = "SURGE_RESULTS"
 RESULTS_SUBJECT_PREFIX = "surge.results"
 DEAD_STREAM = "SURGE_DEAD"
+ADVISORIES_STREAM = "SURGE_ADVISORIES"
+MAX_DELIVERIES_ADVISORY_PREFIX = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES"
 DEAD_SUBJECT_PREFIX = "surge.dead"
 HEARTBEAT_SUBJECT_PREFIX = "surge.heartbeat"
 OBJECT_STORE_BUCKET = "surge-blobs"
@@ -104,6 +114,16 @@ def dead_subject(function: str) -> str:
 def heartbeat_subject(function: str) -> str:
     """The subject workers of a function publish their state on."""
     return f"{HEARTBEAT_SUBJECT_PREFIX}.{function}"
+
+
+def max_deliveries_subject(consumer: str) -> str:
+    """JetStream's advisory subject for a job consumer's messages that hit `max_deliver`."""
+    return f"{MAX_DELIVERIES_ADVISORY_PREFIX}.{JOBS_STREAM}.{consumer}"
+
+
+def sweeper_name(function: str) -> str:
+    """Durable consumer of a function's captured MAX_DELIVERIES advisories."""
+    return f"{CONSUMER_PREFIX}-{function}-sweeper"
 
 
 def consumer_name(function: str, priority: Priority | str) -> str:

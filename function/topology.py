@@ -27,6 +27,7 @@ from nats.js.object_store import ObjectStore
 
 from function.errors import SurgeError
 from function.settings import (
+    ADVISORIES_STREAM,
     DEAD_STREAM,
     DEAD_SUBJECT_PREFIX,
     JOBS_STREAM,
@@ -38,6 +39,8 @@ from function.settings import (
     WorkerSettings,
     consumer_name,
     job_subject,
+    max_deliveries_subject,
+    sweeper_name,
 )
 
 __all__ = [
@@ -49,6 +52,7 @@ __all__ = [
     "ensure_streams",
     "ensure_topology",
     "stream_configs",
+    "sweeper_config",
 ]
 
 log = logging.getLogger("surge.topology")
@@ -65,6 +69,7 @@ class Topology:
     """What a worker attached to: its consumers (high first) and the blob bucket."""
 
     consumers: dict[Priority, str]
+    sweeper: str
     blobs: ObjectStore
 
 
@@ -96,6 +101,13 @@ def stream_configs(settings: WorkerSettings) -> list[StreamConfig]:
             storage=StorageType.FILE,
             max_age=DEAD_MAX_AGE_S,
         ),
+        StreamConfig(
+            name=ADVISORIES_STREAM,
+            subjects=[max_deliveries_subject("*")],
+            retention=RetentionPolicy.WORK_QUEUE,
+            storage=StorageType.FILE,
+            max_age=DEAD_MAX_AGE_S,
+        ),
     ]
 
 
@@ -111,6 +123,22 @@ def consumer_config(settings: WorkerSettings, priority: Priority) -> ConsumerCon
         ack_wait=settings.ack_wait_s,
         max_deliver=settings.max_deliver,
         max_ack_pending=settings.max_ack_pending,
+    )
+
+
+def sweeper_config(settings: WorkerSettings) -> ConsumerConfig:
+    """Durable pull consumer of the function's captured MAX_DELIVERIES advisories."""
+    name = sweeper_name(settings.function)
+    return ConsumerConfig(
+        durable_name=name,
+        name=name,
+        filter_subjects=[
+            max_deliveries_subject(consumer_name(settings.function, p)) for p in Priority
+        ],
+        deliver_policy=DeliverPolicy.ALL,
+        ack_policy=AckPolicy.EXPLICIT,
+        ack_wait=settings.ack_wait_s,
+        max_ack_pending=64,
     )
 
 
@@ -164,6 +192,12 @@ async def ensure_consumers(js: JetStreamContext, settings: WorkerSettings) -> di
                     f"consumer {config.durable_name} differs: " + "; ".join(diffs)
                 )
         names[priority] = config.durable_name
+    sweeper = sweeper_config(settings)
+    try:
+        await js.consumer_info(ADVISORIES_STREAM, sweeper.durable_name or "")
+    except NotFoundError:
+        await js.add_consumer(ADVISORIES_STREAM, config=sweeper)
+        log.info("created consumer %s", sweeper.durable_name)
     return names
 
 
@@ -180,4 +214,5 @@ async def ensure_topology(js: JetStreamContext, settings: WorkerSettings) -> Top
     """Streams, consumers and bucket for `settings.function`."""
     await ensure_streams(js, settings)
     consumers = await ensure_consumers(js, settings)
-    return Topology(consumers=consumers, blobs=await ensure_blob_store(js, settings))
+    blobs = await ensure_blob_store(js, settings)
+    return Topology(consumers=consumers, sweeper=sweeper_name(settings.function), blobs=blobs)

@@ -128,7 +128,7 @@ class Worker:
         adapter = ModelAdapter(model, self.warmup_ms)
         self.consumer = JobConsumer(self.nc, topology.consumers, adapter, results, settings)
         self._sweeper = PoisonSweeper(self.nc, js, results, settings.function, settings.max_deliver)
-        await self._sweeper.start(topology.consumers)
+        await self._sweeper.start(topology.sweeper)
         await self.consumer.start()
         self.phases["attach"] = time.perf_counter() - clock
         self.state = WorkerState.READY

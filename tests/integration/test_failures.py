@@ -12,7 +12,7 @@ from function.client import SurgeClient
 from function.errors import ErrorCode
 from function.jobs import DeadLetter, JobStatus, Result
 from function.nats_server import EmbeddedNats
-from function.processes import start_worker_process, wait_ready
+from function.processes import start_worker_process, stop_worker_processes, wait_ready
 from function.settings import DEAD_STREAM, RESULTS_STREAM, WorkerSettings, dead_subject
 from function.topology import TopologyMismatch, ensure_topology
 from tests.conftest import WorkerFactory
@@ -187,3 +187,34 @@ async def test_job_stuck_in_a_frozen_worker_is_dead_lettered(
     finally:
         frozen.kill()
         frozen.wait()
+
+
+async def test_advisory_waits_for_a_worker_when_none_is_running(
+    nats_server: EmbeddedNats, client: SurgeClient, model_dir: Path, tmp_path: Path
+) -> None:
+    """Scale to zero right after a job exhausted its deliveries: the next worker dead-letters it."""
+    env = _env(model_dir, SURGE_MAX_DELIVER="1", SURGE_ACK_WAIT_S="1", SURGE_FETCH_TIMEOUT_S="30")
+    inbox = await client.inbox()
+    frozen = start_worker_process(nats_server.url, "tiny", tmp_path / "frozen.log", env)
+    try:
+        await wait_ready(nats_server.url, "tiny", 1, timeout=60)
+        await asyncio.sleep(0.5)
+        frozen.send_signal(signal.SIGSTOP)
+        job_id = await client.submit(png_bytes(), function="tiny", reply_to=inbox.subject)
+        await asyncio.sleep(3.0)  # ack_wait passes: JetStream gives up, the advisory is kept
+        assert job_id not in inbox.results
+    finally:
+        frozen.kill()
+        frozen.wait()
+    info = await client.js.stream_info("SURGE_ADVISORIES")
+    assert info.state.messages == 1
+    later = start_worker_process(nats_server.url, "tiny", tmp_path / "later.log", env)
+    try:
+        result = (await inbox.wait([job_id], timeout=30))[job_id]
+    finally:
+        stop_worker_processes([later])
+    assert result.status is JobStatus.ERROR
+    assert result.error is not None and result.error.code is ErrorCode.MAX_DELIVER_EXCEEDED
+    assert [d.job_id for d in await _dead_letters(client, "tiny")] == [job_id]
+    assert (await client.js.stream_info("SURGE_JOBS")).state.messages == 0
+    assert (await client.js.stream_info("SURGE_ADVISORIES")).state.messages == 0

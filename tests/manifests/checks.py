@@ -16,6 +16,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from function.settings import (
+    ADVISORIES_STREAM,
     DEAD_STREAM,
     DEAD_SUBJECT_PREFIX,
     ENV_PREFIX,
@@ -27,6 +28,8 @@ from function.settings import (
     WorkerSettings,
     consumer_name,
     job_subject,
+    max_deliveries_subject,
+    sweeper_name,
 )
 from tests.manifests import contract
 from tests.manifests.kube import Doc, containers, go_duration, name_of, override_of, workloads
@@ -192,6 +195,7 @@ def check_jetstream(docs: Docs) -> list[str]:
         JOBS_STREAM: [f"{JOBS_SUBJECT_PREFIX}.>"],
         RESULTS_STREAM: [f"{RESULTS_SUBJECT_PREFIX}.>"],
         DEAD_STREAM: [f"{DEAD_SUBJECT_PREFIX}.>"],
+        ADVISORIES_STREAM: [max_deliveries_subject("*")],
     }
     if set(streams) != set(want_subjects):
         errors.append(f"streams are {sorted(streams)}, want {sorted(want_subjects)}")
@@ -220,8 +224,9 @@ def check_jetstream(docs: Docs) -> list[str]:
 
     consumers = {d["spec"].get("durableName"): d["spec"] for d in find(docs, "Consumer")}
     want = {consumer_name(settings.function, p): p for p in Priority}
-    if set(consumers) != set(want):
-        errors.append(f"consumers are {sorted(consumers)}, want {sorted(want)}")
+    expected = {*want, sweeper_name(settings.function)}
+    if set(consumers) != expected:
+        errors.append(f"consumers are {sorted(consumers)}, want {sorted(expected)}")
     for durable, priority in want.items():
         spec = consumers.get(durable)
         if spec is None:

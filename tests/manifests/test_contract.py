@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from function.settings import JOBS_STREAM, Priority
+from function.settings import ADVISORIES_STREAM, JOBS_STREAM, Priority
 from tests.manifests import checks, contract
 from tests.manifests.kube import (
     REPO,
@@ -98,6 +98,13 @@ def test_nack_matches_worker_topology(docs: tuple[Doc, ...]) -> None:
         assert go_duration(spec["ackWait"]) == pytest.approx(config.ack_wait)
         assert spec["maxDeliver"] == config.max_deliver
         assert spec["maxAckPending"] == config.max_ack_pending
+    sweeper = topology.sweeper_config(settings)
+    spec = consumers[sweeper.durable_name]
+    assert spec["streamName"] == ADVISORIES_STREAM
+    assert spec["filterSubjects"] == sweeper.filter_subjects
+    assert spec["ackPolicy"] == sweeper.ack_policy.value
+    assert go_duration(spec["ackWait"]) == pytest.approx(sweeper.ack_wait)
+    assert spec["maxAckPending"] == sweeper.max_ack_pending
 
 
 def _served_paths(module: Any, source: str) -> set[str]:
