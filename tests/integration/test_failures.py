@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -160,6 +162,26 @@ async def test_topology_mismatch_is_reported_not_changed(nats_server: EmbeddedNa
     await nc.drain()
 
 
+def _poison_env(model_dir: Path) -> dict[str, str]:
+    """One delivery, a 1 s ack wait, and a 30 s pull request that stays first in line."""
+    return _env(model_dir, SURGE_MAX_DELIVER="1", SURGE_ACK_WAIT_S="1", SURGE_FETCH_TIMEOUT_S="30")
+
+
+@contextlib.asynccontextmanager
+async def _frozen_worker(url: str, env: dict[str, str], log: Path) -> AsyncIterator[None]:
+    """A `tiny` worker that is ready, holds an open pull request, then freezes (SIGSTOP);
+    killed on exit, as a worker that hangs and then dies."""
+    frozen = start_worker_process(url, "tiny", log, env)
+    try:
+        await wait_ready(url, "tiny", 1, timeout=60)
+        await asyncio.sleep(0.5)  # its 30 s pull request is now first in line
+        frozen.send_signal(signal.SIGSTOP)
+        yield
+    finally:
+        frozen.kill()
+        frozen.wait()
+
+
 async def test_job_stuck_in_a_frozen_worker_is_dead_lettered(
     nats_server: EmbeddedNats,
     client: SurgeClient,
@@ -168,13 +190,8 @@ async def test_job_stuck_in_a_frozen_worker_is_dead_lettered(
     tmp_path: Path,
 ) -> None:
     """A job whose every delivery dies with its worker ends on the dead stream, not in limbo."""
-    env = _env(model_dir, SURGE_MAX_DELIVER="1", SURGE_ACK_WAIT_S="1", SURGE_FETCH_TIMEOUT_S="30")
     inbox = await client.inbox()
-    frozen = start_worker_process(nats_server.url, "tiny", tmp_path / "frozen.log", env)
-    try:
-        await wait_ready(nats_server.url, "tiny", 1, timeout=60)
-        await asyncio.sleep(0.5)  # its 30 s pull request is now first in line
-        frozen.send_signal(signal.SIGSTOP)
+    async with _frozen_worker(nats_server.url, _poison_env(model_dir), tmp_path / "frozen.log"):
         await start_worker(function="tiny", max_deliver=1, ack_wait_s=1.0)
         job_id = await client.submit(png_bytes(), function="tiny", reply_to=inbox.subject)
         result = (await inbox.wait([job_id], timeout=20))[job_id]
@@ -184,28 +201,18 @@ async def test_job_stuck_in_a_frozen_worker_is_dead_lettered(
         assert [d.job_id for d in await _dead_letters(client, "tiny")] == [job_id]
         info = await client.js.stream_info("SURGE_JOBS")
         assert info.state.messages == 0
-    finally:
-        frozen.kill()
-        frozen.wait()
 
 
 async def test_advisory_waits_for_a_worker_when_none_is_running(
     nats_server: EmbeddedNats, client: SurgeClient, model_dir: Path, tmp_path: Path
 ) -> None:
     """Scale to zero right after a job exhausted its deliveries: the next worker dead-letters it."""
-    env = _env(model_dir, SURGE_MAX_DELIVER="1", SURGE_ACK_WAIT_S="1", SURGE_FETCH_TIMEOUT_S="30")
+    env = _poison_env(model_dir)
     inbox = await client.inbox()
-    frozen = start_worker_process(nats_server.url, "tiny", tmp_path / "frozen.log", env)
-    try:
-        await wait_ready(nats_server.url, "tiny", 1, timeout=60)
-        await asyncio.sleep(0.5)
-        frozen.send_signal(signal.SIGSTOP)
+    async with _frozen_worker(nats_server.url, env, tmp_path / "frozen.log"):
         job_id = await client.submit(png_bytes(), function="tiny", reply_to=inbox.subject)
         await asyncio.sleep(3.0)  # ack_wait passes: JetStream gives up, the advisory is kept
         assert job_id not in inbox.results
-    finally:
-        frozen.kill()
-        frozen.wait()
     info = await client.js.stream_info("SURGE_ADVISORIES")
     assert info.state.messages == 1
     later = start_worker_process(nats_server.url, "tiny", tmp_path / "later.log", env)
