@@ -25,7 +25,7 @@ from function.errors import BadInput, ErrorCode, JobError
 from function.jobs import ErrorInfo, JobStatus, Result, Timings, parse_job
 from function.settings import Header as H
 from function.settings import Priority, job_subject
-from function.telemetry import METRICS, bind, context_from_headers
+from function.telemetry import METRICS, bind, context_from_headers, trace_id_of
 
 if TYPE_CHECKING:
     from function.func import Function
@@ -96,8 +96,7 @@ def create_app(fn: Function) -> FastAPI:
             _tracer.start_as_current_span("surge.job", context=ctx, kind=trace.SpanKind.SERVER),
             bind(job_id=job_id),
         ):
-            span_ctx = trace.get_current_span().get_span_context()
-            trace_id = format(span_ctx.trace_id, "032x")
+            trace_id = trace_id_of(trace.get_current_span())
             base = {"job_id": job_id, "function": function, "trace_id": trace_id}
             try:
                 if function != settings.function:

@@ -12,8 +12,9 @@ from nats.aio.msg import Msg
 from opentelemetry.trace import Span
 from PIL import Image
 
-from function.jobs import JobRequest, derive_job_id, is_valid_job_id
-from function.settings import Header, Priority
+from function.jobs import JobRequest, job_id_for
+from function.settings import Priority
+from function.telemetry import trace_id_of
 
 __all__ = ["InFlightJob", "wall_ns"]
 
@@ -56,16 +57,12 @@ class InFlightJob:
 
     @property
     def fallback_id(self) -> str:
-        given = (self.msg.headers or {}).get(Header.MSG_ID)
-        if given and is_valid_job_id(given):
-            return given
         meta = self.msg.metadata
-        return derive_job_id(meta.stream or "", int(meta.sequence.stream or 0))
+        return job_id_for(self.msg.headers, meta.stream or "", int(meta.sequence.stream or 0))
 
     @property
     def trace_id(self) -> str | None:
-        ctx = self.span.get_span_context()
-        return format(ctx.trace_id, "032x") if ctx.is_valid else None
+        return trace_id_of(self.span)
 
     @property
     def headers(self) -> dict[str, str]:

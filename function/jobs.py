@@ -42,6 +42,7 @@ __all__ = [
     "Timings",
     "derive_job_id",
     "is_valid_job_id",
+    "job_id_for",
     "parse_job",
     "parse_subject",
 ]
@@ -212,6 +213,13 @@ def derive_job_id(stream: str, sequence: int) -> str:
     """A stable job id for a message published without one (same on every redelivery)."""
     digest = hashlib.sha256(f"{stream}:{sequence}".encode()).hexdigest()
     return f"j-{digest[:24]}"
+
+
+def job_id_for(headers: Mapping[str, str] | None, stream: str, sequence: int) -> str:
+    """The job id a message answers to: its valid `Nats-Msg-Id`, else one derived from
+    its stream sequence (for error results and dead letters of unparsable messages)."""
+    given = (headers or {}).get(Header.MSG_ID, "")
+    return given if given and is_valid_job_id(given) else derive_job_id(stream, sequence)
 
 
 def sniff_image_type(data: bytes) -> str | None:

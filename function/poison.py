@@ -24,7 +24,7 @@ from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
 from function.errors import ErrorCode
-from function.jobs import DeadLetter, ErrorInfo, JobStatus, Result, derive_job_id, is_valid_job_id
+from function.jobs import DeadLetter, ErrorInfo, JobStatus, Result, job_id_for
 from function.pull import PullFeed
 from function.results import ResultStore
 from function.settings import ADVISORIES_STREAM, JOBS_STREAM, Header
@@ -115,8 +115,7 @@ class PoisonSweeper:
         except NotFoundError:
             return
         headers = dict(raw.headers or {})
-        given = headers.get(Header.MSG_ID, "")
-        job_id = given if given and is_valid_job_id(given) else derive_job_id(JOBS_STREAM, sequence)
+        job_id = job_id_for(headers, JOBS_STREAM, sequence)
         attempts = deliveries or self._max_deliver
         if await self._results.lookup(job_id) is None:
             message = f"no worker finished this job in {attempts} attempts (crash or timeout)"

@@ -109,10 +109,7 @@ class Settler:
                     "attempt %d failed, retrying in %.1fs: %s", job.attempts, delay, message
                 )
             await job.msg.nak(delay=delay)
-            job.settled = True
-            job.span.set_status(StatusCode.ERROR, "retry")
-            job.span.end()
-            self._on_settled(job)
+            self._release(job, "retry", error=True)
             return
         await self.dead_letter(job, message)
 
@@ -141,15 +138,18 @@ class Settler:
         with contextlib.suppress(Exception):
             await job.msg.nak(delay=self._settings.nak_delay_s)
         if not job.settled:
-            job.settled = True
-            job.span.set_status(StatusCode.ERROR, "abandoned")
-            job.span.end()
-            self._on_settled(job)
+            self._release(job, "abandoned", error=True)
 
     async def hand_back(self, job: InFlightJob) -> None:
         """Return an unstarted job to the stream at once (drain): another replica takes it."""
         await job.msg.nak()
+        self._release(job, "handed_back", error=False)
+
+    def _release(self, job: InFlightJob, status: str, *, error: bool) -> None:
+        """Let go of a job without a final result (JetStream delivers it again)."""
         job.settled = True
-        job.span.set_attribute("surge.status", "handed_back")
+        job.span.set_attribute("surge.status", status)
+        if error:
+            job.span.set_status(StatusCode.ERROR, status)
         job.span.end()
         self._on_settled(job)

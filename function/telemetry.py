@@ -36,6 +36,7 @@ __all__ = [
     "current_trace_id",
     "set_process_fields",
     "trace_headers",
+    "trace_id_of",
     "tracer",
 ]
 
@@ -63,10 +64,15 @@ def bind(**fields: str | None) -> Iterator[None]:
         _context.reset(token)
 
 
+def trace_id_of(span: trace.Span) -> str | None:
+    """A span's trace id as 32 hex digits (as in `traceparent`), or None."""
+    ctx = span.get_span_context()
+    return format(ctx.trace_id, "032x") if ctx.is_valid else None
+
+
 def current_trace_id() -> str | None:
     """Hex trace id of the current span, if one is recording."""
-    ctx = trace.get_current_span().get_span_context()
-    return format(ctx.trace_id, "032x") if ctx.is_valid else None
+    return trace_id_of(trace.get_current_span())
 
 
 class JsonFormatter(logging.Formatter):
