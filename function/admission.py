@@ -1,10 +1,14 @@
 """Admission: turn a fetched message into a job ready for a batch, or settle it early.
 
 Parse the message, answer a redelivered job from the result store, read a blob input,
-decode and preprocess. A first delivery with a small inline image takes the fast path,
-synchronously on the event loop (cheaper than a task and a thread hop); everything else
-goes through `prepare()`, with decoding in the CPU pool (so does a small file that
-turns out to hold a large picture).
+read the image header, take from the worker's `PixelBudget` the pixels its decode and
+postprocessing will hold, decode (reduced for the task where it allows) and preprocess.
+The pixels stay taken until the job settles (`release`), less what the decode needed
+beyond the image it keeps.
+A first delivery with a small inline image takes the fast path, synchronously on the
+event loop (cheaper than a task and a thread hop) when its pixels are free at once;
+everything else goes through `prepare()`, with decoding in the CPU pool (so does a
+small file that turns out to hold a large picture).
 """
 
 from __future__ import annotations
@@ -17,12 +21,13 @@ import numpy as np
 from opentelemetry import trace
 from PIL import Image
 
+from function.budget import PixelBudget
 from function.errors import BadInput, ErrorCode
-from function.imaging import decode_image
+from function.imaging import PendingImage, decode_image, open_image
 from function.inflight import InFlightJob
 from function.jobs import JobRequest, parse_job
 from function.results import ResultStore
-from function.settings import JOBS_STREAM, WorkerSettings
+from function.settings import JOBS_STREAM, Priority, WorkerSettings
 from function.settle import Settler
 from function.telemetry import METRICS
 
@@ -41,7 +46,7 @@ async def run_in(pool: ThreadPoolExecutor, inline: bool, fn: Any, *args: Any) ->
 
 
 class Admission:
-    """Prepares jobs for one consumer."""
+    """Prepares jobs for one consumer; decoded pixels are admitted through `budget`."""
 
     def __init__(
         self,
@@ -50,19 +55,57 @@ class Admission:
         settler: Settler,
         settings: WorkerSettings,
         cpu_pool: ThreadPoolExecutor,
+        budget: PixelBudget,
+        stopping: asyncio.Event,
     ) -> None:
         self._model = model
         self._results = results
         self._settler = settler
         self._settings = settings
         self._cpu_pool = cpu_pool
+        self._budget = budget
+        self._stopping = stopping
 
     def decode(
-        self, data: bytes, content_type: str | None, max_pixels: int | None = None
+        self,
+        data: bytes,
+        content_type: str | None,
+        max_pixels: int | None = None,
+        outputs: tuple[str, ...] | None = None,
     ) -> tuple[Image.Image, np.ndarray]:
+        """Decode and preprocess outside the budget; full resolution unless `outputs`
+        says what the image is for."""
         limit = self._settings.max_pixels if max_pixels is None else max_pixels
-        image = decode_image(data, content_type, max_pixels=limit)
+        target = None if outputs is None else self._model.decode_size(outputs)
+        image = decode_image(data, content_type, max_pixels=limit, target=target)
         return image, self._model.preprocess(image)
+
+    def _decode(self, pending: PendingImage) -> tuple[Image.Image, np.ndarray]:
+        image = pending.decode()
+        return image, self._model.preprocess(image)
+
+    def _reserve(self, job: InFlightJob, pending: PendingImage) -> tuple[int, int]:
+        """(pixels to take before decoding, those postprocessing needs beyond the image).
+
+        The decode's peak and the decoded image plus postprocessing never coexist, so a
+        job takes the larger of the two.
+        """
+        later = self._model.postprocess_pixels(pending.size, job.outputs)
+        peak = pending.plan(self._model.decode_size(job.outputs))
+        return max(peak, pending.decoded + later), later
+
+    def _hold(self, job: InFlightJob, image: Image.Image, later: int) -> None:
+        """Keep the decoded image's pixels and `later`; give back the rest of the decode."""
+        kept = image.width * image.height + later
+        if kept < job.pixels:
+            self._budget.release(job.pixels - kept)
+            job.pixels = kept
+
+    def release(self, job: InFlightJob) -> None:
+        """Give back the pixels `job` holds (once it settles); safe to call again."""
+        if job.pixels:
+            self._budget.release(job.pixels)
+            job.pixels = 0
 
     def parse(self, job: InFlightJob) -> JobRequest:
         """Parse the message (raises `BadInput`) and record the request on the job."""
@@ -84,7 +127,8 @@ class Admission:
         return job.attempts == 1 and len(job.msg.data) <= SMALL_INPUT_BYTES
 
     def prepare_now(self, job: InFlightJob) -> bool:
-        """Fast path; False when the job needs I/O (a blob input) and must go async."""
+        """Fast path; False when the job must go async: a blob input, a picture over
+        `FAST_PATH_PIXELS`, or pixels not free at once."""
         request = self.parse(job)
         if request.image is None:
             return False
@@ -92,15 +136,28 @@ class Admission:
         limit = min(self._settings.max_pixels, FAST_PATH_PIXELS)
         with _tracer.start_as_current_span("decode", context=trace.set_span_in_context(job.span)):
             try:
-                job.image, job.sample = self.decode(request.image, request.content_type, limit)
+                pending = open_image(request.image, request.content_type, max_pixels=limit)
             except BadInput as exc:
                 if exc.code is ErrorCode.TOO_MANY_PIXELS and limit < self._settings.max_pixels:
                     return False  # small file, big picture: decode it off the loop
                 raise
+            pixels, later = self._reserve(job, pending)
+            if not self._budget.try_acquire(pixels, high=job.priority is Priority.HIGH):
+                return False
+            job.pixels = pixels
+            try:
+                job.image, job.sample = self._decode(pending)
+            except BadInput:
+                raise  # settled as an error, which releases the pixels
+            except Exception:
+                self.release(job)  # the full path takes them again
+                raise
+            self._hold(job, job.image, later)
         return True
 
     async def prepare(self, job: InFlightJob) -> None:
-        """Full path: dedupe a redelivery, load a blob input, decode in the pool."""
+        """Full path: dedupe a redelivery, load a blob input, wait for the pixels, decode
+        in the pool. Returns with `job.sample` unset if the worker stops meanwhile."""
         request = job.request or self.parse(job)
         if job.attempts > 1:
             METRICS.redeliveries.labels(self._settings.function).inc()
@@ -115,6 +172,20 @@ class Admission:
         assert data is not None
         span = _tracer.start_span("decode", context=trace.set_span_in_context(job.span))
         with trace.use_span(span, end_on_exit=True):
-            job.image, job.sample = await run_in(
-                self._cpu_pool, False, self.decode, data, request.content_type
+            pending: PendingImage = await run_in(
+                self._cpu_pool,
+                len(data) <= SMALL_INPUT_BYTES,
+                lambda: open_image(
+                    data, request.content_type, max_pixels=self._settings.max_pixels
+                ),
             )
+            pixels, later = self._reserve(job, pending)
+            high = job.priority is Priority.HIGH
+            if not await self._budget.acquire(pixels, high=high, abort=self._stopping):
+                return
+            job.pixels = pixels
+            if self._stopping.is_set():
+                return
+            span.set_attribute("surge.decoded_pixels", pixels)
+            job.image, job.sample = await run_in(self._cpu_pool, False, self._decode, pending)
+            self._hold(job, job.image, later)

@@ -44,6 +44,7 @@ HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.INFERENCE_FAILED: 503,
     ErrorCode.MAX_DELIVER_EXCEEDED: 503,
     ErrorCode.NOT_READY: 503,
+    ErrorCode.RESULT_TOO_LARGE: 500,
 }
 _tracer = trace.get_tracer("surge")
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -223,13 +224,30 @@ def nats_server(
     port: Annotated[int, typer.Option(help="Client port.")] = 4222,
     monitor_port: Annotated[int, typer.Option(help="HTTP monitoring port.")] = 8222,
     store_dir: Annotated[Path, typer.Option(help="JetStream store.")] = Path(".cache/surge/nats"),
+    cluster: Annotated[
+        int,
+        typer.Option(
+            min=1, max=5, help="Nodes: N > 1 runs a loopback cluster on ports port..port+N-1."
+        ),
+    ] = 1,
+    cluster_port: Annotated[int, typer.Option(help="First route port of a cluster.")] = 6222,
 ) -> None:
-    """Run nats-server with JetStream on 127.0.0.1 until Ctrl-C."""
-    from function.nats_server import EmbeddedNats
+    """Run nats-server with JetStream on 127.0.0.1 (or a cluster of N) until Ctrl-C/SIGTERM."""
+    from function.nats_cluster import embedded_server
 
-    with EmbeddedNats(port=port, monitor_port=monitor_port, store_dir=store_dir) as server:
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop the servers too
+
+    server = embedded_server(
+        cluster,
+        port=port,
+        monitor_port=monitor_port,
+        cluster_port=cluster_port,
+        store_dir=store_dir,
+    )
+    with server:
         console.print(
-            f"nats-server on {server.url} (monitoring {server.monitor_url}); Ctrl-C stops"
+            f"nats-server on {server.url} ({cluster} node(s); workers want "
+            f"SURGE_NATS_URL={server.url} SURGE_STREAM_REPLICAS={cluster}); Ctrl-C stops"
         )
         try:
             while True:

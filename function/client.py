@@ -24,7 +24,7 @@ import nats
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
-from nats.js.errors import NoStreamResponseError, NotFoundError
+from nats.js.errors import NoStreamResponseError
 from nats.js.object_store import ObjectStore
 from opentelemetry import trace
 
@@ -32,14 +32,14 @@ from function.jobs import ImageOutput, JobEnvelope, Result, is_valid_job_id, sni
 from function.results import fetch_result
 from function.settings import (
     DEFAULT_FUNCTION,
-    OBJECT_STORE_BUCKET,
     Header,
     Priority,
     WorkerSettings,
     job_subject,
+    servers_from,
 )
 from function.telemetry import trace_headers
-from function.topology import ensure_streams
+from function.topology import ensure_blob_store, ensure_streams
 
 __all__ = ["ResultInbox", "SurgeClient", "new_job_id"]
 
@@ -118,7 +118,7 @@ class SurgeClient:
 
     @classmethod
     async def connect(cls, url: str) -> SurgeClient:
-        return cls(await nats.connect(url, name="surge-client"), own_connection=True)
+        return cls(await nats.connect(servers_from(url), name="surge-client"), own_connection=True)
 
     async def __aenter__(self) -> SurgeClient:
         return self
@@ -236,10 +236,7 @@ class SurgeClient:
         return job_id, job_subject(priority, function), payload, headers
 
     async def _blobs(self) -> ObjectStore:
-        try:
-            return await self.js.object_store(OBJECT_STORE_BUCKET)
-        except NotFoundError:
-            return await self.js.create_object_store(OBJECT_STORE_BUCKET)
+        return await ensure_blob_store(self.js, WorkerSettings())
 
     async def result(self, job_id: str) -> Result | None:
         """The stored result of a job, if any."""

@@ -102,6 +102,7 @@ class Completion:
             outputs = await run_in(
                 self._cpu_pool, small, self._model.postprocess, row, job.image, job.outputs
             )
+            job.image = None  # the decoded pixels go now; the budget gets them back at settle
             await self._settler.succeed(job, outputs, timings)
         except JobError as exc:
             await self.fail(job, exc, timings)

@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -35,7 +36,9 @@ from PIL import Image
 
 from function.admission import SMALL_INPUT_BYTES, Admission, run_in
 from function.batcher import PriorityBatcher
+from function.budget import PixelBudget, pixel_budget
 from function.completion import Completion
+from function.connection import Trouble
 from function.errors import ErrorCode, JobError
 from function.inflight import InFlightJob, wall_ns
 from function.jobs import JobRequest, ModelInfo, Output, Timings
@@ -99,12 +102,31 @@ class JobConsumer:
         self._infer_pool = ThreadPoolExecutor(1, thread_name_prefix="surge-infer")
         self._cpu_pool = ThreadPoolExecutor(2, thread_name_prefix="surge-cpu")
         self._settler = Settler(results, settings, model.info, self._forget)
-        self._admission = Admission(model, results, self._settler, settings, self._cpu_pool)
+        self._budget = PixelBudget(pixel_budget(settings.pixel_budget, settings.max_batch))
+        self._admission = Admission(
+            model, results, self._settler, settings, self._cpu_pool, self._budget, self._stopping
+        )
         self._completion = Completion(model, self._settler, settings.function, self._cpu_pool)
         self._main: asyncio.Task[None] | None = None
         self._feeds: dict[Priority, PullFeed] = {}
         self.failed: BaseException | None = None
         self.inference_started_ns: int | None = None
+        self.on_pull_trouble: Callable[[], None] | None = None
+        self._pull_trouble: dict[Priority, Trouble] = {}
+
+    @property
+    def pull_trouble(self) -> Trouble | None:
+        """The oldest failing pull (a missing stream or consumer, an error status)."""
+        return min(self._pull_trouble.values(), key=lambda t: t[1], default=None)
+
+    def _pulled(self, priority: Priority, problem: str | None) -> None:
+        if problem is None:
+            self._pull_trouble.pop(priority, None)
+            return
+        if priority not in self._pull_trouble:
+            self._pull_trouble[priority] = (problem, time.monotonic())
+        if self.on_pull_trouble is not None:
+            self.on_pull_trouble()
 
     @property
     def in_flight(self) -> int:
@@ -128,6 +150,7 @@ class JobConsumer:
         if self._by_sequence.get(sequence) is job:
             del self._by_sequence[sequence]
         METRICS.in_flight.labels(self._settings.function).set(len(self._in_flight))
+        self._admission.release(job)
         self._room.set()
 
     def _spawn(self, coro: Any) -> None:
@@ -163,6 +186,9 @@ class JobConsumer:
     # -- fetch and admit -------------------------------------------------------------
 
     def _room_for(self, priority: Priority) -> int:
+        """Jobs to fetch now: none while jobs of this priority (or higher) wait for pixels."""
+        if self._budget.waiting_ahead(high=priority is Priority.HIGH):
+            return 0
         buffered = self._batcher.pending(priority) + self._admitting[priority]
         total = 4 * self._settings.max_batch - len(self._in_flight)
         return min(self._settings.max_batch - buffered, total)
@@ -180,16 +206,19 @@ class JobConsumer:
                 continue
             try:
                 await feed.request(room)
-            except Exception:  # connection trouble: the client reconnects, try again
-                log.exception("pull request failed on %s", priority.value)
+            except Exception as exc:  # connection trouble: the client reconnects, try again
+                log.warning("pull request failed on %s: %r", priority.value, exc)
+                self._pulled(priority, f"pull request on {priority.value} failed: {exc!r}"[:256])
                 await asyncio.sleep(poll)
                 continue
             await feed.wait_ended(poll)
             if feed.last_status in _NORMAL_END:
                 backoff = 0.0
+                self._pulled(priority, None)
                 continue
             backoff = min(max(backoff * 2, 0.05), _MAX_BACKOFF_S)
             log.warning("pull on %s ended with status %s", priority.value, feed.last_status)
+            self._pulled(priority, f"pull on {priority.value} ended with status {feed.last_status}")
             await asyncio.sleep(backoff)
 
     def _more_expected(self) -> bool:

@@ -12,7 +12,14 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-__all__ = ["BadInput", "ErrorCode", "JobError", "SurgeError", "TransientError"]
+__all__ = [
+    "MAX_MESSAGE_CHARS",
+    "BadInput",
+    "ErrorCode",
+    "JobError",
+    "SurgeError",
+    "TransientError",
+]
 
 
 class ErrorCode(StrEnum):
@@ -29,6 +36,10 @@ class ErrorCode(StrEnum):
     INFERENCE_FAILED = "inference_failed"
     MAX_DELIVER_EXCEEDED = "max_deliver_exceeded"
     NOT_READY = "not_ready"
+    RESULT_TOO_LARGE = "result_too_large"
+
+
+MAX_MESSAGE_CHARS = 1024
 
 
 class SurgeError(Exception):
@@ -36,9 +47,14 @@ class SurgeError(Exception):
 
 
 class JobError(SurgeError):
-    """A job that cannot succeed; its result is an error with `code` and `message`."""
+    """A job that cannot succeed; its result is an error with `code` and `message`.
+
+    The message is cut to `MAX_MESSAGE_CHARS`, so an error result never grows with input.
+    """
 
     def __init__(self, code: ErrorCode, message: str) -> None:
+        if len(message) > MAX_MESSAGE_CHARS:
+            message = message[: MAX_MESSAGE_CHARS - 3] + "..."
         super().__init__(message)
         self.code = code
         self.message = message

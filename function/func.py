@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from function.app import create_app
@@ -53,6 +53,7 @@ class Function:
         self._drained: asyncio.Future[None] | None = None
         self._ticker: asyncio.Task[None] | None = None
         self._last_tick = time.monotonic()
+        self.on_fatal: Callable[[str], None] | None = None
         self.app = create_app(self)
 
     def add_warmup_hook(self, hook: WarmupHook) -> None:
@@ -70,6 +71,7 @@ class Function:
         configure_logging(self.settings.log_level)
         configure_tracing(f"surge-{self.settings.function}", self.settings.otlp_endpoint)
         self.worker = Worker(self.settings, warmup_hooks=self._hooks)
+        self.worker.connection.on_fatal = self._fatal
         loop = asyncio.get_running_loop()
         self._starting = loop.create_task(self.worker.start())
         self._ticker = loop.create_task(self._tick())
@@ -79,11 +81,20 @@ class Function:
             self._last_tick = time.monotonic()
             await asyncio.sleep(1.0)
 
+    def _fatal(self, reason: str) -> None:
+        """The worker cannot recover (its NATS connection is closed): let the host exit."""
+        if self.on_fatal is not None:
+            self.on_fatal(reason)
+
     def alive(self) -> tuple[bool, str]:
-        """False only when the process is truly stuck or its start failed for good."""
+        """False when the process is stuck, its start failed, or a problem (NATS, lost
+        streams, failing pulls) outlasted `liveness_grace_s`."""
         worker = self.worker
         if worker is not None and worker.error is not None:
             return False, f"start failed: {worker.error}"
+        trouble = worker.trouble() if worker is not None else None
+        if trouble is not None and time.monotonic() - trouble[1] > self.settings.liveness_grace_s:
+            return False, f"{trouble[0]} for {time.monotonic() - trouble[1]:.0f}s"
         consumer = worker.consumer if worker is not None else None
         if consumer is not None and consumer.failed is not None:
             return False, f"consumer loop died: {consumer.failed!r}"
@@ -95,9 +106,13 @@ class Function:
         return True, "OK"
 
     def ready(self) -> tuple[bool, str]:
-        """True once the model is warm and the NATS consumer is attached."""
+        """True once the model is warm and the NATS consumer is attached, while nothing
+        is wrong with the connection, the streams or the pulls."""
         if self.worker is None:
             return False, "not started"
+        trouble = self.worker.trouble()
+        if trouble is not None:
+            return False, trouble[0]
         if self.worker.ready:
             return True, "OK"
         return False, self.worker.state.value

@@ -1,16 +1,21 @@
 """Decoding untrusted image bytes into loaded RGB/RGBA images, and PNG encoding.
 
-`decode_image` opens PNG, JPEG and WebP only, with the Pillow plugin for the sniffed
-format, and checks the pixel count from the header before any pixel is decoded. It does
-not go through `PIL.Image.open`, so Pillow's global decompression-bomb limit (a warning,
-then an error) never applies: `max_pixels` is the one limit.
+`open_image` reads the header of PNG, JPEG or WebP only, with the Pillow plugin for the
+sniffed format, and checks the pixel count before any pixel is decoded (WebP's size is
+read from the bytes, since Pillow's WebP opener allocates the canvas); `PendingImage`
+then decodes, reduced for the task where it allows. It does not go through
+`PIL.Image.open`, so `max_pixels` is the limit (but Pillow's own, 179 M pixels, still
+holds for WebP). Any failure to read or decode (whatever Pillow raises, `MemoryError`
+aside) is a `BadInput` with its code and a short message.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
+import os
 import struct
-import zlib
+from collections.abc import Iterator
 from typing import Final
 
 import numpy as np
@@ -18,16 +23,30 @@ from PIL import (
     ExifTags,
     Image,
     ImageFile,
-    ImageOps,
     JpegImagePlugin,
     PngImagePlugin,
     WebPImagePlugin,
+    _imaging,
 )
 
 from function.errors import BadInput, ErrorCode
 from function.jobs import SUPPORTED_IMAGE_TYPES, sniff_image_type
 
-__all__ = ["decode_image", "encode_png"]
+__all__ = [
+    "SOURCE_SIZE",
+    "PendingImage",
+    "decode_image",
+    "encode_png",
+    "open_image",
+    "source_size",
+]
+
+# Image memory in blocks over glibc's largest dynamic mmap threshold (32 MiB), so a large
+# image's blocks are mapped and unmapped, and its memory goes back to the system when it
+# is freed instead of staying in a thread's malloc arena. PILLOW_BLOCK_SIZE overrides it.
+ALLOCATOR_BLOCK_BYTES: Final = 64 * 1024 * 1024
+if "PILLOW_BLOCK_SIZE" not in os.environ:
+    _imaging.set_block_size(ALLOCATOR_BLOCK_BYTES)
 
 _OPENERS: Final[dict[str, type[ImageFile.ImageFile]]] = {
     "image/png": PngImagePlugin.PngImageFile,
@@ -56,17 +75,22 @@ _ISO_BMFF_BRANDS: Final[dict[bytes, str]] = {
     b"mif1": "HEIF",
     b"msf1": "HEIF",
 }
-_DECODE_ERRORS: Final = (
-    OSError,
-    SyntaxError,
-    ValueError,
-    EOFError,
-    IndexError,
-    TypeError,
-    KeyError,
-    struct.error,
-    zlib.error,
-)
+# A decode's peak in multiples of its image at 4 bytes a pixel (measured at 6000x6000):
+# RGB(A) decodes in place; other modes are converted (L, P: 1.25; LA, CMYK: 2; I;16:
+# 1.75); WebP holds libwebp's two canvases, a copy of the frame and Pillow's image.
+_MODE_PEAK: Final = {"RGB": 1, "RGBA": 1, "RGBX": 1, "I": 3, "F": 3}
+_WEBP_PEAK: Final = 4
+SOURCE_SIZE: Final = "surge.source_size"  # image.info key: the input's upright size
+MESSAGE_LIMIT: Final = 160  # longest text from an input that an error message carries
+_TRANSPOSE: Final = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
 _ACCEPTED: Final = ", ".join(SUPPORTED_IMAGE_TYPES)
 _ALPHA_MODES: Final = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
 
@@ -92,7 +116,7 @@ def _media_type(data: bytes, content_type: str | None) -> str:
     if declared is not None and declared not in SUPPORTED_IMAGE_TYPES:
         raise BadInput(
             ErrorCode.UNSUPPORTED_MEDIA_TYPE,
-            f"content type {declared!r} is not supported; send one of {_ACCEPTED}",
+            f"content type {_clip(repr(declared), 64)} is not supported; send one of {_ACCEPTED}",
         )
     if not data:
         raise BadInput(ErrorCode.BAD_IMAGE, "image is empty (0 bytes)")
@@ -112,15 +136,21 @@ def _media_type(data: bytes, content_type: str | None) -> str:
 
 
 def _to_8bit(image: Image.Image) -> Image.Image:
-    """Scale 16/32-bit integer and float greyscale to 8-bit L."""
+    """Scale 16/32-bit integer and float greyscale to 8-bit L (at most ~2 copies at 4 B/px)."""
     arr = np.asarray(image)
     if image.mode == "F":
-        scaled = np.clip(arr, 0.0, 1.0) * 255.0 if float(arr.max(initial=0)) <= 1.0 else arr
-        return Image.fromarray(np.clip(scaled, 0, 255).astype(np.uint8))
-    wide = arr.astype(np.int64)
-    if image.mode.startswith("I;16") or int(wide.max(initial=0)) > 255:
-        wide = np.clip(wide, 0, 65535) >> 8
-    return Image.fromarray(np.clip(wide, 0, 255).astype(np.uint8))
+        top = 1.0 if float(arr.max(initial=0)) <= 1.0 else 255.0
+        scaled = np.clip(arr, 0.0, top)
+        scaled *= 255.0 / top
+        return Image.fromarray(scaled.astype(np.uint8))
+    if image.mode.startswith("I;16"):
+        unsigned = arr if arr.dtype.kind == "u" else np.clip(arr, 0, None)
+        return Image.fromarray((unsigned >> 8).astype(np.uint8))
+    if int(arr.max(initial=0)) > 255:
+        wide = np.clip(arr, 0, 65535)
+        wide >>= 8
+        return Image.fromarray(wide.astype(np.uint8))
+    return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
 
 
 def _normalise_mode(image: Image.Image) -> Image.Image:
@@ -133,18 +163,151 @@ def _normalise_mode(image: Image.Image) -> Image.Image:
     return image.convert("RGBA" if has_alpha else "RGB")
 
 
-def decode_image(data: bytes, content_type: str | None, *, max_pixels: int) -> Image.Image:
-    """Decode PNG/JPEG/WebP bytes into a loaded, upright RGB or RGBA image.
+def _webp_size(data: bytes) -> tuple[int, int]:
+    """The canvas size from a WebP header (VP8, VP8L or VP8X), read without decoding.
+
+    Pillow's WebP opener allocates the whole canvas, so the size is checked first.
+    """
+    chunk = data[12:16]
+    if chunk == b"VP8 " and len(data) >= 30 and data[23:26] == b"\x9d\x01\x2a":
+        width, height = struct.unpack("<HH", data[26:30])
+        return width & 0x3FFF, height & 0x3FFF
+    if chunk == b"VP8L" and len(data) >= 25 and data[20] == 0x2F:
+        bits = int.from_bytes(data[21:25], "little")
+        return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
+    if chunk == b"VP8X" and len(data) >= 30:
+        return int.from_bytes(data[24:27], "little") + 1, int.from_bytes(data[27:30], "little") + 1
+    raise BadInput(ErrorCode.BAD_IMAGE, "cannot read WEBP header: no VP8, VP8L or VP8X size")
+
+
+def _clip(text: object, limit: int = MESSAGE_LIMIT) -> str:
+    """`text` cut to `limit` characters: error messages never echo unbounded input."""
+    out = str(text)
+    return out if len(out) <= limit else out[: limit - 1] + "…"
+
+
+@contextlib.contextmanager
+def _reading(kind: str, stage: str) -> Iterator[None]:
+    """Turn any exception but `MemoryError` into a `BadInput` with its code."""
+    try:
+        yield
+    except (MemoryError, BadInput):
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        message = f"{kind} image is too large: {_clip(exc)}"
+        raise BadInput(ErrorCode.TOO_MANY_PIXELS, message) from exc
+    except Exception as exc:
+        detail = _clip(f"{type(exc).__name__}: {exc}")
+        raise BadInput(ErrorCode.BAD_IMAGE, f"{kind} {stage}: {detail}") from exc
+
+
+def source_size(image: Image.Image) -> tuple[int, int]:
+    """The upright size of the input as sent; a decode reduced for a task is smaller."""
+    size = image.info.get(SOURCE_SIZE)
+    return size if isinstance(size, tuple) else image.size
+
+
+def _orientation(image: Image.Image) -> int:
+    """The EXIF orientation (1 to 8; 1 when absent)."""
+    if "exif" not in image.info:
+        return 1
+    value = image.getexif().get(ExifTags.Base.Orientation, 1)
+    return value if isinstance(value, int) else 1
+
+
+def _reduce(image: Image.Image, side: int) -> Image.Image:
+    """Box-reduce by an integer factor keeping both sides >= `side` (0: unchanged).
+
+    RGBA is reduced band by band (not premultiplied, as `Image.reduce` would), so
+    colours under transparent pixels survive as they do in a plain resize.
+    """
+    factor = min(image.width, image.height) // side if side else 1
+    if factor < 2:
+        return image
+    if image.mode != "RGBA":
+        return image.reduce(factor)
+    return Image.merge("RGBA", [image.getchannel(band).reduce(factor) for band in "RGBA"])
+
+
+class PendingImage:
+    """An image whose header is read and within the pixel limit; nothing decoded yet.
+
+    `plan(target)` says how small the decode may be and returns `pixels`: the decode's
+    peak in pixels of 4 bytes (Pillow keeps RGB as RGBX), the figure to admit it by:
+    the decoded size times 1 (RGB, RGBA), 2 (other modes, converted) or 4 (WebP).
+    `decode()` decodes. WebP is opened only by `decode()`, since Pillow's WebP opener
+    allocates the canvas.
+    """
+
+    def __init__(
+        self, data: bytes, media: str, size: tuple[int, int], file: ImageFile.ImageFile | None
+    ) -> None:
+        self.media = media
+        self.kind = media.split("/")[1].upper()
+        self.size = size
+        self._data = data
+        self._file = file
+        self.decoded = size[0] * size[1]  # pixels of the image the decode makes
+        self.pixels = self.decoded * self._peak()
+        self._side = 0  # reduce to no less than this per side; 0: full resolution
+
+    def _peak(self) -> int:
+        """The decode's peak in multiples of the decoded image (4 bytes a pixel)."""
+        if self._file is None:
+            return _WEBP_PEAK
+        return _MODE_PEAK.get(self._file.mode, 2)
+
+    def plan(self, target: tuple[int, int] | None) -> int:
+        """Allow the decode down to `target` (either orientation); return `pixels`.
+
+        Every side stays at least twice the target's longer side, so a task's own resize
+        still filters. JPEG decodes smaller (DCT scaling, `draft`); PNG and WebP decode
+        whole and are then reduced, so their peak is at full size.
+        """
+        if target is None:
+            return self.pixels
+        self._side = 2 * max(target)
+        if self._file is not None and self.media == "image/jpeg":
+            with _reading(self.kind, "header is corrupt"):
+                self._file.draft(None, (self._side, self._side))
+            width, height = self._file.size
+            self.decoded = width * height
+            self.pixels = self.decoded * self._peak()
+        return self.pixels
+
+    def decode(self) -> Image.Image:
+        """A loaded, upright RGB or RGBA image; `source_size` of it is the input's size."""
+        with _reading(self.kind, "image data is truncated or corrupt"):
+            image = self._file or _OPENERS[self.media](io.BytesIO(self._data))
+            self._file, self._data = None, b""
+            image.load()
+            orientation = _orientation(image)
+            decoded = _reduce(_normalise_mode(image), self._side)
+            if decoded is image and self.media == "image/webp":
+                decoded = image.copy()  # let the decoder's canvases go with `image`
+            del image
+            method = _TRANSPOSE.get(orientation)
+            if method is not None:
+                decoded = decoded.transpose(method)
+        width, height = self.size
+        decoded.info[SOURCE_SIZE] = (height, width) if orientation >= 5 else (width, height)
+        return decoded
+
+
+def open_image(data: bytes, content_type: str | None, *, max_pixels: int) -> PendingImage:
+    """Read and check the header of PNG/JPEG/WebP bytes; decode nothing.
 
     Raises `BadInput` with `unsupported_media_type`, `too_many_pixels` or `bad_image`.
     """
     media = _media_type(data, content_type)
     kind = media.split("/")[1].upper()
-    try:
-        image = _OPENERS[media](io.BytesIO(data))
-    except _DECODE_ERRORS as exc:
-        raise BadInput(ErrorCode.BAD_IMAGE, f"cannot read {kind} header: {exc}") from exc
-    width, height = image.size
+    file: ImageFile.ImageFile | None = None
+    with _reading(kind, "header is unreadable"):
+        if media == "image/webp":
+            width, height = _webp_size(data)
+        else:
+            file = _OPENERS[media](io.BytesIO(data))
+            width, height = file.size
     if width <= 0 or height <= 0:
         raise BadInput(ErrorCode.BAD_IMAGE, f"{kind} image has no pixels ({width}x{height})")
     if width * height > max_pixels:
@@ -152,16 +315,24 @@ def decode_image(data: bytes, content_type: str | None, *, max_pixels: int) -> I
             ErrorCode.TOO_MANY_PIXELS,
             f"image is {width}x{height} = {width * height} pixels, limit {max_pixels}",
         )
-    try:
-        image.load()
-        upright: Image.Image = image
-        if "exif" in image.info and image.getexif().get(ExifTags.Base.Orientation, 1) != 1:
-            upright = ImageOps.exif_transpose(image)
-        return _normalise_mode(upright)
-    except _DECODE_ERRORS as exc:
-        raise BadInput(
-            ErrorCode.BAD_IMAGE, f"{kind} image data is truncated or corrupt: {exc}"
-        ) from exc
+    return PendingImage(data, media, (width, height), file)
+
+
+def decode_image(
+    data: bytes,
+    content_type: str | None,
+    *,
+    max_pixels: int,
+    target: tuple[int, int] | None = None,
+) -> Image.Image:
+    """Decode PNG/JPEG/WebP bytes into a loaded, upright RGB or RGBA image.
+
+    With `target` the image may come out smaller (see `PendingImage.plan`).
+    Raises `BadInput` with `unsupported_media_type`, `too_many_pixels` or `bad_image`.
+    """
+    pending = open_image(data, content_type, max_pixels=max_pixels)
+    pending.plan(target)
+    return pending.decode()
 
 
 def encode_png(image: Image.Image, *, compress_level: int = 1) -> bytes:

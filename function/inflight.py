@@ -36,6 +36,7 @@ class InFlightJob:
     image: Image.Image | None = None
     sample: np.ndarray | None = None
     outputs: tuple[str, ...] = ()
+    pixels: int = 0  # decoded pixels this job holds in the worker's PixelBudget
     running_since: int | None = None
     settled: bool = False
 

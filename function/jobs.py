@@ -14,16 +14,32 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
+import math
 import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+)
 
-from function.errors import BadInput, ErrorCode
+from function.bounds import (
+    MAX_CONTENT_TYPE_CHARS,
+    MAX_DEADLINE_CHARS,
+    MAX_OUTPUT_NAME_CHARS,
+    MAX_OUTPUTS,
+    check_reply_subject,
+    loads_bounded,
+    quote,
+)
+from function.errors import MAX_MESSAGE_CHARS, BadInput, ErrorCode, SurgeError
 from function.settings import JOBS_SUBJECT_PREFIX, Header, Priority
 
 __all__ = [
@@ -66,9 +82,17 @@ class JobStatus(StrEnum):
     ERROR = "error"
 
 
+def _cut_message(message: str) -> str:
+    if len(message) <= MAX_MESSAGE_CHARS:
+        return message
+    return message[: MAX_MESSAGE_CHARS - 3] + "..."
+
+
 class ErrorInfo(_Wire):
     code: ErrorCode
-    message: str
+    message: Annotated[str, AfterValidator(_cut_message)] = Field(
+        description=f"Human-readable cause, at most {MAX_MESSAGE_CHARS} characters."
+    )
 
 
 class ModelInfo(_Wire):
@@ -136,16 +160,24 @@ def _as_utc(value: datetime | None) -> datetime | None:
 Deadline = Annotated[datetime | None, AfterValidator(_as_utc)]
 
 
+Str64 = Annotated[str, StringConstraints(max_length=64)]
+Str256 = Annotated[str, StringConstraints(max_length=256)]
+Str1024 = Annotated[str, StringConstraints(max_length=1024)]
+ContentType = Annotated[str, StringConstraints(max_length=MAX_CONTENT_TYPE_CHARS)]
+
+OutputName = Annotated[str, StringConstraints(min_length=1, max_length=MAX_OUTPUT_NAME_CHARS)]
+
+
 class JobEnvelope(_Wire):
     """JSON job: inline base64 image, or a reference to an object in the surge-blobs bucket."""
 
-    job_id: str | None = None
-    function: str | None = None
+    job_id: Str256 | None = None
+    function: Str64 | None = None
     image: str | None = Field(default=None, description="Base64-encoded image bytes.")
-    image_ref: str | None = Field(default=None, description="Object name in surge-blobs.")
-    content_type: str | None = None
-    outputs: list[str] | None = None
-    reply_to: str | None = None
+    image_ref: Str1024 | None = Field(default=None, description="Object name in surge-blobs.")
+    content_type: ContentType | None = None
+    outputs: list[OutputName] | None = Field(default=None, max_length=MAX_OUTPUTS)
+    reply_to: Str1024 | None = None
     deadline: Deadline = None
 
 
@@ -153,11 +185,11 @@ class CloudEvent(_Wire):
     """CloudEvents 1.0 structured-mode event; `data` may be a `JobEnvelope` or base64 bytes."""
 
     specversion: Literal["1.0"]
-    id: str
-    source: str
-    type: str
-    datacontenttype: str | None = None
-    subject: str | None = None
+    id: Str256
+    source: Str1024
+    type: Str1024
+    datacontenttype: ContentType | None = None
+    subject: Str1024 | None = None
     time: datetime | None = None
     data: Any = None
     data_base64: str | None = None
@@ -174,6 +206,10 @@ class DeadLetter(_Wire):
     stream_sequence: int | None = None
     headers: dict[str, str] = Field(default_factory=dict)
     payload_b64: str = ""
+    payload_bytes: int = Field(default=0, description="Size of the original payload.")
+    payload_dropped: bool = Field(
+        default=False, description="The payload did not fit the server's max_payload."
+    )
 
 
 class JobRequest(BaseModel):
@@ -197,16 +233,16 @@ def parse_subject(subject: str) -> tuple[Priority, str]:
     prefix = JOBS_SUBJECT_PREFIX + "."
     parts = subject[len(prefix) :].split(".") if subject.startswith(prefix) else []
     if len(parts) != 2 or parts[0] not in Priority.__members__.values():
-        raise BadInput(ErrorCode.BAD_ENVELOPE, f"not a job subject: {subject!r}")
+        raise BadInput(ErrorCode.BAD_ENVELOPE, f"not a job subject: {quote(subject)}")
     return Priority(parts[0]), parts[1]
 
 
-_JOB_ID = re.compile(r"^[^\s.*>]{1,256}$")
+_JOB_ID = re.compile(r"^[!-~]{1,256}$")  # printable ASCII, no space
 
 
 def is_valid_job_id(job_id: str) -> bool:
-    """A job id must be one NATS subject token: no dots, wildcards or white space."""
-    return bool(_JOB_ID.match(job_id))
+    """A job id must be one NATS subject token of printable ASCII: no dots or wildcards."""
+    return bool(_JOB_ID.match(job_id)) and not any(c in job_id for c in ".*>")
 
 
 def derive_job_id(stream: str, sequence: int) -> str:
@@ -246,13 +282,30 @@ def _b64(text: str, what: str) -> bytes:
 def _deadline(value: str | None) -> datetime | None:
     if not value:
         return None
+    problem = f"bad {Header.DEADLINE} {quote(value)}: use RFC 3339 or Unix seconds"
+    if len(value) > MAX_DEADLINE_CHARS or not value.isascii():
+        raise BadInput(ErrorCode.BAD_ENVELOPE, problem)
     try:
         if value.replace(".", "", 1).isdigit():
-            return datetime.fromtimestamp(float(value), UTC)
+            seconds = float(value)
+            if not math.isfinite(seconds):
+                raise ValueError(value)
+            return datetime.fromtimestamp(seconds, UTC)
         parsed = datetime.fromisoformat(value)
-    except ValueError as exc:
-        raise BadInput(ErrorCode.BAD_ENVELOPE, f"bad {Header.DEADLINE}: {value!r}") from exc
+    except (ValueError, OverflowError, OSError) as exc:
+        raise BadInput(ErrorCode.BAD_ENVELOPE, problem) from exc
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _outputs(value: str) -> tuple[str, ...]:
+    names = tuple(o.strip() for o in value.split(",") if o.strip())
+    if len(names) > MAX_OUTPUTS or any(len(n) > MAX_OUTPUT_NAME_CHARS for n in names):
+        raise BadInput(
+            ErrorCode.BAD_ENVELOPE,
+            f"{Header.OUTPUTS} takes at most {MAX_OUTPUTS} names of at most "
+            f"{MAX_OUTPUT_NAME_CHARS} characters",
+        )
+    return names
 
 
 def _validate(model: type[_Wire], data: Any, what: str) -> Any:
@@ -261,14 +314,13 @@ def _validate(model: type[_Wire], data: Any, what: str) -> Any:
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "(root)"
-        raise BadInput(ErrorCode.BAD_ENVELOPE, f"{what}: {where}: {first['msg']}") from exc
+        raise BadInput(
+            ErrorCode.BAD_ENVELOPE, f"{what}: {quote(where)}: {quote(first['msg'], 200)}"
+        ) from exc
 
 
 def _json(data: bytes, what: str) -> Any:
-    try:
-        return json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BadInput(ErrorCode.BAD_ENVELOPE, f"{what} is not valid JSON: {exc}") from exc
+    return loads_bounded(data, what)
 
 
 def _from_envelope(env: JobEnvelope, base: dict[str, Any]) -> dict[str, Any]:
@@ -277,8 +329,8 @@ def _from_envelope(env: JobEnvelope, base: dict[str, Any]) -> dict[str, Any]:
     if env.function is not None and env.function != base["function"]:
         raise BadInput(
             ErrorCode.UNKNOWN_FUNCTION,
-            f"envelope asks for function {env.function!r} but was published for "
-            f"{base['function']!r}; publish to that function's subject",
+            f"envelope asks for function {quote(env.function)} but was published for "
+            f"{quote(base['function'])}; publish to that function's subject",
         )
     for key in ("job_id", "reply_to", "deadline"):
         value = getattr(env, key)
@@ -320,7 +372,30 @@ def parse_job(
     sequence: int = 0,
     max_payload: int | None = None,
 ) -> JobRequest:
-    """Turn one NATS message into a `JobRequest`; raise `BadInput` for anything malformed."""
+    """Turn one NATS message into a `JobRequest`; raise `BadInput` for anything malformed.
+
+    Whatever goes wrong while parsing is the input's fault: any exception but
+    `MemoryError` becomes `BadInput`, never a retry.
+    """
+    try:
+        return _parse_job(
+            subject, headers, data, stream=stream, sequence=sequence, max_payload=max_payload
+        )
+    except (SurgeError, MemoryError):
+        raise
+    except Exception as exc:
+        raise BadInput(ErrorCode.BAD_ENVELOPE, f"unparsable job ({type(exc).__name__})") from exc
+
+
+def _parse_job(
+    subject: str,
+    headers: Mapping[str, str] | None,
+    data: bytes,
+    *,
+    stream: str = "",
+    sequence: int = 0,
+    max_payload: int | None = None,
+) -> JobRequest:
     headers = headers or {}
     priority, function = parse_subject(subject)
     if max_payload is not None and len(data) > max_payload:
@@ -333,9 +408,16 @@ def parse_job(
         "priority": priority,
         "reply_to": headers.get(Header.REPLY_TO),
         "deadline": _deadline(headers.get(Header.DEADLINE)),
-        "outputs": tuple(o.strip() for o in headers.get(Header.OUTPUTS, "").split(",") if o),
+        "outputs": _outputs(headers.get(Header.OUTPUTS, "")),
     }
-    media = _media(headers.get(Header.CONTENT_TYPE))
+    if base["reply_to"] is not None:
+        check_reply_subject(base["reply_to"], Header.REPLY_TO)
+    declared = headers.get(Header.CONTENT_TYPE)
+    if declared is not None and len(declared) > MAX_CONTENT_TYPE_CHARS:
+        raise BadInput(
+            ErrorCode.BAD_ENVELOPE, f"{Header.CONTENT_TYPE} {quote(declared)} is too long"
+        )
+    media = _media(declared)
     if Header.CE_SPECVERSION in headers:
         attrs: dict[str, str | None] = {
             k[3:]: v for k, v in headers.items() if k.lower().startswith("ce-")
@@ -357,8 +439,11 @@ def parse_job(
     if not is_valid_job_id(fields["job_id"]):
         raise BadInput(
             ErrorCode.BAD_ENVELOPE,
-            f"job id {fields['job_id']!r} must be 1-256 characters without '.', '*', '>' or spaces",
+            f"job id {quote(fields['job_id'])} must be 1-256 printable ASCII characters "
+            "without '.', '*', '>' or spaces",
         )
+    if fields.get("reply_to") is not None:
+        check_reply_subject(fields["reply_to"], "reply_to")
     if fields.get("image") is not None and not fields["image"]:
         raise BadInput(ErrorCode.BAD_IMAGE, "empty image payload")
     return JobRequest.model_validate(fields)

@@ -17,11 +17,11 @@ import tempfile
 import time
 from pathlib import Path
 from types import TracebackType
-from typing import IO
+from typing import IO, Self
 
 from function.errors import SurgeError
 
-__all__ = ["EmbeddedNats", "NatsServerError", "find_nats_server", "free_port"]
+__all__ = ["EmbeddedNats", "NatsServerError", "Startable", "find_nats_server", "free_port"]
 
 
 class NatsServerError(SurgeError):
@@ -46,7 +46,28 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
-class EmbeddedNats:
+class Startable:
+    """A context manager that calls `start()` on entry and `stop()` on exit."""
+
+    def start(self, timeout: float = 10.0) -> Self:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+class EmbeddedNats(Startable):
     """A nats-server child process with JetStream on loopback and its own store directory."""
 
     def __init__(
@@ -58,6 +79,8 @@ class EmbeddedNats:
         store_dir: Path | None = None,
         max_payload: int = 8 * 1024 * 1024,
         log_file: Path | None = None,
+        server_name: str | None = None,
+        extra_config: str = "",
     ) -> None:
         self.host = host
         self.port = port or free_port(host)
@@ -66,6 +89,8 @@ class EmbeddedNats:
         self._own_store = store_dir is None
         self.store_dir = store_dir or Path(tempfile.mkdtemp(prefix="surge-nats-"))
         self.log_file = log_file
+        self.server_name = server_name
+        self.extra_config = extra_config
         self._process: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
 
@@ -79,13 +104,15 @@ class EmbeddedNats:
 
     def _config(self) -> Path:
         config = self.store_dir / "nats.conf"
+        name = f'server_name: "{self.server_name}"\n' if self.server_name else ""
         config.write_text(
-            f"max_payload: {self.max_payload}\n"
+            f"{name}max_payload: {self.max_payload}\n"
             f'jetstream {{ store_dir: "{self.store_dir / "js"}" }}\n'
+            f"{self.extra_config}"
         )
         return config
 
-    def start(self, timeout: float = 10.0) -> EmbeddedNats:
+    def start(self, timeout: float = 10.0) -> Self:
         """Start the server and wait until it accepts connections."""
         self.store_dir.mkdir(parents=True, exist_ok=True)
         args = [str(find_nats_server()), "-c", str(self._config())]
@@ -109,10 +136,20 @@ class EmbeddedNats:
         self.stop()
         raise NatsServerError(f"nats-server did not listen on {self.url} within {timeout}s")
 
-    def stop(self) -> None:
-        """Stop the server (SIGTERM, then SIGKILL) and remove a store it created."""
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL the server (a crash: no shutdown, no leader hand-off); the store stays."""
+        self._halt(graceful=False)
+
+    def _halt(self, *, graceful: bool) -> None:
         if self._process and self._process.poll() is None:
-            self._process.terminate()
+            if graceful:
+                self._process.terminate()
+            else:
+                self._process.kill()
             try:
                 self._process.wait(timeout=5)
             except subprocess.TimeoutExpired:
@@ -122,16 +159,9 @@ class EmbeddedNats:
         if self._log is not None:
             self._log.close()
             self._log = None
+
+    def stop(self) -> None:
+        """Stop the server (SIGTERM, then SIGKILL) and remove a store it created."""
+        self._halt(graceful=True)
         if self._own_store:
             shutil.rmtree(self.store_dir, ignore_errors=True)
-
-    def __enter__(self) -> EmbeddedNats:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

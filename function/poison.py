@@ -23,11 +23,12 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
+from function.bounds import safe_reply_to
 from function.errors import ErrorCode
 from function.jobs import DeadLetter, ErrorInfo, JobStatus, Result, job_id_for
 from function.pull import PullFeed
 from function.results import ResultStore
-from function.settings import ADVISORIES_STREAM, JOBS_STREAM, Header
+from function.settings import ADVISORIES_STREAM, JOBS_STREAM
 from function.telemetry import METRICS
 
 __all__ = ["PoisonSweeper"]
@@ -99,7 +100,14 @@ class PoisonSweeper:
     async def _handle(self, msg: Msg) -> None:
         try:
             advisory = json.loads(msg.data)
-            await self.sweep(int(advisory["stream_seq"]), int(advisory.get("deliveries", 0)))
+            sequence, deliveries = int(advisory["stream_seq"]), int(advisory.get("deliveries", 0))
+        except Exception:  # not an advisory JetStream wrote: nothing to sweep, never retried
+            log.warning("dropping a malformed MAX_DELIVERIES advisory on %s", msg.subject)
+            with contextlib.suppress(Exception):
+                await msg.term()
+            return
+        try:
+            await self.sweep(sequence, deliveries)
         except Exception:
             log.exception("could not dead-letter after a MAX_DELIVERIES advisory; will retry")
             with contextlib.suppress(Exception):
@@ -128,6 +136,7 @@ class PoisonSweeper:
                 stream_sequence=sequence,
                 headers=headers,
                 payload_b64=base64.b64encode(raw.data or b"").decode(),
+                payload_bytes=len(raw.data or b""),
             )
             await self._results.dead_letter(letter)
             METRICS.dead_letters.labels(self._function).inc()
@@ -138,6 +147,6 @@ class PoisonSweeper:
                 error=letter.last_error,
                 attempts=attempts,
             )
-            await self._results.publish(result, headers.get(Header.REPLY_TO), {})
+            await self._results.publish(result, safe_reply_to(headers), {})
         with contextlib.suppress(NotFoundError):  # another worker swept it first
             await self._js.delete_msg(JOBS_STREAM, sequence)

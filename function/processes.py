@@ -16,7 +16,7 @@ import nats
 from nats.aio.msg import Msg
 
 from function.heartbeat import Heartbeat, WorkerState
-from function.settings import heartbeat_subject
+from function.settings import heartbeat_subject, servers_from
 
 __all__ = ["start_worker_process", "stop_worker_processes", "wait_ready"]
 
@@ -52,7 +52,7 @@ def stop_worker_processes(procs: list[subprocess.Popen[bytes]], timeout: float =
 
 async def wait_ready(nats_url: str, function: str, count: int, timeout: float) -> list[Heartbeat]:
     """Wait until `count` workers of `function` report ready in their heartbeats."""
-    nc = await nats.connect(nats_url)
+    nc = await nats.connect(servers_from(nats_url))
     ready: dict[str, Heartbeat] = {}
     done = asyncio.Event()
 

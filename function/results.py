@@ -5,6 +5,11 @@ client that was away can fetch it and a redelivered job is answered from there),
 published to the job's reply subject; the job is acked after that. Image
 outputs too large to inline go to the `surge-blobs` bucket under
 `results/<job id>/<name>` and the result carries the name.
+
+Nothing published here can exceed the server's `max_payload`, headers included: a result
+that does not fit moves its images to the bucket, or else becomes a short
+`result_too_large` error; a dead letter that does not fit drops the original payload
+(and then its copied headers), never the letter.
 """
 
 from __future__ import annotations
@@ -18,20 +23,23 @@ from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 from nats.js.object_store import ObjectStore
 
+from function.bounds import message_size, quote
 from function.errors import BadInput, ErrorCode, TransientError
-from function.jobs import DeadLetter, ImageOutput, Result
+from function.jobs import DeadLetter, ErrorInfo, ImageOutput, JobStatus, Result
 from function.settings import (
     RESULTS_STREAM,
     Header,
     dead_subject,
     result_subject,
 )
+from function.telemetry import METRICS
 
 __all__ = ["ResultStore", "fetch_result"]
 
 log = logging.getLogger("surge.results")
 STORE_TIMEOUT_S = 10.0
 BLOB_TIMEOUT_S = 30.0
+_HEADER_VALUE_CHARS = 256
 
 
 async def fetch_result(js: JetStreamContext, job_id: str) -> Result | None:
@@ -55,12 +63,18 @@ class ResultStore:
         *,
         inline_limit: int,
         max_input: int = 32 * 1024 * 1024,
+        function: str = "",
     ) -> None:
         self._nc = nc
         self._js = js
         self._blobs = blobs
         self._inline_limit = inline_limit
         self._max_input = max_input
+        self._function = function
+
+    def fits(self, body: bytes, headers: dict[str, str] | None) -> bool:
+        """Whether a message is within the server's `max_payload`, headers included."""
+        return message_size(body, headers) <= self._nc.max_payload
 
     async def lookup(self, job_id: str) -> Result | None:
         return await fetch_result(self._js, job_id)
@@ -74,21 +88,23 @@ class ResultStore:
             if info.size is not None and info.size > self._max_input:
                 raise BadInput(
                     ErrorCode.PAYLOAD_TOO_LARGE,
-                    f"object {ref!r} is {info.size} bytes, limit {self._max_input}",
+                    f"object {quote(ref)} is {info.size} bytes, limit {self._max_input}",
                 )
             obj = await asyncio.wait_for(self._blobs.get(ref), BLOB_TIMEOUT_S)
         except NotFoundError as exc:
-            raise BadInput(ErrorCode.INPUT_NOT_FOUND, f"no object {ref!r} in the bucket") from exc
+            raise BadInput(
+                ErrorCode.INPUT_NOT_FOUND, f"no object {quote(ref)} in the bucket"
+            ) from exc
         except TimeoutError as exc:
-            raise TransientError(f"reading object {ref!r} timed out") from exc
+            raise TransientError(f"reading object {quote(ref)} timed out") from exc
         return obj.data or b""
 
-    async def _offload(self, result: Result) -> None:
+    async def _offload(self, result: Result, *, force: bool = False) -> None:
         """Move inline images to the blob bucket when the result would be too large."""
         inline = sum(
             len(o.data) for o in result.outputs.values() if isinstance(o, ImageOutput) and o.data
         )
-        if inline <= self._inline_limit or self._blobs is None:
+        if (inline <= self._inline_limit and not force) or self._blobs is None or not inline:
             return
         for name, output in result.outputs.items():
             if isinstance(output, ImageOutput) and output.data is not None:
@@ -99,9 +115,28 @@ class ResultStore:
     async def publish(
         self, result: Result, reply_to: str | None, trace_headers: dict[str, str]
     ) -> None:
-        """Store the result (awaiting the stream's ack), then send it to `reply_to`."""
+        """Store the result (awaiting the stream's ack), then send it to `reply_to`.
+
+        A failed reply is logged and counted, never raised: the stored result stands.
+        """
         await self._offload(result)
-        body = result.model_dump_json().encode()
+        body, headers = self._encode(result, trace_headers)
+        if not self.fits(body, headers):
+            await self._offload(result, force=True)
+            body, headers = self._encode(result, trace_headers)
+        if not self.fits(body, headers):
+            METRICS.oversized.labels(self._function, "result").inc()
+            result = self._too_large(result, len(body))
+            body, headers = self._encode(result, trace_headers)
+        stored = {**headers, Header.MSG_ID: f"result-{result.job_id}"}
+        # Store first: a client never sees a result that is not the final one.
+        await self._js.publish(
+            result_subject(result.job_id), body, headers=stored, timeout=STORE_TIMEOUT_S
+        )
+        await self._reply(reply_to, body, headers, result.job_id)
+
+    @staticmethod
+    def _encode(result: Result, trace_headers: dict[str, str]) -> tuple[bytes, dict[str, str]]:
         headers = {
             **trace_headers,
             Header.JOB_ID: result.job_id,
@@ -110,19 +145,43 @@ class ResultStore:
         }
         if result.error is not None:
             headers[Header.ERROR_CODE] = result.error.code.value
-        stored = {**headers, Header.MSG_ID: f"result-{result.job_id}"}
-        # Store first: a client never sees a result that is not the final one.
-        await self._js.publish(
-            result_subject(result.job_id), body, headers=stored, timeout=STORE_TIMEOUT_S
+        return result.model_dump_json().encode(), headers
+
+    def _too_large(self, result: Result, size: int) -> Result:
+        """The short error that replaces a result the server could not carry."""
+        message = (
+            f"the result is {size} bytes, over the server's max_payload of "
+            f"{self._nc.max_payload}, and could not be moved to the blob store"
         )
-        if reply_to:
+        return result.model_copy(
+            update={
+                "status": JobStatus.ERROR,
+                "outputs": {},
+                "error": ErrorInfo(code=ErrorCode.RESULT_TOO_LARGE, message=message),
+            }
+        )
+
+    async def _reply(
+        self, reply_to: str | None, body: bytes, headers: dict[str, str], job_id: str
+    ) -> None:
+        if not reply_to:
+            return
+        try:
             await self._nc.publish(reply_to, body, headers=headers)
+        except Exception as exc:
+            METRICS.reply_failures.labels(self._function).inc()
+            log.warning(
+                "result stored, reply to %s failed: %r",
+                quote(reply_to),
+                exc,
+                extra={"job_id": job_id},
+            )
 
     async def resend(self, result: Result, reply_to: str | None) -> None:
         """Send an already stored result to `reply_to` again (a redelivered job)."""
-        if reply_to:
-            headers = {Header.JOB_ID: result.job_id, Header.STATUS: result.status.value}
-            await self._nc.publish(reply_to, result.model_dump_json().encode(), headers=headers)
+        headers = {Header.JOB_ID: result.job_id, Header.STATUS: result.status.value}
+        body = result.model_dump_json().encode()
+        await self._reply(reply_to, body, headers, result.job_id)
 
     async def dead_letter(self, letter: DeadLetter) -> None:
         """Keep a job that ran out of attempts, with its last error, on the dead stream."""
@@ -130,11 +189,12 @@ class ResultStore:
             Header.JOB_ID: letter.job_id,
             Header.LAST_ERROR: letter.last_error.message[:512],
             Header.ATTEMPTS: str(letter.attempts),
-            Header.ORIGINAL_SUBJECT: letter.original_subject,
+            Header.ORIGINAL_SUBJECT: letter.original_subject[:_HEADER_VALUE_CHARS],
             Header.MSG_ID: f"dead-{letter.job_id}",
         }
+        body = self._fitted(letter, headers)
         await self._js.publish(
-            dead_subject(letter.function), letter.model_dump_json().encode(), headers=headers
+            dead_subject(letter.function), body, headers=headers, timeout=STORE_TIMEOUT_S
         )
         log.warning(
             "dead-lettered after %d attempts: %s",
@@ -142,3 +202,19 @@ class ResultStore:
             letter.last_error.message,
             extra={"job_id": letter.job_id},
         )
+
+    def _fitted(self, letter: DeadLetter, headers: dict[str, str]) -> bytes:
+        """The letter's body, without its payload, then its copied headers, if it must."""
+        body = letter.model_dump_json().encode()
+        if self.fits(body, headers):
+            return body
+        METRICS.oversized.labels(self._function, "dead_letter").inc()
+        letter = letter.model_copy(update={"payload_b64": "", "payload_dropped": True})
+        body = letter.model_dump_json().encode()
+        if self.fits(body, headers):
+            return body
+        short = {k[:64]: v[:_HEADER_VALUE_CHARS] for k, v in list(letter.headers.items())[:32]}
+        body = letter.model_copy(update={"headers": short}).model_dump_json().encode()
+        if self.fits(body, headers):
+            return body
+        return letter.model_copy(update={"headers": {}}).model_dump_json().encode()

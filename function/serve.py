@@ -47,7 +47,10 @@ class FunctionServer:
 
 
 def serve(settings: WorkerSettings) -> None:
-    """Run the function's HTTP server and NATS consumer until SIGTERM/SIGINT."""
+    """Run the function's HTTP server and NATS consumer until SIGTERM/SIGINT.
+
+    Exits with status 1 when the worker cannot recover (its NATS connection closed).
+    """
     function = Function(settings)
     config = uvicorn.Config(
         FunctionServer(function),
@@ -58,4 +61,15 @@ def serve(settings: WorkerSettings) -> None:
         access_log=False,
         timeout_graceful_shutdown=int(settings.drain_timeout_s),
     )
-    uvicorn.Server(config).run()
+    server = uvicorn.Server(config)
+    fatal: list[str] = []
+
+    def exit_fatal(reason: str) -> None:
+        fatal.append(reason)
+        server.should_exit = True
+
+    function.on_fatal = exit_fatal
+    server.run()
+    if fatal:
+        log.error("exiting: %s", fatal[0])
+        raise SystemExit(1)

@@ -38,6 +38,7 @@ __all__ = [
     "JOBS_SUBJECT_PREFIX",
     "MAX_DELIVERIES_ADVISORY_PREFIX",
     "OBJECT_STORE_BUCKET",
+    "RESERVED_SUBJECT_PREFIXES",
     "RESULTS_STREAM",
     "RESULTS_SUBJECT_PREFIX",
     "Header",
@@ -49,6 +50,7 @@ __all__ = [
     "job_subject",
     "max_deliveries_subject",
     "result_subject",
+    "servers_from",
     "sweeper_name",
 ]
 
@@ -65,6 +67,16 @@ DEAD_SUBJECT_PREFIX = "surge.dead"
 HEARTBEAT_SUBJECT_PREFIX = "surge.heartbeat"
 OBJECT_STORE_BUCKET = "surge-blobs"
 CONSUMER_PREFIX = "surge"
+# Subjects a job may never name as its reply subject: Surge's own streams and heartbeats.
+RESERVED_SUBJECT_PREFIXES = tuple(
+    f"{prefix}."
+    for prefix in (
+        JOBS_SUBJECT_PREFIX,
+        RESULTS_SUBJECT_PREFIX,
+        DEAD_SUBJECT_PREFIX,
+        HEARTBEAT_SUBJECT_PREFIX,
+    )
+)
 
 DEFAULT_FUNCTION = "remove-bg"
 FUNCTIONS = ("remove-bg", "nsfw", "tiny")
@@ -126,6 +138,11 @@ def sweeper_name(function: str) -> str:
     return f"{CONSUMER_PREFIX}-{function}-sweeper"
 
 
+def servers_from(url: str) -> list[str]:
+    """The server list for `nats.connect` from a URL or a comma-separated list of URLs."""
+    return [part.strip() for part in url.split(",") if part.strip()]
+
+
 def consumer_name(function: str, priority: Priority | str) -> str:
     """Durable pull consumer name for one function and priority (filters are disjoint)."""
     return f"{CONSUMER_PREFIX}-{function}-{Priority(priority).value}"
@@ -161,9 +178,28 @@ class WorkerSettings(BaseSettings):
     fetch_timeout_s: float = Field(default=1.0, gt=0)
     max_payload_bytes: int = Field(default=32 * 1024 * 1024, ge=1)
     max_pixels: int = Field(default=40_000_000, ge=1)
+    pixel_budget: int = Field(
+        default=0,
+        ge=0,
+        description="Decoded pixels (4 bytes each) a worker's jobs may hold at once; a job "
+        "larger than this runs alone (0: 4 x max_batch x 4 megapixels; see README 'Memory').",
+    )
     inline_output_limit: int = Field(default=768 * 1024, ge=0)
     results_max_age_s: float = Field(default=24 * 3600.0, gt=0)
     dedupe_window_s: float = Field(default=120.0, gt=0)
+    stream_replicas: int = Field(default=1, ge=1, le=5, description="JetStream replicas.")
+    jobs_max_age_s: float = Field(
+        default=7 * 24 * 3600.0, gt=0, description="A job still queued after this expires."
+    )
+    orphan_grace_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="A job for a function no consumer serves is answered "
+        "unknown_function after this long.",
+    )
+    liveness_grace_s: float = Field(
+        default=30.0, gt=0, description="Readiness fails at once; liveness after this grace."
+    )
     blob_ttl_s: float = Field(default=24 * 3600.0, gt=0)
     drain_timeout_s: float = Field(default=30.0, gt=0)
     heartbeat_interval_s: float = Field(default=1.0, gt=0)

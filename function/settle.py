@@ -14,11 +14,12 @@ from collections.abc import Callable
 from opentelemetry import trace
 from opentelemetry.trace import StatusCode
 
+from function.bounds import safe_reply_to
 from function.errors import ErrorCode, JobError
 from function.inflight import InFlightJob, wall_ns
 from function.jobs import DeadLetter, ErrorInfo, JobStatus, ModelInfo, Output, Result, Timings
 from function.results import ResultStore
-from function.settings import Header, WorkerSettings
+from function.settings import WorkerSettings
 from function.telemetry import METRICS, bind, trace_headers
 
 __all__ = ["Settler"]
@@ -57,7 +58,8 @@ class Settler:
         )
 
     async def _publish(self, job: InFlightJob, result: Result) -> None:
-        reply_to = job.request.reply_to if job.request else job.headers.get(Header.REPLY_TO)
+        # An unparsed job is answered at its reply header only when that is a safe subject.
+        reply_to = job.request.reply_to if job.request else safe_reply_to(job.msg.headers)
         publish_span = trace.get_tracer("surge").start_span(
             "publish", context=trace.set_span_in_context(job.span)
         )
@@ -124,6 +126,7 @@ class Settler:
             stream_sequence=job.msg.metadata.sequence.stream,
             headers=job.headers,
             payload_b64=base64.b64encode(job.msg.data).decode(),
+            payload_bytes=len(job.msg.data),
         )
         await self._results.dead_letter(letter)
         METRICS.dead_letters.labels(self._function).inc()
@@ -141,8 +144,12 @@ class Settler:
             self._release(job, "abandoned", error=True)
 
     async def hand_back(self, job: InFlightJob) -> None:
-        """Return an unstarted job to the stream at once (drain): another replica takes it."""
-        await job.msg.nak()
+        """Return an unstarted job to the stream at once (drain): another replica takes it.
+
+        Best effort: if the nak cannot be sent, JetStream redelivers after `ack_wait`.
+        """
+        with contextlib.suppress(Exception):
+            await job.msg.nak()
         self._release(job, "handed_back", error=False)
 
     def _release(self, job: InFlightJob, status: str, *, error: bool) -> None:

@@ -192,6 +192,21 @@ class Metrics:
             ["function", "phase"],
         )
         self.ready = Gauge("surge_ready", "1 when the worker is warm and consuming.", ["function"])
+        self.reply_failures = Counter(
+            "surge_reply_failures_total",
+            "Results stored but not delivered to their reply subject.",
+            ["function"],
+        )
+        self.oversized = Counter(
+            "surge_oversized_total",
+            "Results or dead letters shrunk to fit the server's max_payload, by kind.",
+            ["function", "kind"],
+        )
+        self.topology_recreated = Counter(
+            "surge_topology_recreated_total",
+            "Times the worker recreated streams or consumers the server had lost.",
+            ["function"],
+        )
 
 
 METRICS = Metrics()

@@ -3,6 +3,10 @@
 `ensure_topology()` creates what is missing and compares what exists: a stream or
 consumer whose config differs from Surge's is reported as `TopologyMismatch`, never
 silently changed (other replicas, or an operator's NACK resources, may depend on it).
+The one exception is a known upgrade: a jobs stream from before subjects were narrowed
+to `surge.jobs.{high,normal}.<function>` and given a maximum age is updated in place.
+`missing_topology()` says what a server lost (a wiped store, memory storage), so the
+worker can recreate it.
 """
 
 from __future__ import annotations
@@ -51,6 +55,8 @@ __all__ = [
     "ensure_consumers",
     "ensure_streams",
     "ensure_topology",
+    "jobs_subjects",
+    "missing_topology",
     "stream_configs",
     "sweeper_config",
 ]
@@ -73,14 +79,25 @@ class Topology:
     blobs: ObjectStore
 
 
+def jobs_subjects() -> list[str]:
+    """The jobs stream takes `surge.jobs.<high|normal>.<one token>` and nothing else."""
+    return [f"{JOBS_SUBJECT_PREFIX}.{priority.value}.*" for priority in Priority]
+
+
+# The jobs stream as created before its subjects were narrowed: upgraded in place.
+_LEGACY_JOBS_SUBJECTS = [f"{JOBS_SUBJECT_PREFIX}.>"]
+
+
 def stream_configs(settings: WorkerSettings) -> list[StreamConfig]:
     """The three streams Surge uses, configured from `settings`."""
     return [
         StreamConfig(
             name=JOBS_STREAM,
-            subjects=[f"{JOBS_SUBJECT_PREFIX}.>"],
+            subjects=jobs_subjects(),
             retention=RetentionPolicy.WORK_QUEUE,
             storage=StorageType.FILE,
+            num_replicas=settings.stream_replicas,
+            max_age=settings.jobs_max_age_s,
             duplicate_window=settings.dedupe_window_s,
             discard=DiscardPolicy.OLD,
         ),
@@ -89,6 +106,7 @@ def stream_configs(settings: WorkerSettings) -> list[StreamConfig]:
             subjects=[f"{RESULTS_SUBJECT_PREFIX}.>"],
             retention=RetentionPolicy.LIMITS,
             storage=StorageType.FILE,
+            num_replicas=settings.stream_replicas,
             max_msgs_per_subject=1,
             max_age=settings.results_max_age_s,
             duplicate_window=settings.dedupe_window_s,
@@ -99,6 +117,7 @@ def stream_configs(settings: WorkerSettings) -> list[StreamConfig]:
             subjects=[f"{DEAD_SUBJECT_PREFIX}.>"],
             retention=RetentionPolicy.LIMITS,
             storage=StorageType.FILE,
+            num_replicas=settings.stream_replicas,
             max_age=DEAD_MAX_AGE_S,
         ),
         StreamConfig(
@@ -106,6 +125,7 @@ def stream_configs(settings: WorkerSettings) -> list[StreamConfig]:
             subjects=[max_deliveries_subject("*")],
             retention=RetentionPolicy.WORK_QUEUE,
             storage=StorageType.FILE,
+            num_replicas=settings.stream_replicas,
             max_age=DEAD_MAX_AGE_S,
         ),
     ]
@@ -169,9 +189,44 @@ async def ensure_streams(js: JetStreamContext, settings: WorkerSettings) -> None
             await js.add_stream(config=config)
             log.info("created stream %s", config.name)
             continue
+        if config.name == JOBS_STREAM and info.config.subjects == _LEGACY_JOBS_SUBJECTS:
+            await _upgrade_jobs_stream(js, config, info.config)
+            continue
         diffs = _differences(config, info.config, _STREAM_FIELDS)
         if diffs:
             raise TopologyMismatch(f"stream {config.name} differs: " + "; ".join(diffs))
+
+
+async def _upgrade_jobs_stream(js: JetStreamContext, want: StreamConfig, have: Any) -> None:
+    """Narrow a pre-0.2 jobs stream's subjects and give it a maximum age, keeping its jobs."""
+    have.subjects = want.subjects
+    if not have.max_age:
+        have.max_age = want.max_age
+    await js.update_stream(config=have)
+    log.warning(
+        "upgraded stream %s: subjects %s, max age %.0fs", JOBS_STREAM, want.subjects, want.max_age
+    )
+
+
+async def missing_topology(js: JetStreamContext, settings: WorkerSettings) -> list[str]:
+    """Names of the streams and consumers Surge needs that the server does not have."""
+    missing = []
+    for config in stream_configs(settings):
+        try:
+            await js.stream_info(config.name or "")
+        except NotFoundError:
+            missing.append(f"stream {config.name}")
+    wanted = [(JOBS_STREAM, consumer_config(settings, p).durable_name) for p in Priority]
+    wanted.append((ADVISORIES_STREAM, sweeper_config(settings).durable_name))
+    for stream, name in wanted:
+        if f"stream {stream}" in missing:
+            missing.append(f"consumer {name}")
+            continue
+        try:
+            await js.consumer_info(stream, name or "")
+        except NotFoundError:
+            missing.append(f"consumer {name}")
+    return missing
 
 
 async def ensure_consumers(js: JetStreamContext, settings: WorkerSettings) -> dict[Priority, str]:
@@ -206,7 +261,9 @@ async def ensure_blob_store(js: JetStreamContext, settings: WorkerSettings) -> O
     try:
         return await js.object_store(OBJECT_STORE_BUCKET)
     except NotFoundError:
-        config = ObjectStoreConfig(bucket=OBJECT_STORE_BUCKET, ttl=settings.blob_ttl_s)
+        config = ObjectStoreConfig(
+            bucket=OBJECT_STORE_BUCKET, ttl=settings.blob_ttl_s, replicas=settings.stream_replicas
+        )
         return await js.create_object_store(OBJECT_STORE_BUCKET, config=config)
 
 

@@ -52,6 +52,12 @@ class ModelAdapter:
     def check_outputs(self, requested: tuple[str, ...]) -> tuple[str, ...]:
         return self.loaded.task.check_outputs(requested)
 
+    def decode_size(self, outputs: tuple[str, ...]) -> tuple[int, int] | None:
+        return self.loaded.task.decode_size(outputs)
+
+    def postprocess_pixels(self, size: tuple[int, int], outputs: tuple[str, ...]) -> int:
+        return self.loaded.task.postprocess_pixels(size, outputs)
+
     def preprocess(self, image: Image.Image) -> np.ndarray:
         return self.loaded.task.preprocess(image)
 

@@ -23,12 +23,15 @@ import nats
 import numpy as np
 from nats.aio.client import Client as NATS
 
+from function.connection import ConnectionHealth, Trouble
 from function.consumer import JobConsumer
 from function.heartbeat import Heartbeat, HeartbeatPublisher, WorkerState
 from function.models import LoadedModel
+from function.orphans import OrphanSweeper
 from function.poison import PoisonSweeper
+from function.recovery import TopologyWatch
 from function.results import ResultStore
-from function.settings import WorkerSettings
+from function.settings import WorkerSettings, servers_from
 from function.telemetry import METRICS, set_process_fields
 from function.topology import ensure_topology
 from function.warmup import ModelAdapter, WarmupHook, effective_max_batch, load_and_warm
@@ -81,6 +84,9 @@ class Worker:
         self.warmup_ms: dict[int, float] = {}
         self._sweeper: PoisonSweeper | None = None
         self._heartbeat: HeartbeatPublisher | None = None
+        self.connection = ConnectionHealth()
+        self.topology_watch: TopologyWatch | None = None
+        self._orphans: OrphanSweeper | None = None
 
     @property
     def ready(self) -> bool:
@@ -99,8 +105,12 @@ class Worker:
         settings = self.settings
         clock = time.perf_counter()
         self.nc = await nats.connect(
-            settings.nats_url, name=f"surge-worker-{self.worker_id}", max_reconnect_attempts=-1
+            servers_from(settings.nats_url),
+            name=f"surge-worker-{self.worker_id}",
+            max_reconnect_attempts=-1,
+            **self.connection.callbacks(),
         )
+        self.connection.nc = self.nc
         js = self.nc.jetstream()
         self._heartbeat = HeartbeatPublisher(
             self.nc, settings.function, self.snapshot, settings.heartbeat_interval_s
@@ -124,12 +134,20 @@ class Worker:
             topology.blobs,
             inline_limit=settings.inline_output_limit,
             max_input=settings.max_payload_bytes,
+            function=settings.function,
         )
         adapter = ModelAdapter(model, self.warmup_ms)
         self.consumer = JobConsumer(self.nc, topology.consumers, adapter, results, settings)
         self._sweeper = PoisonSweeper(self.nc, js, results, settings.function, settings.max_deliver)
         await self._sweeper.start(topology.sweeper)
+        self.topology_watch = TopologyWatch(js, settings)
+        self.consumer.on_pull_trouble = self.topology_watch.poke
         await self.consumer.start()
+        self.topology_watch.start()
+        self._orphans = OrphanSweeper(
+            js, results, settings.function, grace_s=settings.orphan_grace_s
+        )
+        self._orphans.start()
         self.phases["attach"] = time.perf_counter() - clock
         self.state = WorkerState.READY
         self.ready_at = datetime.now(UTC)
@@ -146,6 +164,13 @@ class Worker:
             model.info.providers,
             {k: round(v, 3) for k, v in self.phases.items()},
         )
+
+    def trouble(self) -> Trouble | None:
+        """The oldest current problem (connection, lost topology, failing pulls), if any."""
+        found = [self.connection.trouble]
+        found.append(self.topology_watch.trouble if self.topology_watch else None)
+        found.append(self.consumer.pull_trouble if self.consumer else None)
+        return min((t for t in found if t is not None), key=lambda t: t[1], default=None)
 
     @property
     def cold_start_s(self) -> float | None:
@@ -177,13 +202,19 @@ class Worker:
             return
         self.state = WorkerState.DRAINING
         METRICS.ready.labels(self.settings.function).set(0)
+        for task in (self._orphans, self.topology_watch):
+            if task is not None:
+                await task.stop()
+        # With the connection closed for good nothing can be settled: JetStream
+        # redelivers whatever was in flight after ack_wait, so do not wait for it.
         if self.consumer:
-            await self.consumer.stop(timeout)
+            await self.consumer.stop(timeout if self.connection.fatal is None else 0.5)
         if self._sweeper:
             await self._sweeper.stop()
         self.state = WorkerState.STOPPED
         if self._heartbeat:
             await self._heartbeat.stop()
+        self.connection.closing = True
         if self.nc and not self.nc.is_closed:
             await self.nc.drain()
         log.info("stopped", extra={"function": self.settings.function})

@@ -19,6 +19,7 @@ from urllib.parse import urlparse
 import typer
 from rich.console import Console
 
+from function.settings import servers_from
 from loadgen.profiles import Profile, profile_from_options
 from loadgen.simcli import simulate
 
@@ -66,7 +67,13 @@ def make_profile(
 
 
 def is_loopback_url(url: str) -> bool:
-    """True for a NATS URL on this machine (localhost, 127.0.0.0/8, ::1)."""
+    """True for a NATS URL, or comma-separated URLs, all on this machine (localhost,
+    127.0.0.0/8, ::1)."""
+    servers = servers_from(url)
+    return bool(servers) and all(_is_loopback_server(server) for server in servers)
+
+
+def _is_loopback_server(url: str) -> bool:
     host = urlparse(url).hostname or ""
     if host == "localhost":
         return True

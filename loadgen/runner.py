@@ -20,6 +20,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from function.jobs import sniff_image_type
 from function.nats_server import free_port
 from function.processes import start_worker_process, stop_worker_processes, wait_ready
+from function.settings import servers_from
 from loadgen.generator import LoadOptions, LoadRun, Snapshot
 from loadgen.profiles import Profile
 from loadgen.records import RunReport
@@ -90,7 +91,7 @@ async def run_profile(
             url = server.url
             stack.callback(stop_worker_processes, procs)
             await start_workers(procs, url, function, embedded_workers, out)
-        nc = await nats.connect(url, name="surge-loadgen", max_reconnect_attempts=-1)
+        nc = await nats.connect(servers_from(url), name="surge-loadgen", max_reconnect_attempts=-1)
         stack.push_async_callback(nc.drain)
         progress = _progress(console) if console is not None else None
         task = None

@@ -15,7 +15,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from function.settings import DEFAULT_FUNCTION, WorkerSettings
+from function.settings import DEFAULT_FUNCTION, WorkerSettings, servers_from
 from function.telemetry import configure_logging
 
 __all__ = ["prewarm_command", "scaler_app", "up_command"]
@@ -67,14 +67,20 @@ def up_command(
     ),
     grpc_port: Annotated[int, typer.Option(help="Also serve KEDA's gRPC here (0 = no).")] = 0,
     metrics_port: Annotated[int, typer.Option(help="Scaler metrics port (0 = no).")] = 0,
+    cluster: Annotated[
+        int,
+        typer.Option(
+            min=1, max=5, help="nats-server nodes: N > 1 runs a loopback cluster, replicas N."
+        ),
+    ] = 1,
 ) -> None:
     """One machine: nats-server, the scaler, and 0..N workers it starts and drains itself."""
     from scaler.stack import run_up
 
     configure_logging(WorkerSettings().log_level)
+    urls = ",".join(f"nats://127.0.0.1:{port + i}" for i in range(cluster))
     console.print(
-        f"jobs to nats://127.0.0.1:{port} (surge.jobs.<priority>.{function}); "
-        f"0..{max_workers} workers; Ctrl-C stops"
+        f"jobs to {urls} (surge.jobs.<priority>.{function}); 0..{max_workers} workers; Ctrl-C stops"
     )
     run_up(
         function=function,
@@ -85,6 +91,7 @@ def up_command(
         log_dir=log_dir,
         grpc_port=grpc_port,
         metrics_port=metrics_port,
+        cluster=cluster,
     )
 
 
@@ -113,7 +120,7 @@ def prewarm_command(
     )
 
     async def act() -> None:
-        nc = await nats.connect(nats_url)
+        nc = await nats.connect(servers_from(nats_url))
         js = nc.jetstream()
         try:
             if cancel:
@@ -136,7 +143,7 @@ def prewarm_command(
                     rate=rate,
                     replicas=replicas,
                 )
-                await store_plan(js, plan)
+                await store_plan(js, plan, replicas=WorkerSettings().stream_replicas)
                 typer.echo(f"{plan.id}\t{plan.start.isoformat()}\t{plan.end.isoformat()}")
         finally:
             await nc.drain()

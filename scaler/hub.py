@@ -19,7 +19,7 @@ import nats
 import nats.errors
 from nats.aio.client import Client as NATS
 
-from function.settings import WorkerSettings
+from function.settings import WorkerSettings, servers_from
 from scaler.config import ScalerMetadata, ScalerSettings
 from scaler.metrics import SCALER_METRICS as M
 from scaler.policy import Decision, Policy, decide
@@ -57,7 +57,7 @@ class ScalerHub:
         worker: WorkerSettings | None = None,
     ) -> ScalerHub:
         """Connect to NATS (reconnecting for ever) and make a hub that owns the connection."""
-        nc = await nats.connect(url, name="surge-scaler", max_reconnect_attempts=-1)
+        nc = await nats.connect(servers_from(url), name="surge-scaler", max_reconnect_attempts=-1)
         return cls(nc, settings=settings, worker=worker, own_connection=True)
 
     async def watcher(self, function: str) -> FunctionWatcher:

@@ -118,13 +118,13 @@ def parse_at(text: str, now: datetime | None = None) -> datetime:
     return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
-async def _bucket(js: JetStreamContext, create: bool) -> KeyValue | None:
+async def _bucket(js: JetStreamContext, create: bool, replicas: int = 1) -> KeyValue | None:
     try:
         return await js.key_value(PREWARM_BUCKET)
     except BucketNotFoundError:
         if not create:
             return None
-        return await js.create_key_value(bucket=PREWARM_BUCKET, history=1)
+        return await js.create_key_value(bucket=PREWARM_BUCKET, history=1, replicas=replicas)
 
 
 async def _keys(js: JetStreamContext, function: str) -> list[str]:
@@ -153,9 +153,9 @@ async def load_plans(js: JetStreamContext, function: str) -> list[PrewarmPlan]:
     return sorted(plans, key=lambda p: p.start)
 
 
-async def store_plan(js: JetStreamContext, plan: PrewarmPlan) -> None:
-    """Store `plan` (creating the bucket) and purge plans of its function that have ended."""
-    kv = await _bucket(js, create=True)
+async def store_plan(js: JetStreamContext, plan: PrewarmPlan, *, replicas: int = 1) -> None:
+    """Store `plan` (creating the bucket with `replicas`) and purge its function's ended plans."""
+    kv = await _bucket(js, create=True, replicas=replicas)
     assert kv is not None
     now = datetime.now(UTC)
     for old in await load_plans(js, plan.function):

@@ -24,8 +24,9 @@ from PIL import Image
 
 from function.client import ResultInbox, SurgeClient
 from function.jobs import Result
+from function.nats_cluster import embedded_server
 from function.nats_server import EmbeddedNats
-from function.settings import Priority
+from function.settings import Priority, WorkerSettings
 from scaler.config import ScalerSettings
 from scaler.hub import ScalerHub
 from scaler.local import LocalConfig, LocalScaler, TimelinePoint
@@ -37,10 +38,13 @@ log = logging.getLogger("surge.scaler.stack")
 
 @contextlib.asynccontextmanager
 async def embedded_scaler(
-    nats_url: str, config: LocalConfig, settings: ScalerSettings | None = None
+    nats_url: str,
+    config: LocalConfig,
+    settings: ScalerSettings | None = None,
+    worker: WorkerSettings | None = None,
 ) -> AsyncIterator[tuple[ScalerHub, LocalScaler, asyncio.Event]]:
     """A hub and a running `LocalScaler`; set the event to stop; workers drain on exit."""
-    hub = await ScalerHub.connect(nats_url, settings=settings)
+    hub = await ScalerHub.connect(nats_url, settings=settings, worker=worker)
     local = LocalScaler(hub, nats_url, config)
     stop = asyncio.Event()
     task = asyncio.create_task(local.run(stop))
@@ -53,8 +57,14 @@ async def embedded_scaler(
         await hub.close()
 
 
-async def _up(url: str, config: LocalConfig, settings: ScalerSettings, grpc_port: int) -> None:
-    async with embedded_scaler(url, config, settings) as (hub, _local, stop):
+async def _up(
+    url: str,
+    config: LocalConfig,
+    settings: ScalerSettings,
+    grpc_port: int,
+    worker: WorkerSettings | None,
+) -> None:
+    async with embedded_scaler(url, config, settings, worker) as (hub, _local, stop):
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
@@ -81,8 +91,10 @@ def run_up(
     grpc_port: int = 0,
     metrics_port: int = 0,
     metadata: dict[str, str] | None = None,
+    cluster: int = 1,
 ) -> None:
-    """Run nats-server, the scaler and 0..`max_workers` workers until a signal."""
+    """Run nats-server (or a loopback cluster of `cluster` nodes, streams replicated on
+    every node), the scaler and 0..`max_workers` workers until a signal."""
     from prometheus_client import start_http_server
 
     settings = ScalerSettings(metrics_port=metrics_port)
@@ -92,12 +104,14 @@ def run_up(
         cooldown_s=cooldown_s,
         log_dir=log_dir,
         metadata=metadata or {},
+        worker_env={"SURGE_STREAM_REPLICAS": str(cluster)} if cluster > 1 else {},
     )
+    worker = WorkerSettings(stream_replicas=cluster) if cluster > 1 else None
     if metrics_port:
         start_http_server(metrics_port, addr="127.0.0.1")
     log_dir.mkdir(parents=True, exist_ok=True)
-    with EmbeddedNats(port=port, store_dir=store_dir, log_file=log_dir / "nats-server.log") as nats:
-        asyncio.run(_up(nats.url, config, settings, grpc_port))
+    with embedded_server(cluster, port=port, store_dir=store_dir, log_dir=log_dir) as nats:
+        asyncio.run(_up(nats.url, config, settings, grpc_port, worker))
 
 
 @dataclass

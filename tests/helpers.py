@@ -70,3 +70,15 @@ async def settled_consumer(
         ):
             return info
         await asyncio.sleep(0.05)
+
+
+def bomb_webp(width: int = 16_384, height: int = 16_384) -> bytes:
+    """A ~100-byte WebP whose VP8X header claims a width x height canvas (16x16 inside)."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (16, 16), (200, 30, 30)).save(buffer, format="WEBP")
+    vp8 = buffer.getvalue()[12:]  # the one VP8 chunk of a simple lossy file
+    assert vp8.startswith(b"VP8 ")
+    canvas = (width - 1).to_bytes(3, "little") + (height - 1).to_bytes(3, "little")
+    vp8x = b"VP8X" + struct.pack("<I", 10) + bytes(4) + canvas
+    body = b"WEBP" + vp8x + vp8
+    return b"RIFF" + struct.pack("<I", len(body)) + body

@@ -65,6 +65,24 @@ class Task(ABC):
                 )
         return tuple(dict.fromkeys(requested))
 
+    def decode_size(self, outputs: tuple[str, ...]) -> tuple[int, int] | None:
+        """The smallest image `preprocess` and `postprocess` need for `outputs`, or None
+        for full resolution (the default).
+
+        With a size, the worker may hand over a smaller image than was sent (JPEG DCT
+        scaling, or an integer box reduction), keeping each side at least twice this
+        size's longer side; `function.imaging.source_size(image)` is then the size sent.
+        """
+        return None
+
+    def postprocess_pixels(self, size: tuple[int, int], outputs: tuple[str, ...]) -> int:
+        """What `postprocess` and its outputs hold beyond the image, for an input of
+        `size`, in pixels of 4 bytes (the worker admits jobs by these; see `PixelBudget`).
+
+        The default assumes one output image at the input's size.
+        """
+        return size[0] * size[1]
+
     @abstractmethod
     def preprocess(self, image: Image.Image) -> np.ndarray[Any, Any]:
         """One model input sample (float32, no batch axis) from a decoded image."""

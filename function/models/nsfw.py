@@ -26,9 +26,18 @@ class NsfwClassifier(Task):
     default_outputs: ClassVar[tuple[str, ...]] = ("scores",)
     allowed_outputs: ClassVar[frozenset[str]] = frozenset({"scores"})
 
+    def decode_size(self, outputs: tuple[str, ...]) -> tuple[int, int] | None:
+        """Scores come from a 256x256 resize."""
+        return (_RESIZE, _RESIZE)
+
+    def postprocess_pixels(self, size: tuple[int, int], outputs: tuple[str, ...]) -> int:
+        """Scores only."""
+        return 0
+
     def preprocess(self, image: Image.Image) -> np.ndarray[Any, Any]:
         """Resize to 256², JPEG round trip (as in training), centre crop 224², BGR - mean."""
-        small = image.convert("RGB").resize((_RESIZE, _RESIZE), Image.Resampling.BILINEAR)
+        rgb = image if image.mode == "RGB" else image.convert("RGB")
+        small = rgb.resize((_RESIZE, _RESIZE), Image.Resampling.BILINEAR)
         buffer = io.BytesIO()
         small.save(buffer, format="JPEG")
         with Image.open(io.BytesIO(buffer.getvalue()), formats=["JPEG"]) as jpeg:

@@ -7,6 +7,7 @@ from typing import Any, ClassVar, Final
 import numpy as np
 from PIL import Image
 
+from function.imaging import source_size
 from function.jobs import Output
 from function.models.base import Task, image_output
 
@@ -26,9 +27,20 @@ class RemoveBackground(Task):
     allowed_outputs: ClassVar[frozenset[str]] = frozenset({"mask", "cutout"})
     output_name: ClassVar[str | None] = "1959"
 
+    def decode_size(self, outputs: tuple[str, ...]) -> tuple[int, int] | None:
+        """The mask needs only the model's input; the cutout needs every pixel."""
+        return None if "cutout" in outputs else (_SIZE, _SIZE)
+
+    def postprocess_pixels(self, size: tuple[int, int], outputs: tuple[str, ...]) -> int:
+        """Measured on 6000x6000 noise: the mask and its PNG and base64 take ~2 bytes a
+        pixel; a cutout ~14 more (an RGBA copy, its PNG, its base64)."""
+        pixels = size[0] * size[1]
+        return pixels // 2 + (7 * pixels // 2 if "cutout" in outputs else 0)
+
     def preprocess(self, image: Image.Image) -> np.ndarray[Any, Any]:
         """RGB at 320x320, scaled by its maximum, ImageNet-normalised, CHW float32."""
-        small = image.convert("RGB").resize((_SIZE, _SIZE), Image.Resampling.BILINEAR)
+        rgb = image if image.mode == "RGB" else image.convert("RGB")
+        small = rgb.resize((_SIZE, _SIZE), Image.Resampling.BILINEAR)
         pixels = np.asarray(small, dtype=np.float32)
         pixels /= max(float(pixels.max()), 1e-6)
         normalised = (pixels - _MEAN) / _STD
@@ -45,8 +57,9 @@ class RemoveBackground(Task):
     def postprocess(
         self, output: np.ndarray[Any, Any], image: Image.Image, outputs: tuple[str, ...]
     ) -> dict[str, Output]:
-        """`mask`: greyscale PNG; `cutout`: the input as RGBA PNG with the mask as alpha."""
-        mask = self.mask(output, image.size)
+        """`mask`: greyscale PNG at the input's size; `cutout`: the input as RGBA PNG with
+        the mask as alpha."""
+        mask = self.mask(output, source_size(image))
         result: dict[str, Output] = {}
         if "mask" in outputs:
             result["mask"] = image_output(mask)

@@ -60,6 +60,14 @@ class TinyTask(Task):
         """Build the graph into the cache once; its bytes (and so its version) are stable."""
         return build_tiny_model(cache_dir / TINY_MODEL_FILE)
 
+    def decode_size(self, outputs: tuple[str, ...]) -> tuple[int, int] | None:
+        """The score comes from an 8x8 thumbnail."""
+        return (8, 8)
+
+    def postprocess_pixels(self, size: tuple[int, int], outputs: tuple[str, ...]) -> int:
+        """A score only."""
+        return 0
+
     def preprocess(self, image: Image.Image) -> np.ndarray[Any, Any]:
         """Greyscale 8x8 scaled to [0, 1], shape (1, 8, 8)."""
         small = image.convert("L").resize((8, 8), Image.Resampling.BILINEAR)

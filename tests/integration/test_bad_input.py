@@ -11,7 +11,7 @@ from function.errors import ErrorCode
 from function.jobs import JobStatus
 from function.settings import Header, Priority, job_subject
 from tests.conftest import WorkerFactory
-from tests.helpers import bomb_png, gif_bytes, png_bytes, settled_consumer
+from tests.helpers import bomb_png, bomb_webp, gif_bytes, png_bytes, settled_consumer
 
 SUBJECT = job_subject(Priority.NORMAL, "tiny")
 
@@ -21,6 +21,7 @@ CASES: list[tuple[str, bytes, dict[str, str], ErrorCode]] = [
     ("gif", gif_bytes(), {}, ErrorCode.UNSUPPORTED_MEDIA_TYPE),
     ("text", b"hello", {Header.CONTENT_TYPE: "text/plain"}, ErrorCode.UNSUPPORTED_MEDIA_TYPE),
     ("bomb", bomb_png(), {}, ErrorCode.TOO_MANY_PIXELS),
+    ("webp-bomb", bomb_webp(), {}, ErrorCode.TOO_MANY_PIXELS),
     ("too-big", b"\x89PNG\r\n\x1a\n" + b"\x00" * 300_000, {}, ErrorCode.PAYLOAD_TOO_LARGE),
     ("bad-json", b'{"image": ', {Header.CONTENT_TYPE: "application/json"}, ErrorCode.BAD_ENVELOPE),
     (

@@ -192,7 +192,7 @@ def check_jetstream(docs: Docs) -> list[str]:
     settings = worker_settings(docs)
     streams = {d["spec"].get("name"): d["spec"] for d in find(docs, "Stream")}
     want_subjects = {
-        JOBS_STREAM: [f"{JOBS_SUBJECT_PREFIX}.>"],
+        JOBS_STREAM: [f"{JOBS_SUBJECT_PREFIX}.{p.value}.*" for p in Priority],
         RESULTS_STREAM: [f"{RESULTS_SUBJECT_PREFIX}.>"],
         DEAD_STREAM: [f"{DEAD_SUBJECT_PREFIX}.>"],
         ADVISORIES_STREAM: [max_deliveries_subject("*")],
@@ -221,6 +221,8 @@ def check_jetstream(docs: Docs) -> list[str]:
         errors.append(f"stream {RESULTS_STREAM}: allowDirect must be true")
     if go_duration(results.get("maxAge") or "0s") != settings.results_max_age_s:
         errors.append(f"stream {RESULTS_STREAM}: maxAge != SURGE_RESULTS_MAX_AGE_S")
+    if go_duration(jobs.get("maxAge") or "0s") != settings.jobs_max_age_s:
+        errors.append(f"stream {JOBS_STREAM}: maxAge != SURGE_JOBS_MAX_AGE_S")
 
     consumers = {d["spec"].get("durableName"): d["spec"] for d in find(docs, "Consumer")}
     want = {consumer_name(settings.function, p): p for p in Priority}

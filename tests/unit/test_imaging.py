@@ -9,10 +9,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, PngImagePlugin
 
 from function.errors import BadInput, ErrorCode
-from function.imaging import decode_image, encode_png
+from function.imaging import decode_image, encode_png, open_image, source_size
+from tests.helpers import bomb_webp
 
 LIMIT = 40_000_000
 
@@ -182,3 +183,95 @@ def test_encode_png_round_trip() -> None:
     with Image.open(io.BytesIO(data)) as back:
         assert back.mode == "RGBA"
         assert np.array_equal(np.asarray(back), np.asarray(source))
+
+
+# -- every failure is a BadInput with its code; messages stay short ----------------------
+
+
+@pytest.mark.parametrize(("side", "limit"), [(16_384, LIMIT), (16_384, 10**9), (8_000, LIMIT)])
+def test_webp_bomb_is_too_many_pixels(side: int, limit: int) -> None:
+    """Over our limit, or over Pillow's own (its DecompressionBombError): never transient."""
+    data = bomb_webp(side, side)
+    assert len(data) < 200
+    error = _code(data, max_pixels=limit)
+    assert error.code == ErrorCode.TOO_MANY_PIXELS
+
+
+def test_webp_size_is_read_before_the_decoder_allocates_it() -> None:
+    pending = open_image(bomb_webp(4000, 4000), None, max_pixels=LIMIT)
+    assert pending.size == (4000, 4000)
+    assert pending.pixels == 4 * 4000 * 4000  # libwebp's canvases + Pillow's image
+    assert _code(b"RIFF\x10\x00\x00\x00WEBPVP8 " + bytes(20)).code == ErrorCode.BAD_IMAGE
+
+
+@pytest.mark.parametrize("failure", [RuntimeError, AssertionError, NotImplementedError])
+def test_any_decoder_exception_is_bad_image(
+    monkeypatch: pytest.MonkeyPatch, failure: type[Exception]
+) -> None:
+    def load(self: PngImagePlugin.PngImageFile) -> None:
+        raise failure("x" * 10_000)
+
+    monkeypatch.setattr(PngImagePlugin.PngImageFile, "load", load)
+    error = _code(_encode(_noise(), "PNG"))
+    assert error.code == ErrorCode.BAD_IMAGE
+    assert failure.__name__ in error.message
+    assert len(error.message) < 250
+
+
+def test_memory_error_is_not_bad_input(monkeypatch: pytest.MonkeyPatch) -> None:
+    def load(self: PngImagePlugin.PngImageFile) -> None:
+        raise MemoryError
+
+    monkeypatch.setattr(PngImagePlugin.PngImageFile, "load", load)
+    with pytest.raises(MemoryError):
+        decode_image(_encode(_noise(), "PNG"), None, max_pixels=LIMIT)
+
+
+def test_a_long_content_type_is_not_echoed() -> None:
+    error = _code(_encode(_noise(), "PNG"), "text/" + "a" * 5000)
+    assert error.code == ErrorCode.UNSUPPORTED_MEDIA_TYPE
+    assert len(error.message) < 200
+
+
+# -- reduced decodes ---------------------------------------------------------------------
+
+
+def test_jpeg_is_drafted_down_to_the_target() -> None:
+    data = _encode(_noise(2000, 1600).resize((4000, 3200)), "JPEG")
+    pending = open_image(data, None, max_pixels=LIMIT)
+    assert pending.plan((320, 320)) == 1000 * 800  # DCT scaling by 4 keeps >= 640
+    image = pending.decode()
+    assert image.size == (1000, 800)
+    assert source_size(image) == (4000, 3200)
+
+
+def test_png_is_reduced_after_decoding() -> None:
+    data = _encode(_noise(2000, 1300), "PNG")
+    pending = open_image(data, None, max_pixels=LIMIT)
+    assert pending.plan((320, 320)) == 2000 * 1300  # the decode itself is whole
+    image = pending.decode()
+    assert image.size == (1000, 650)
+    assert source_size(image) == (2000, 1300)
+    full = decode_image(data, None, max_pixels=LIMIT)
+    assert full.size == source_size(full) == (2000, 1300)
+
+
+def test_reduced_rgba_keeps_colour_under_transparent_pixels() -> None:
+    source = Image.new("RGBA", (1400, 1400), (10, 200, 30, 0))
+    image = decode_image(_encode(source, "PNG"), None, max_pixels=LIMIT, target=(320, 320))
+    assert image.size == (700, 700)
+    assert image.getpixel((5, 5)) == (10, 200, 30, 0)
+
+
+def test_reduced_and_rotated_reports_the_upright_source_size() -> None:
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    data = _encode(_noise(200, 100).resize((2000, 1000)), "JPEG", exif=exif)
+    image = decode_image(data, None, max_pixels=LIMIT, target=(64, 64))
+    assert image.size == (250, 500)  # drafted by 4, then turned upright
+    assert source_size(image) == (1000, 2000)
+
+
+def test_grey_png_planned_at_twice_its_pixels() -> None:
+    pending = open_image(_encode(_noise(100, 50, "L"), "PNG"), None, max_pixels=LIMIT)
+    assert pending.plan(None) == 2 * 100 * 50  # L is converted to RGB beside itself

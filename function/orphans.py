@@ -1,0 +1,139 @@
+"""Answer jobs that no function will ever take.
+
+The jobs stream takes any `surge.jobs.<high|normal>.<token>`, so a job for a function
+nobody deployed (a typo, a retired function) would wait until the stream's maximum
+age and then vanish without an answer. Every function has durable consumers (created
+by NACK in a cluster, by the scaler or the first worker locally) that persist while it
+is scaled to zero, so a subject that no consumer's filter matches has no taker. Every
+worker runs an `OrphanSweeper`: jobs on such a subject older than `grace_s` get an
+`unknown_function` error result (stored, and sent to a safe reply subject), then are
+deleted. Two workers may answer the same orphan at once: the result store keeps one
+(its `Nats-Msg-Id` de-duplicates), the reply may arrive twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from datetime import UTC, datetime
+
+from nats.js import JetStreamContext
+from nats.js.api import RawStreamMsg
+from nats.js.errors import NotFoundError
+
+from function.bounds import quote, safe_reply_to
+from function.errors import ErrorCode
+from function.jobs import ErrorInfo, JobStatus, Result, job_id_for
+from function.results import ResultStore
+from function.settings import JOBS_STREAM, JOBS_SUBJECT_PREFIX
+from function.telemetry import METRICS
+
+__all__ = ["OrphanSweeper", "subject_matches"]
+
+log = logging.getLogger("surge.orphans")
+
+_PER_SWEEP = 256
+
+
+def subject_matches(pattern: str, subject: str) -> bool:
+    """Whether NATS subject `subject` matches `pattern` (with `*` and `>` wildcards)."""
+    want, have = pattern.split("."), subject.split(".")
+    for index, token in enumerate(want):
+        if token == ">":
+            return len(have) > index
+        if index >= len(have) or (token != "*" and token != have[index]):
+            return False
+    return len(want) == len(have)
+
+
+class OrphanSweeper:
+    """Periodically answers and removes jobs for functions that have no consumer."""
+
+    def __init__(
+        self, js: JetStreamContext, results: ResultStore, function: str, *, grace_s: float
+    ) -> None:
+        self._js = js
+        self._results = results
+        self._function = function
+        self._grace_s = grace_s
+        self._interval_s = min(max(grace_s / 4, 1.0), 30.0)
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._loop())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval_s)
+            try:
+                await self.sweep()
+            except Exception as exc:  # the server may be away; try again next round
+                log.debug("orphan sweep failed: %r", exc)
+
+    async def orphan_subjects(self) -> list[str]:
+        """Job subjects holding messages that no consumer of the jobs stream matches."""
+        info = await self._js.stream_info(JOBS_STREAM, subjects_filter=f"{JOBS_SUBJECT_PREFIX}.>")
+        subjects = list((info.state.subjects or {}).keys())
+        if not subjects:
+            return []
+        filters: list[str] = []
+        for consumer in await self._js.consumers_info(JOBS_STREAM):
+            config = consumer.config
+            filters += [config.filter_subject] if config.filter_subject else []
+            filters += config.filter_subjects or []
+        if not filters:  # a consumer without a filter takes everything
+            return []
+        return [s for s in subjects if not any(subject_matches(f, s) for f in filters)]
+
+    async def sweep(self) -> int:
+        """Answer orphaned jobs older than the grace; return how many were answered."""
+        answered = 0
+        for subject in await self.orphan_subjects():
+            sequence = 1
+            while answered < _PER_SWEEP:
+                try:
+                    raw = await self._js.get_msg(
+                        JOBS_STREAM, seq=sequence, subject=subject, next=True
+                    )
+                except NotFoundError:
+                    break
+                if not self._old_enough(raw):
+                    break
+                await self._answer(subject, raw)
+                answered += 1
+                sequence = (raw.seq or sequence) + 1
+        return answered
+
+    def _old_enough(self, raw: RawStreamMsg) -> bool:
+        if raw.time is None:
+            return True
+        stamp = raw.time if raw.time.tzinfo else raw.time.replace(tzinfo=UTC)
+        return (datetime.now(UTC) - stamp).total_seconds() >= self._grace_s
+
+    async def _answer(self, subject: str, raw: RawStreamMsg) -> None:
+        sequence = raw.seq or 0
+        headers = dict(raw.headers or {})
+        function = subject.rsplit(".", 1)[-1]
+        message = (
+            f"no worker serves function {quote(function)}: nothing consumes {quote(subject)}; "
+            "publish to a deployed function's subject"
+        )
+        result = Result(
+            job_id=job_id_for(headers, JOBS_STREAM, sequence),
+            status=JobStatus.ERROR,
+            function=function,
+            error=ErrorInfo(code=ErrorCode.UNKNOWN_FUNCTION, message=message),
+        )
+        await self._results.publish(result, safe_reply_to(headers), {})
+        with contextlib.suppress(NotFoundError):  # another worker removed it first
+            await self._js.delete_msg(JOBS_STREAM, sequence)
+        METRICS.jobs.labels(self._function, "error", ErrorCode.UNKNOWN_FUNCTION.value).inc()
+        log.info("answered a job for unserved function %s", quote(function))

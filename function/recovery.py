@@ -1,0 +1,82 @@
+"""Recreate the streams and consumers a NATS server lost.
+
+A server that comes back with an empty store (a lost volume, memory storage) has no
+jobs stream and no consumers; pulls then end with status 503 and the worker would wait
+forever. `TopologyWatch` checks every few seconds, and at once when the consumer
+reports a failing pull: anything missing makes the worker unready and is recreated
+with `ensure_topology` (the same code that created it), logged and counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+from nats.js import JetStreamContext
+
+from function.connection import Trouble
+from function.settings import WorkerSettings
+from function.telemetry import METRICS
+from function.topology import ensure_topology, missing_topology
+
+__all__ = ["TopologyWatch"]
+
+log = logging.getLogger("surge.recovery")
+
+
+class TopologyWatch:
+    """Keeps the server's streams and consumers present for one function."""
+
+    def __init__(
+        self, js: JetStreamContext, settings: WorkerSettings, *, interval_s: float = 5.0
+    ) -> None:
+        self._js = js
+        self._settings = settings
+        self._interval_s = interval_s
+        self._poked = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.trouble: Trouble | None = None
+        self.recreated = 0
+
+    def poke(self) -> None:
+        """Check now (a pull failed)."""
+        self._poked.set()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._loop())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _loop(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._poked.wait(), self._interval_s)
+            self._poked.clear()
+            try:
+                await self.check()
+            except Exception as exc:  # the server is away: the connection reports that
+                log.debug("topology check failed: %r", exc)
+
+    async def check(self) -> list[str]:
+        """Recreate whatever is missing; return what was."""
+        missing = await missing_topology(self._js, self._settings)
+        if not missing:
+            self.trouble = None
+            return missing
+        what = ", ".join(missing)
+        if self.trouble is None:
+            self.trouble = (f"the server lost {what}", time.monotonic())
+        log.warning("the NATS server lost %s: recreating", what)
+        await ensure_topology(self._js, self._settings)
+        self.recreated += 1
+        METRICS.topology_recreated.labels(self._settings.function).inc()
+        log.warning("recreated %s", what)
+        self.trouble = None
+        return missing

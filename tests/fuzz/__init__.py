@@ -1,0 +1,1 @@
+"""Fuzzing the worker's message path with seeded, bounded malformed jobs."""
