@@ -22,8 +22,8 @@ from opentelemetry import trace
 from PIL import Image
 
 from function.budget import PixelBudget
-from function.errors import BadInput, ErrorCode
-from function.imaging import PendingImage, decode_image, open_image
+from function.errors import BadInput, ErrorCode, JobError
+from function.imaging import PendingImage, open_image
 from function.inflight import InFlightJob
 from function.jobs import JobRequest, parse_job
 from function.results import ResultStore
@@ -66,33 +66,40 @@ class Admission:
         self._budget = budget
         self._stopping = stopping
 
-    def decode(
-        self,
-        data: bytes,
-        content_type: str | None,
-        max_pixels: int | None = None,
-        outputs: tuple[str, ...] | None = None,
-    ) -> tuple[Image.Image, np.ndarray]:
-        """Decode and preprocess outside the budget; full resolution unless `outputs`
-        says what the image is for."""
-        limit = self._settings.max_pixels if max_pixels is None else max_pixels
-        target = None if outputs is None else self._model.decode_size(outputs)
-        image = decode_image(data, content_type, max_pixels=limit, target=target)
-        return image, self._model.preprocess(image)
-
     def _decode(self, pending: PendingImage) -> tuple[Image.Image, np.ndarray]:
         image = pending.decode()
         return image, self._model.preprocess(image)
 
-    def _reserve(self, job: InFlightJob, pending: PendingImage) -> tuple[int, int]:
+    def _reserve(self, outputs: tuple[str, ...], pending: PendingImage) -> tuple[int, int]:
         """(pixels to take before decoding, those postprocessing needs beyond the image).
 
         The decode's peak and the decoded image plus postprocessing never coexist, so a
         job takes the larger of the two.
         """
-        later = self._model.postprocess_pixels(pending.size, job.outputs)
-        peak = pending.plan(self._model.decode_size(job.outputs))
+        later = self._model.postprocess_pixels(pending.size, outputs)
+        peak = pending.plan(self._model.decode_size(outputs))
         return max(peak, pending.decoded + later), later
+
+    def _open(self, data: bytes, content_type: str | None) -> PendingImage:
+        return open_image(data, content_type, max_pixels=self._settings.max_pixels)
+
+    async def decode_admitted(
+        self, data: bytes, content_type: str | None, outputs: tuple[str, ...]
+    ) -> tuple[Image.Image, np.ndarray, int]:
+        """Decode an input outside the queue (HTTP) under the same pixel budget, ahead of
+        queued jobs; the caller releases the returned pixels when done."""
+        pending: PendingImage = await run_in(
+            self._cpu_pool, len(data) <= SMALL_INPUT_BYTES, self._open, data, content_type
+        )
+        pixels, _ = self._reserve(outputs, pending)
+        if not await self._budget.acquire(pixels, high=True, abort=self._stopping):
+            raise JobError(ErrorCode.NOT_READY, "the worker is stopping")
+        try:
+            image, sample = await run_in(self._cpu_pool, False, self._decode, pending)
+        except BaseException:
+            self._budget.release(pixels)
+            raise
+        return image, sample, pixels
 
     def _hold(self, job: InFlightJob, image: Image.Image, later: int) -> None:
         """Keep the decoded image's pixels and `later`; give back the rest of the decode."""
@@ -141,7 +148,7 @@ class Admission:
                 if exc.code is ErrorCode.TOO_MANY_PIXELS and limit < self._settings.max_pixels:
                     return False  # small file, big picture: decode it off the loop
                 raise
-            pixels, later = self._reserve(job, pending)
+            pixels, later = self._reserve(job.outputs, pending)
             if not self._budget.try_acquire(pixels, high=job.priority is Priority.HIGH):
                 return False
             job.pixels = pixels
@@ -175,11 +182,11 @@ class Admission:
             pending: PendingImage = await run_in(
                 self._cpu_pool,
                 len(data) <= SMALL_INPUT_BYTES,
-                lambda: open_image(
-                    data, request.content_type, max_pixels=self._settings.max_pixels
-                ),
+                self._open,
+                data,
+                request.content_type,
             )
-            pixels, later = self._reserve(job, pending)
+            pixels, later = self._reserve(job.outputs, pending)
             high = job.priority is Priority.HIGH
             if not await self._budget.acquire(pixels, high=high, abort=self._stopping):
                 return

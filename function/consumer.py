@@ -34,7 +34,7 @@ from nats.aio.msg import Msg
 from opentelemetry import trace
 from PIL import Image
 
-from function.admission import SMALL_INPUT_BYTES, Admission, run_in
+from function.admission import Admission, run_in
 from function.batcher import PriorityBatcher
 from function.budget import PixelBudget, pixel_budget
 from function.completion import Completion
@@ -328,16 +328,18 @@ class JobConsumer:
         if data is None and request.image_ref is not None:
             data = await self._results.fetch_input(request.image_ref)
         assert data is not None
-        small = len(data) <= SMALL_INPUT_BYTES
-        image, sample = await run_in(
-            self._cpu_pool, small, self._admission.decode, data, request.content_type
+        image, sample, pixels = await self._admission.decode_admitted(
+            data, request.content_type, outputs_wanted
         )
-        start_ns = wall_ns()
-        out = await run_in(self._infer_pool, self._model.fast, self._model.run_batch, [sample])
-        end_ns = wall_ns()
-        outputs = await run_in(
-            self._cpu_pool, False, self._model.postprocess, out[0], image, outputs_wanted
-        )
+        try:
+            start_ns = wall_ns()
+            out = await run_in(self._infer_pool, self._model.fast, self._model.run_batch, [sample])
+            end_ns = wall_ns()
+            outputs = await run_in(
+                self._cpu_pool, False, self._model.postprocess, out[0], image, outputs_wanted
+            )
+        finally:
+            self._budget.release(pixels)
         infer_ms = (end_ns - start_ns) / 1e6
         METRICS.inference.labels(self._settings.function).observe(infer_ms / 1000)
         return outputs, Timings(batch_size=1, inference_ms=infer_ms)
