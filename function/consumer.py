@@ -199,6 +199,8 @@ class JobConsumer:
         backoff = 0.0
         while not self._stopping.is_set():
             room = self._room_for(priority)
+            if not self._nc.is_connected:
+                self._pull_trouble.clear()  # the connection is the problem, and says so
             if room <= 0 or not self._nc.is_connected:
                 self._room.clear()
                 with contextlib.suppress(TimeoutError):

@@ -87,12 +87,13 @@ class Function:
             self.on_fatal(reason)
 
     def alive(self) -> tuple[bool, str]:
-        """False when the process is stuck, its start failed, or a problem (NATS, lost
-        streams, failing pulls) outlasted `liveness_grace_s`."""
+        """False when the process is stuck, its start failed, or a problem (a NATS
+        connection closed for good, lost streams, failing pulls) outlasted
+        `liveness_grace_s`. A connection being re-established fails readiness only."""
         worker = self.worker
         if worker is not None and worker.error is not None:
             return False, f"start failed: {worker.error}"
-        trouble = worker.trouble() if worker is not None else None
+        trouble = worker.trouble(for_liveness=True) if worker is not None else None
         if trouble is not None and time.monotonic() - trouble[1] > self.settings.liveness_grace_s:
             return False, f"{trouble[0]} for {time.monotonic() - trouble[1]:.0f}s"
         consumer = worker.consumer if worker is not None else None

@@ -38,6 +38,7 @@ from function.bounds import (
     check_reply_subject,
     loads_bounded,
     quote,
+    safe_reply_to,
 )
 from function.errors import MAX_MESSAGE_CHARS, BadInput, ErrorCode, SurgeError
 from function.settings import JOBS_SUBJECT_PREFIX, Header, Priority
@@ -56,6 +57,7 @@ __all__ = [
     "Result",
     "ScoresOutput",
     "Timings",
+    "answer_address",
     "derive_job_id",
     "is_valid_job_id",
     "job_id_for",
@@ -447,3 +449,15 @@ def _parse_job(
     if fields.get("image") is not None and not fields["image"]:
         raise BadInput(ErrorCode.BAD_IMAGE, "empty image payload")
     return JobRequest.model_validate(fields)
+
+
+def answer_address(
+    subject: str, headers: Mapping[str, str] | None, data: bytes, *, stream: str, sequence: int
+) -> tuple[str, str | None]:
+    """The job id and reply subject a raw job message answers to: parsed where it parses
+    (an envelope's or CloudEvent's own id and reply subject), else from its headers."""
+    try:
+        request = parse_job(subject, headers, data, stream=stream, sequence=sequence)
+    except BadInput:
+        return job_id_for(headers, stream, sequence), safe_reply_to(headers)
+    return request.job_id, request.reply_to

@@ -7,8 +7,11 @@ by NACK in a cluster, by the scaler or the first worker locally) that persist wh
 is scaled to zero, so a subject that no consumer's filter matches has no taker. Every
 worker runs an `OrphanSweeper`: jobs on such a subject older than `grace_s` get an
 `unknown_function` error result (stored, and sent to a safe reply subject), then are
-deleted. Two workers may answer the same orphan at once: the result store keeps one
-(its `Nats-Msg-Id` de-duplicates), the reply may arrive twice.
+deleted. The consumers are listed again right before each answer, so a function deployed
+meanwhile keeps its jobs, and nothing is swept while the jobs stream is younger than
+`QUIET_GRACES` graces (a server that lost its store gets its consumers back from each
+function's workers, the scaler or NACK). Two workers may answer the same orphan at once:
+the result store keeps one (its `Nats-Msg-Id` de-duplicates), the reply may arrive twice.
 """
 
 from __future__ import annotations
@@ -22,9 +25,9 @@ from nats.js import JetStreamContext
 from nats.js.api import RawStreamMsg
 from nats.js.errors import NotFoundError
 
-from function.bounds import quote, safe_reply_to
+from function.bounds import quote
 from function.errors import ErrorCode
-from function.jobs import ErrorInfo, JobStatus, Result, job_id_for
+from function.jobs import ErrorInfo, JobStatus, Result, answer_address
 from function.results import ResultStore
 from function.settings import JOBS_STREAM, JOBS_SUBJECT_PREFIX
 from function.telemetry import METRICS
@@ -34,6 +37,9 @@ __all__ = ["OrphanSweeper", "subject_matches"]
 log = logging.getLogger("surge.orphans")
 
 _PER_SWEEP = 256
+_PAGE = 256  # the server lists at most this many consumers per request
+_MAX_PAGES = 64
+QUIET_GRACES = 5
 
 
 def subject_matches(pattern: str, subject: str) -> bool:
@@ -78,20 +84,43 @@ class OrphanSweeper:
             except Exception as exc:  # the server may be away; try again next round
                 log.debug("orphan sweep failed: %r", exc)
 
+    async def _filters(self) -> list[str] | None:
+        """Every job consumer's filter subjects, all pages; None if any consumer takes all."""
+        filters: list[str] = []
+        for page in range(_MAX_PAGES):
+            consumers = await self._js.consumers_info(JOBS_STREAM, offset=page * _PAGE)
+            for consumer in consumers:
+                config = consumer.config
+                found = [config.filter_subject] if config.filter_subject else []
+                found += config.filter_subjects or []
+                if not found:
+                    return None
+                filters += found
+            if len(consumers) < _PAGE:
+                return filters
+        return None  # more consumers than we will list: sweep nothing
+
+    async def _served(self, subject: str) -> bool:
+        filters = await self._filters()
+        return filters is None or any(subject_matches(f, subject) for f in filters)
+
     async def orphan_subjects(self) -> list[str]:
         """Job subjects holding messages that no consumer of the jobs stream matches."""
         info = await self._js.stream_info(JOBS_STREAM, subjects_filter=f"{JOBS_SUBJECT_PREFIX}.>")
         subjects = list((info.state.subjects or {}).keys())
-        if not subjects:
+        if not subjects or self._young(info.created):
             return []
-        filters: list[str] = []
-        for consumer in await self._js.consumers_info(JOBS_STREAM):
-            config = consumer.config
-            filters += [config.filter_subject] if config.filter_subject else []
-            filters += config.filter_subjects or []
-        if not filters:  # a consumer without a filter takes everything
+        filters = await self._filters()
+        if filters is None:
             return []
         return [s for s in subjects if not any(subject_matches(f, s) for f in filters)]
+
+    def _young(self, created: datetime | None) -> bool:
+        """The stream was (re)created a moment ago: consumers may still be on their way."""
+        if created is None:
+            return False
+        stamp = created if created.tzinfo else created.replace(tzinfo=UTC)
+        return (datetime.now(UTC) - stamp).total_seconds() < QUIET_GRACES * self._grace_s
 
     async def sweep(self) -> int:
         """Answer orphaned jobs older than the grace; return how many were answered."""
@@ -105,7 +134,7 @@ class OrphanSweeper:
                     )
                 except NotFoundError:
                     break
-                if not self._old_enough(raw):
+                if not self._old_enough(raw) or await self._served(subject):
                     break
                 await self._answer(subject, raw)
                 answered += 1
@@ -121,18 +150,21 @@ class OrphanSweeper:
     async def _answer(self, subject: str, raw: RawStreamMsg) -> None:
         sequence = raw.seq or 0
         headers = dict(raw.headers or {})
+        job_id, reply_to = answer_address(
+            subject, headers, raw.data or b"", stream=JOBS_STREAM, sequence=sequence
+        )
         function = subject.rsplit(".", 1)[-1]
         message = (
             f"no worker serves function {quote(function)}: nothing consumes {quote(subject)}; "
             "publish to a deployed function's subject"
         )
         result = Result(
-            job_id=job_id_for(headers, JOBS_STREAM, sequence),
+            job_id=job_id,
             status=JobStatus.ERROR,
             function=function,
             error=ErrorInfo(code=ErrorCode.UNKNOWN_FUNCTION, message=message),
         )
-        await self._results.publish(result, safe_reply_to(headers), {})
+        await self._results.publish(result, reply_to, {})
         with contextlib.suppress(NotFoundError):  # another worker removed it first
             await self._js.delete_msg(JOBS_STREAM, sequence)
         METRICS.jobs.labels(self._function, "error", ErrorCode.UNKNOWN_FUNCTION.value).inc()

@@ -23,9 +23,8 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
-from function.bounds import safe_reply_to
 from function.errors import ErrorCode
-from function.jobs import DeadLetter, ErrorInfo, JobStatus, Result, job_id_for
+from function.jobs import DeadLetter, ErrorInfo, JobStatus, Result, answer_address
 from function.pull import PullFeed
 from function.results import ResultStore
 from function.settings import ADVISORIES_STREAM, JOBS_STREAM
@@ -123,7 +122,9 @@ class PoisonSweeper:
         except NotFoundError:
             return
         headers = dict(raw.headers or {})
-        job_id = job_id_for(headers, JOBS_STREAM, sequence)
+        job_id, reply_to = answer_address(
+            raw.subject or "", headers, raw.data or b"", stream=JOBS_STREAM, sequence=sequence
+        )
         attempts = deliveries or self._max_deliver
         if await self._results.lookup(job_id) is None:
             message = f"no worker finished this job in {attempts} attempts (crash or timeout)"
@@ -147,6 +148,6 @@ class PoisonSweeper:
                 error=letter.last_error,
                 attempts=attempts,
             )
-            await self._results.publish(result, safe_reply_to(headers), {})
+            await self._results.publish(result, reply_to, {})
         with contextlib.suppress(NotFoundError):  # another worker swept it first
             await self._js.delete_msg(JOBS_STREAM, sequence)

@@ -20,7 +20,8 @@ import logging
 
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
-from nats.js.errors import NotFoundError
+from nats.js.errors import Error as JetStreamError
+from nats.js.errors import NotFoundError, ServerError, ServiceUnavailableError
 from nats.js.object_store import ObjectStore
 
 from function.bounds import message_size, quote
@@ -80,11 +81,18 @@ class ResultStore:
         return await fetch_result(self._js, job_id)
 
     async def fetch_input(self, ref: str) -> bytes:
-        """Read a job input from the blob bucket; missing is the client's error."""
+        """Read a job input from the blob bucket; missing or unreadable is the client's error.
+
+        Links are refused: nats-py follows them, past the size check of the link itself.
+        """
         if self._blobs is None:
             raise BadInput(ErrorCode.INPUT_NOT_FOUND, "no blob store configured")
         try:
             info = await asyncio.wait_for(self._blobs.get_info(ref), BLOB_TIMEOUT_S)
+            if info.options is not None and info.options.link is not None:
+                raise BadInput(
+                    ErrorCode.BAD_ENVELOPE, f"object {quote(ref)} is a link; send the object"
+                )
             if info.size is not None and info.size > self._max_input:
                 raise BadInput(
                     ErrorCode.PAYLOAD_TOO_LARGE,
@@ -95,9 +103,16 @@ class ResultStore:
             raise BadInput(
                 ErrorCode.INPUT_NOT_FOUND, f"no object {quote(ref)} in the bucket"
             ) from exc
-        except TimeoutError as exc:
-            raise TransientError(f"reading object {quote(ref)} timed out") from exc
-        return obj.data or b""
+        except (TimeoutError, ServiceUnavailableError, ServerError) as exc:
+            raise TransientError(f"reading object {quote(ref)} failed: {exc!r}") from exc
+        except JetStreamError as exc:  # corrupt meta, digest mismatch, a bucket link...
+            raise BadInput(
+                ErrorCode.BAD_ENVELOPE, f"object {quote(ref)} is unreadable ({type(exc).__name__})"
+            ) from exc
+        data = obj.data or b""
+        if len(data) > self._max_input:
+            raise BadInput(ErrorCode.PAYLOAD_TOO_LARGE, f"object {quote(ref)} is over the limit")
+        return data
 
     async def _offload(self, result: Result, *, force: bool = False) -> None:
         """Move inline images to the blob bucket when the result would be too large."""
@@ -120,15 +135,14 @@ class ResultStore:
         A failed reply is logged and counted, never raised: the stored result stands.
         """
         await self._offload(result)
-        body, headers = self._encode(result, trace_headers)
-        if not self.fits(body, headers):
+        body, headers, stored = self._encode(result, trace_headers)
+        if not self.fits(body, stored):
             await self._offload(result, force=True)
-            body, headers = self._encode(result, trace_headers)
-        if not self.fits(body, headers):
+            body, headers, stored = self._encode(result, trace_headers)
+        if not self.fits(body, stored):
             METRICS.oversized.labels(self._function, "result").inc()
             result = self._too_large(result, len(body))
-            body, headers = self._encode(result, trace_headers)
-        stored = {**headers, Header.MSG_ID: f"result-{result.job_id}"}
+            body, headers, stored = self._encode(result, trace_headers)
         # Store first: a client never sees a result that is not the final one.
         await self._js.publish(
             result_subject(result.job_id), body, headers=stored, timeout=STORE_TIMEOUT_S
@@ -136,7 +150,10 @@ class ResultStore:
         await self._reply(reply_to, body, headers, result.job_id)
 
     @staticmethod
-    def _encode(result: Result, trace_headers: dict[str, str]) -> tuple[bytes, dict[str, str]]:
+    def _encode(
+        result: Result, trace_headers: dict[str, str]
+    ) -> tuple[bytes, dict[str, str], dict[str, str]]:
+        """Body, reply headers, and the stored copy's headers (with its de-duplication id)."""
         headers = {
             **trace_headers,
             Header.JOB_ID: result.job_id,
@@ -145,7 +162,8 @@ class ResultStore:
         }
         if result.error is not None:
             headers[Header.ERROR_CODE] = result.error.code.value
-        return result.model_dump_json().encode(), headers
+        stored = {**headers, Header.MSG_ID: f"result-{result.job_id}"}
+        return result.model_dump_json().encode(), headers, stored
 
     def _too_large(self, result: Result, size: int) -> Result:
         """The short error that replaces a result the server could not carry."""

@@ -4,7 +4,7 @@
 consumer whose config differs from Surge's is reported as `TopologyMismatch`, never
 silently changed (other replicas, or an operator's NACK resources, may depend on it).
 The one exception is a known upgrade: a jobs stream from before subjects were narrowed
-to `surge.jobs.{high,normal}.<function>` and given a maximum age is updated in place.
+to `surge.jobs.{high,normal}.<function>` gets the narrow subjects in place.
 `missing_topology()` says what a server lost (a wiped store, memory storage), so the
 worker can recreate it.
 """
@@ -198,13 +198,20 @@ async def ensure_streams(js: JetStreamContext, settings: WorkerSettings) -> None
 
 
 async def _upgrade_jobs_stream(js: JetStreamContext, want: StreamConfig, have: Any) -> None:
-    """Narrow a pre-0.2 jobs stream's subjects and give it a maximum age, keeping its jobs."""
+    """Narrow a pre-0.2 jobs stream's subjects, keeping its jobs.
+
+    Its maximum age is left as it was: adding one would drop queued jobs without an
+    answer. Set it with `nats stream edit` (or NACK) once the backlog is drained.
+    """
     have.subjects = want.subjects
-    if not have.max_age:
-        have.max_age = want.max_age
     await js.update_stream(config=have)
     log.warning(
-        "upgraded stream %s: subjects %s, max age %.0fs", JOBS_STREAM, want.subjects, want.max_age
+        "upgraded stream %s: subjects %s; its max age is unchanged (%s), set it to %.0fs "
+        "when the backlog allows",
+        JOBS_STREAM,
+        want.subjects,
+        have.max_age or "none",
+        want.max_age,
     )
 
 

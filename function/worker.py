@@ -165,9 +165,16 @@ class Worker:
             {k: round(v, 3) for k, v in self.phases.items()},
         )
 
-    def trouble(self) -> Trouble | None:
-        """The oldest current problem (connection, lost topology, failing pulls), if any."""
-        found = [self.connection.trouble]
+    def trouble(self, *, for_liveness: bool = False) -> Trouble | None:
+        """The oldest current problem (connection, lost topology, failing pulls), if any.
+
+        For liveness a dropped connection that nats-py is still re-establishing does not
+        count (restarting the pod would not bring NATS back); one closed for good does.
+        """
+        connection = self.connection.trouble
+        if for_liveness and self.connection.fatal is None:
+            connection = None
+        found = [connection]
         found.append(self.topology_watch.trouble if self.topology_watch else None)
         found.append(self.consumer.pull_trouble if self.consumer else None)
         return min((t for t in found if t is not None), key=lambda t: t[1], default=None)
@@ -216,5 +223,9 @@ class Worker:
             await self._heartbeat.stop()
         self.connection.closing = True
         if self.nc and not self.nc.is_closed:
-            await self.nc.drain()
+            try:
+                await self.nc.drain()
+            except Exception as exc:  # e.g. still reconnecting: nothing left to flush
+                log.warning("NATS drain failed (%r); closing", exc)
+                await self.nc.close()
         log.info("stopped", extra={"function": self.settings.function})

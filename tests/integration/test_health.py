@@ -10,12 +10,14 @@ from pathlib import Path
 
 import httpx
 import pytest
+from nats.js.api import RetentionPolicy, StorageType, StreamConfig
 
 from function.client import SurgeClient
 from function.func import Function
 from function.jobs import JobStatus
 from function.nats_server import EmbeddedNats
-from function.settings import WorkerSettings
+from function.settings import JOBS_STREAM, WorkerSettings
+from function.topology import ensure_topology
 from tests.helpers import png_bytes
 
 
@@ -78,6 +80,8 @@ async def test_worker_recreates_streams_after_the_server_lost_its_store(
     assert worker is not None and worker.topology_watch is not None
     nats_server.stop()
     await _until(lambda: not tiny.ready()[0], 10, "readiness to fail")
+    await asyncio.sleep(0.7)  # past the liveness grace: a reconnect in progress is no reason
+    assert tiny.alive()[0], tiny.alive()  # to restart the pod
     shutil.rmtree(nats_server.store_dir / "js")
     nats_server.start()
     await _until(lambda: worker.topology_watch.recreated >= 1, 30, "the recreation")
@@ -87,3 +91,24 @@ async def test_worker_recreates_streams_after_the_server_lost_its_store(
         job = await client.submit(png_bytes(), function="tiny", reply_to=inbox.subject)
         assert (await inbox.wait([job], timeout=20))[job].status is JobStatus.OK
     assert tiny.alive()[0]
+
+
+async def test_a_legacy_jobs_stream_is_narrowed_in_place_keeping_its_jobs(
+    nats_server: EmbeddedNats,
+) -> None:
+    """Upgrading must not drop queued jobs (adding a max age would)."""
+    async with await SurgeClient.connect(nats_server.url) as client:
+        legacy = StreamConfig(
+            name=JOBS_STREAM,
+            subjects=["surge.jobs.>"],
+            retention=RetentionPolicy.WORK_QUEUE,
+            storage=StorageType.FILE,
+        )
+        await client.js.add_stream(config=legacy)
+        await client.js.publish("surge.jobs.normal.tiny", png_bytes())
+        await ensure_topology(client.js, WorkerSettings(function="tiny", jobs_max_age_s=0.001))
+        info = await client.js.stream_info(JOBS_STREAM)
+        assert info.config.subjects == ["surge.jobs.high.*", "surge.jobs.normal.*"]
+        assert not info.config.max_age
+        await asyncio.sleep(0.1)
+        assert (await client.js.stream_info(JOBS_STREAM)).state.messages == 1

@@ -6,6 +6,7 @@ Real nats-server (1 MiB max_payload), real in-process workers, a plain NATS clie
 from __future__ import annotations
 
 import asyncio
+import base64
 import io
 import json
 from pathlib import Path
@@ -13,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from nats.errors import NoRespondersError
+from nats.js.api import ConsumerConfig
 from nats.js.errors import NoStreamResponseError, NotFoundError
 from PIL import Image
 
@@ -20,12 +22,14 @@ from function.client import SurgeClient
 from function.errors import ErrorCode
 from function.jobs import DeadLetter, JobStatus, Result, derive_job_id
 from function.nats_server import EmbeddedNats
+from function.orphans import OrphanSweeper
 from function.poison import PoisonSweeper
 from function.results import ResultStore
 from function.settings import (
     ADVISORIES_STREAM,
     DEAD_STREAM,
     JOBS_STREAM,
+    OBJECT_STORE_BUCKET,
     Header,
     Priority,
     WorkerSettings,
@@ -188,9 +192,16 @@ async def test_jobs_for_unserved_functions_are_answered_and_removed(
         png_bytes(),
         headers={Header.MSG_ID: "for-nobody", Header.REPLY_TO: inbox.subject},
     )
-    result = (await inbox.wait(["for-nobody"], timeout=15))["for-nobody"]
-    assert result.error is not None and result.error.code is ErrorCode.UNKNOWN_FUNCTION
-    assert "nope" in result.error.message
+    envelope = {"image": "aGVsbG8=", "job_id": "enveloped", "reply_to": inbox.subject}
+    await client.js.publish(
+        job_subject(Priority.HIGH, "nope"),
+        json.dumps(envelope).encode(),
+        headers={Header.CONTENT_TYPE: "application/json"},
+    )
+    answers = await inbox.wait(["for-nobody", "enveloped"], timeout=15)
+    for result in answers.values():
+        assert result.error is not None and result.error.code is ErrorCode.UNKNOWN_FUNCTION
+        assert "nope" in result.error.message
     info = await client.js.stream_info(JOBS_STREAM)
     assert info.state.messages == 0
     assert info.config.max_age and info.config.max_age > 0
@@ -215,3 +226,62 @@ async def test_a_malformed_advisory_is_dropped_not_retried_forever(
     assert info.num_redelivered == 0
     assert worker.trouble() is None
     await _still_serving(client)
+
+
+async def test_a_blob_link_is_refused_not_followed(
+    client: SurgeClient, start_worker: WorkerFactory
+) -> None:
+    """nats-py follows links past the size check of the link itself (a link's size is 0)."""
+    await start_worker(function="tiny", warmup_batch_sizes=[], max_payload_bytes=100_000)
+    store = await client.js.object_store(OBJECT_STORE_BUCKET)
+    await store.put("inputs/big", noise_png(300_000))
+    # nats-py cannot create links; any client can, by writing the meta record.
+    link = {
+        "name": "inputs/link",
+        "bucket": OBJECT_STORE_BUCKET,
+        "nuid": "LINKNUID",
+        "size": 0,
+        "chunks": 0,
+        "digest": "",
+        "options": {"link": {"bucket": OBJECT_STORE_BUCKET, "name": "inputs/big"}},
+    }
+    meta = base64.urlsafe_b64encode(b"inputs/link").decode()
+    await client.js.publish(f"$O.{OBJECT_STORE_BUCKET}.M.{meta}", json.dumps(link).encode())
+    inbox = await client.inbox()
+    for ref, code in (("inputs/big", ErrorCode.PAYLOAD_TOO_LARGE), ("inputs/link", None)):
+        job_id = f"ref-{ref.split('/')[1]}"
+        envelope = json.dumps({"image_ref": ref}).encode()
+        await client.js.publish(
+            SUBJECT,
+            envelope,
+            headers={
+                Header.MSG_ID: job_id,
+                Header.REPLY_TO: inbox.subject,
+                Header.CONTENT_TYPE: "application/json",
+            },
+        )
+        result = (await inbox.wait([job_id], timeout=15))[job_id]
+        assert result.error is not None and result.attempts == 1
+        assert result.error.code is (code or ErrorCode.BAD_ENVELOPE), result.error
+    await _still_serving(client)
+
+
+async def test_orphans_are_found_past_the_first_page_of_consumers(
+    client: SurgeClient, nats_server: EmbeddedNats
+) -> None:
+    """The server lists 256 consumers a page: a served function on page two is no orphan."""
+    settings = WorkerSettings(nats_url=nats_server.url, function="tiny")
+    topology = await ensure_topology(client.js, settings)
+    for index in range(130):
+        for priority in Priority:
+            name = f"f{index:03d}-{priority.value}"
+            config = ConsumerConfig(
+                durable_name=name, filter_subject=job_subject(priority, f"f{index:03d}")
+            )
+            await client.js.add_consumer(JOBS_STREAM, config=config)
+    for function in ("f000", "f129", "nope"):
+        await client.js.publish(job_subject(Priority.NORMAL, function), png_bytes())
+    results = ResultStore(client.nc, client.js, topology.blobs, inline_limit=1, function="tiny")
+    sweeper = OrphanSweeper(client.js, results, "tiny", grace_s=0.01)
+    await asyncio.sleep(0.1)
+    assert await sweeper.orphan_subjects() == [job_subject(Priority.NORMAL, "nope")]
