@@ -13,13 +13,14 @@ Parsing is pure: `parse_job()` takes subject, headers and payload and returns a
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, ParamSpec, TypeVar
 
 from pydantic import (
     AfterValidator,
@@ -64,6 +65,9 @@ __all__ = [
     "parse_job",
     "parse_subject",
 ]
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 SUPPORTED_IMAGE_TYPES = ("image/png", "image/jpeg", "image/webp")
 CLOUDEVENTS_JSON = "application/cloudevents+json"
@@ -365,6 +369,25 @@ def _from_cloudevent(ce: CloudEvent, data: bytes | None, base: dict[str, Any]) -
     return base
 
 
+def _input_at_fault(parse: Callable[P, T]) -> Callable[P, T]:
+    """Whatever goes wrong while parsing is the input's fault: any exception but
+    `MemoryError` becomes `BadInput`, never a retry."""
+
+    @functools.wraps(parse)
+    def guarded(*args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return parse(*args, **kwargs)
+        except (SurgeError, MemoryError):
+            raise
+        except Exception as exc:
+            raise BadInput(
+                ErrorCode.BAD_ENVELOPE, f"unparsable job ({type(exc).__name__})"
+            ) from exc
+
+    return guarded
+
+
+@_input_at_fault
 def parse_job(
     subject: str,
     headers: Mapping[str, str] | None,
@@ -374,30 +397,7 @@ def parse_job(
     sequence: int = 0,
     max_payload: int | None = None,
 ) -> JobRequest:
-    """Turn one NATS message into a `JobRequest`; raise `BadInput` for anything malformed.
-
-    Whatever goes wrong while parsing is the input's fault: any exception but
-    `MemoryError` becomes `BadInput`, never a retry.
-    """
-    try:
-        return _parse_job(
-            subject, headers, data, stream=stream, sequence=sequence, max_payload=max_payload
-        )
-    except (SurgeError, MemoryError):
-        raise
-    except Exception as exc:
-        raise BadInput(ErrorCode.BAD_ENVELOPE, f"unparsable job ({type(exc).__name__})") from exc
-
-
-def _parse_job(
-    subject: str,
-    headers: Mapping[str, str] | None,
-    data: bytes,
-    *,
-    stream: str = "",
-    sequence: int = 0,
-    max_payload: int | None = None,
-) -> JobRequest:
+    """Turn one NATS message into a `JobRequest`; raise `BadInput` for anything malformed."""
     headers = headers or {}
     priority, function = parse_subject(subject)
     if max_payload is not None and len(data) > max_payload:

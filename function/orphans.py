@@ -16,7 +16,6 @@ the result store keeps one (its `Nats-Msg-Id` de-duplicates), the reply may arri
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 from datetime import UTC, datetime
@@ -28,6 +27,7 @@ from nats.js.errors import NotFoundError
 from function.bounds import quote
 from function.errors import ErrorCode
 from function.jobs import ErrorInfo, JobStatus, Result, answer_address
+from function.periodic import Periodic
 from function.results import ResultStore
 from function.settings import JOBS_STREAM, JOBS_SUBJECT_PREFIX
 from function.telemetry import METRICS
@@ -53,36 +53,20 @@ def subject_matches(pattern: str, subject: str) -> bool:
     return len(want) == len(have)
 
 
-class OrphanSweeper:
+class OrphanSweeper(Periodic):
     """Periodically answers and removes jobs for functions that have no consumer."""
 
     def __init__(
         self, js: JetStreamContext, results: ResultStore, function: str, *, grace_s: float
     ) -> None:
+        super().__init__(min(max(grace_s / 4, 1.0), 30.0))
         self._js = js
         self._results = results
         self._function = function
         self._grace_s = grace_s
-        self._interval_s = min(max(grace_s / 4, 1.0), 30.0)
-        self._task: asyncio.Task[None] | None = None
 
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._loop())
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-
-    async def _loop(self) -> None:
-        while True:
-            await asyncio.sleep(self._interval_s)
-            try:
-                await self.sweep()
-            except Exception as exc:  # the server may be away; try again next round
-                log.debug("orphan sweep failed: %r", exc)
+    async def tick(self) -> None:
+        await self.sweep()
 
     async def _filters(self) -> list[str] | None:
         """Every job consumer's filter subjects, all pages; None if any consumer takes all."""

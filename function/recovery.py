@@ -9,14 +9,13 @@ with `ensure_topology` (the same code that created it), logged and counted.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import time
 
 from nats.js import JetStreamContext
 
 from function.connection import Trouble
+from function.periodic import Periodic
 from function.settings import WorkerSettings
 from function.telemetry import METRICS
 from function.topology import ensure_topology, missing_topology
@@ -26,43 +25,20 @@ __all__ = ["TopologyWatch"]
 log = logging.getLogger("surge.recovery")
 
 
-class TopologyWatch:
+class TopologyWatch(Periodic):
     """Keeps the server's streams and consumers present for one function."""
 
     def __init__(
         self, js: JetStreamContext, settings: WorkerSettings, *, interval_s: float = 5.0
     ) -> None:
+        super().__init__(interval_s)
         self._js = js
         self._settings = settings
-        self._interval_s = interval_s
-        self._poked = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
         self.trouble: Trouble | None = None
         self.recreated = 0
 
-    def poke(self) -> None:
-        """Check now (a pull failed)."""
-        self._poked.set()
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._loop())
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-
-    async def _loop(self) -> None:
-        while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._poked.wait(), self._interval_s)
-            self._poked.clear()
-            try:
-                await self.check()
-            except Exception as exc:  # the server is away: the connection reports that
-                log.debug("topology check failed: %r", exc)
+    async def tick(self) -> None:
+        await self.check()
 
     async def check(self) -> list[str]:
         """Recreate whatever is missing; return what was."""
