@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import asyncio
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
 import numpy as np
 from opentelemetry import trace
 from PIL import Image
 
+from function.batchmodel import BatchModel, run_in
 from function.budget import PixelBudget
 from function.errors import BadInput, ErrorCode, JobError
 from function.imaging import PendingImage, open_image
@@ -31,18 +31,11 @@ from function.settings import JOBS_STREAM, Priority, WorkerSettings
 from function.settle import Settler
 from function.telemetry import METRICS
 
-__all__ = ["SMALL_INPUT_BYTES", "Admission", "run_in"]
+__all__ = ["SMALL_INPUT_BYTES", "Admission"]
 
 SMALL_INPUT_BYTES = 32 * 1024
 FAST_PATH_PIXELS = 512 * 512  # decoded on the event loop only up to this size
 _tracer = trace.get_tracer("surge")
-
-
-async def run_in(pool: ThreadPoolExecutor, inline: bool, fn: Any, *args: Any) -> Any:
-    """Run `fn` in `pool`, or right here when that is cheaper than the thread hop."""
-    if inline:
-        return fn(*args)
-    return await asyncio.get_running_loop().run_in_executor(pool, fn, *args)
 
 
 class Admission:
@@ -50,7 +43,7 @@ class Admission:
 
     def __init__(
         self,
-        model: Any,
+        model: BatchModel,
         results: ResultStore,
         settler: Settler,
         settings: WorkerSettings,
@@ -194,5 +187,6 @@ class Admission:
             if self._stopping.is_set():
                 return
             span.set_attribute("surge.decoded_pixels", pixels)
-            job.image, job.sample = await run_in(self._cpu_pool, False, self._decode, pending)
-            self._hold(job, job.image, later)
+            image, job.sample = await run_in(self._cpu_pool, False, self._decode, pending)
+            job.image = image
+            self._hold(job, image, later)

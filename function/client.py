@@ -28,7 +28,14 @@ from nats.js.errors import NoStreamResponseError
 from nats.js.object_store import ObjectStore
 from opentelemetry import trace
 
-from function.jobs import ImageOutput, JobEnvelope, Result, is_valid_job_id, sniff_image_type
+from function.jobs import (
+    ImageOutput,
+    JobEnvelope,
+    Result,
+    is_valid_job_id,
+    job_headers,
+    sniff_image_type,
+)
 from function.results import fetch_result
 from function.settings import (
     DEFAULT_FUNCTION,
@@ -218,13 +225,13 @@ class SurgeClient:
                 f"job id {job_id!r}: one NATS subject token, no '.', '*', '>' or spaces"
             )
         content_type = content_type or sniff_image_type(image) or "application/octet-stream"
-        headers = {Header.MSG_ID: job_id, Header.CONTENT_TYPE: content_type}
-        if reply_to:
-            headers[Header.REPLY_TO] = reply_to
-        if deadline:
-            headers[Header.DEADLINE] = deadline.isoformat()
-        if outputs:
-            headers[Header.OUTPUTS] = ",".join(outputs)
+        headers = job_headers(
+            job_id,
+            content_type=content_type,
+            reply_to=reply_to,
+            deadline=deadline,
+            outputs=outputs,
+        )
         payload = image
         if len(image) > self.nc.max_payload - 4096:
             ref = f"inputs/{job_id}"

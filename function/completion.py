@@ -11,12 +11,11 @@ import logging
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
 import numpy as np
 from opentelemetry import trace
 
-from function.admission import run_in
+from function.batchmodel import BatchModel, run_in
 from function.errors import JobError
 from function.inflight import InFlightJob, wall_ns
 from function.jobs import Timings
@@ -35,7 +34,7 @@ class Completion:
     """Postprocesses and settles batches for one consumer."""
 
     def __init__(
-        self, model: Any, settler: Settler, function: str, cpu_pool: ThreadPoolExecutor
+        self, model: BatchModel, settler: Settler, function: str, cpu_pool: ThreadPoolExecutor
     ) -> None:
         self._model = model
         self._settler = settler
@@ -126,7 +125,7 @@ class Completion:
         for job in batch:
             start_ns = wall_ns()
             try:
-                out = await run_in(infer_pool, False, self._model.run_batch, [job.sample])
+                out = await run_in(infer_pool, False, self._model.run_batch, [job.ready_sample])
             except Exception as exc:
                 await self.guarded(job, exc)
                 continue

@@ -23,25 +23,24 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any
 
-import numpy as np
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from opentelemetry import trace
-from PIL import Image
 
-from function.admission import Admission, run_in
+from function.admission import Admission
 from function.batcher import PriorityBatcher
+from function.batchmodel import BatchModel, run_in
 from function.budget import PixelBudget, pixel_budget
 from function.completion import Completion
 from function.connection import Trouble
 from function.errors import ErrorCode, JobError
 from function.inflight import InFlightJob, wall_ns
-from function.jobs import JobRequest, ModelInfo, Output, Timings
+from function.jobs import JobRequest, Output, Timings
 from function.pull import PullFeed
 from function.results import ResultStore
 from function.settings import JOBS_STREAM, Priority, WorkerSettings
@@ -53,23 +52,7 @@ __all__ = ["BatchModel", "JobConsumer"]
 log = logging.getLogger("surge.consumer")
 _tracer = trace.get_tracer("surge")
 
-_NORMAL_END = {None, "408"}  # a request that ran its course; anything else backs off
 _MAX_BACKOFF_S = 2.0
-
-
-class BatchModel(Protocol):
-    """What the consumer needs from a loaded model; `fast` when a run costs less than a
-    thread hop (measured at warmup), so it runs on the event loop."""
-
-    info: ModelInfo
-    fast: bool
-
-    def check_outputs(self, requested: tuple[str, ...]) -> tuple[str, ...]: ...
-    def preprocess(self, image: Image.Image) -> np.ndarray: ...
-    def run_batch(self, samples: list[np.ndarray]) -> np.ndarray: ...
-    def postprocess(
-        self, row: np.ndarray, image: Image.Image, outputs: tuple[str, ...]
-    ) -> dict[str, Output]: ...
 
 
 class JobConsumer:
@@ -153,7 +136,7 @@ class JobConsumer:
         self._admission.release(job)
         self._room.set()
 
-    def _spawn(self, coro: Any) -> None:
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -214,7 +197,7 @@ class JobConsumer:
                 await asyncio.sleep(poll)
                 continue
             await feed.wait_ended(poll)
-            if feed.last_status in _NORMAL_END:
+            if feed.ended_normally:
                 backoff = 0.0
                 self._pulled(priority, None)
                 continue
@@ -296,7 +279,7 @@ class JobConsumer:
         batch = self._drop_expired(batch)
         if not batch:
             return
-        samples = [job.sample for job in batch]
+        samples = [job.ready_sample for job in batch]
         start_ns = self.inference_started_ns = wall_ns()
         for job in batch:
             job.running_since = start_ns

@@ -41,6 +41,13 @@ class InFlightJob:
     settled: bool = False
 
     @property
+    def ready_sample(self) -> np.ndarray:
+        """The model input of a prepared job (every batched job has one)."""
+        if self.sample is None:
+            raise RuntimeError(f"job {self.job_id} was batched before it was prepared")
+        return self.sample
+
+    @property
     def attempts(self) -> int:
         return int(self.msg.metadata.num_delivered or 1)
 

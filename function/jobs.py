@@ -17,7 +17,7 @@ import functools
 import hashlib
 import math
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal, ParamSpec, TypeVar
@@ -61,6 +61,7 @@ __all__ = [
     "answer_address",
     "derive_job_id",
     "is_valid_job_id",
+    "job_headers",
     "job_id_for",
     "parse_job",
     "parse_subject",
@@ -232,6 +233,28 @@ class JobRequest(BaseModel):
     content_type: str | None = None
     image: bytes | None = None
     image_ref: str | None = None
+
+
+def job_headers(
+    job_id: str,
+    *,
+    content_type: str | None = None,
+    reply_to: str | None = None,
+    deadline: datetime | None = None,
+    outputs: Iterable[str] = (),
+) -> dict[str, str]:
+    """The headers a job is published with: what `parse_job` reads back."""
+    headers = {Header.MSG_ID: job_id}
+    if content_type:
+        headers[Header.CONTENT_TYPE] = content_type
+    if reply_to:
+        headers[Header.REPLY_TO] = reply_to
+    if deadline is not None:
+        headers[Header.DEADLINE] = deadline.isoformat()
+    names = list(outputs)
+    if names:
+        headers[Header.OUTPUTS] = ",".join(names)
+    return headers
 
 
 def parse_subject(subject: str) -> tuple[Priority, str]:

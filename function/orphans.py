@@ -30,7 +30,7 @@ from function.jobs import ErrorInfo, JobStatus, Result, answer_address
 from function.periodic import Periodic
 from function.results import ResultStore
 from function.settings import JOBS_STREAM, JOBS_SUBJECT_PREFIX
-from function.telemetry import METRICS
+from function.telemetry import METRICS, trace_id_in
 
 __all__ = ["OrphanSweeper", "subject_matches"]
 
@@ -147,6 +147,7 @@ class OrphanSweeper(Periodic):
             status=JobStatus.ERROR,
             function=function,
             error=ErrorInfo(code=ErrorCode.UNKNOWN_FUNCTION, message=message),
+            trace_id=trace_id_in(headers),
         )
         await self._results.publish(result, reply_to, {})
         with contextlib.suppress(NotFoundError):  # another worker removed it first

@@ -24,11 +24,11 @@ from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
 from function.errors import ErrorCode
-from function.jobs import DeadLetter, ErrorInfo, JobStatus, Result, answer_address
+from function.jobs import DeadLetter, ErrorInfo, JobStatus, ModelInfo, Result, answer_address
 from function.pull import PullFeed
 from function.results import ResultStore
 from function.settings import ADVISORIES_STREAM, JOBS_STREAM
-from function.telemetry import METRICS
+from function.telemetry import METRICS, trace_id_in
 
 __all__ = ["PoisonSweeper"]
 
@@ -49,6 +49,7 @@ class PoisonSweeper:
         function: str,
         max_deliver: int,
         *,
+        model: ModelInfo | None = None,
         poll_s: float = 1.0,
     ) -> None:
         self._nc = nc
@@ -56,6 +57,7 @@ class PoisonSweeper:
         self._results = results
         self._function = function
         self._max_deliver = max_deliver
+        self._model = model
         self._poll_s = poll_s
         self._feed: PullFeed | None = None
         self._loop: asyncio.Task[None] | None = None
@@ -77,7 +79,7 @@ class PoisonSweeper:
             except Exception:
                 log.exception("advisory pull failed")
             await feed.wait_ended(self._poll_s)
-            if feed.last_status not in (None, "408"):
+            if not feed.ended_normally:
                 await asyncio.sleep(self._poll_s)
 
     async def stop(self) -> None:
@@ -146,6 +148,8 @@ class PoisonSweeper:
                 status=JobStatus.ERROR,
                 function=self._function,
                 error=letter.last_error,
+                model=self._model,
+                trace_id=trace_id_in(headers),
                 attempts=attempts,
             )
             await self._results.publish(result, reply_to, {})

@@ -18,10 +18,11 @@ from collections.abc import Callable
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
+from nats.js.api import Header as JsHeader
+from nats.js.api import StatusCode
 
 __all__ = ["PullFeed"]
 
-_STATUS = "Status"
 _GRACE_S = 0.5
 
 
@@ -48,6 +49,12 @@ class PullFeed:
         self._ended = asyncio.Event()
         self._ended.set()
         self.last_status: str | None = None
+
+    @property
+    def ended_normally(self) -> bool:
+        """The last request ran its course (filled, or expired with 408); anything else,
+        e.g. 503 for a missing stream or consumer, 409 for a leader change, means trouble."""
+        return self.last_status in (None, StatusCode.REQUEST_TIMEOUT)
 
     @property
     def open(self) -> bool:
@@ -81,9 +88,9 @@ class PullFeed:
 
     async def _on_msg(self, msg: Msg) -> None:
         # Status messages carry no ack subject; a job's own "Status" header is not one.
-        status = (msg.headers or {}).get(_STATUS) if not msg.reply else None
+        status = (msg.headers or {}).get(JsHeader.STATUS) if not msg.reply else None
         if status:
-            if status != "100":  # 100 is an idle heartbeat; anything else ends the request
+            if status != StatusCode.CONTROL_MESSAGE:  # an idle heartbeat; others end the request
                 self.last_status = status
                 self._end()
             return

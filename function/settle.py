@@ -58,13 +58,18 @@ class Settler:
         )
 
     async def _publish(self, job: InFlightJob, result: Result) -> None:
-        # An unparsed job is answered at its reply header only when that is a safe subject.
-        reply_to = job.request.reply_to if job.request else safe_reply_to(job.msg.headers)
+        reply_to = self._reply_to(job)
         publish_span = trace.get_tracer("surge").start_span(
             "publish", context=trace.set_span_in_context(job.span)
         )
         with trace.use_span(publish_span, end_on_exit=True):
             await self._results.publish(result, reply_to, trace_headers())
+
+    @staticmethod
+    def _reply_to(job: InFlightJob) -> str | None:
+        """Where a job is answered: its parsed reply subject, or for a job that did not
+        parse, its reply header when that is a safe subject."""
+        return job.request.reply_to if job.request else safe_reply_to(job.msg.headers)
 
     def _done(self, job: InFlightJob, status: str, code: str = "") -> None:
         job.settled = True
@@ -96,8 +101,7 @@ class Settler:
 
     async def replay(self, job: InFlightJob, stored: Result) -> None:
         """A redelivered job whose result is already stored: send it again, ack."""
-        reply_to = job.request.reply_to if job.request else None
-        await self._results.resend(stored, reply_to)
+        await self._results.resend(stored, self._reply_to(job))
         await job.msg.ack()
         self._done(job, stored.status.value, stored.error.code.value if stored.error else "")
 

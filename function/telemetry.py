@@ -36,6 +36,7 @@ __all__ = [
     "current_trace_id",
     "set_process_fields",
     "trace_headers",
+    "trace_id_in",
     "trace_id_of",
     "tracer",
 ]
@@ -68,6 +69,11 @@ def trace_id_of(span: trace.Span) -> str | None:
     """A span's trace id as 32 hex digits (as in `traceparent`), or None."""
     ctx = span.get_span_context()
     return format(ctx.trace_id, "032x") if ctx.is_valid else None
+
+
+def trace_id_in(headers: Mapping[str, str] | None) -> str | None:
+    """The trace id a publisher put in a message's `traceparent` header, or None."""
+    return trace_id_of(trace.get_current_span(context_from_headers(headers)))
 
 
 def current_trace_id() -> str | None:

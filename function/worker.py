@@ -138,7 +138,9 @@ class Worker:
         )
         adapter = ModelAdapter(model, self.warmup_ms)
         self.consumer = JobConsumer(self.nc, topology.consumers, adapter, results, settings)
-        self._sweeper = PoisonSweeper(self.nc, js, results, settings.function, settings.max_deliver)
+        self._sweeper = PoisonSweeper(
+            self.nc, js, results, settings.function, settings.max_deliver, model=model.info
+        )
         await self._sweeper.start(topology.sweeper)
         self.topology_watch = TopologyWatch(js, settings)
         self.consumer.on_pull_trouble = self.topology_watch.poke

@@ -23,8 +23,8 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, RetentionPolicy, StreamConfig
 
 from function.imaging import decode_image
+from function.jobs import job_headers
 from function.models import fetch_photos, load_model, load_task
-from function.settings import Header
 
 __all__ = [
     "BARE_CONSUMER",
@@ -148,11 +148,9 @@ async def publish_backlog(
                 js.publish(
                     subject,
                     payload,
-                    headers={
-                        Header.MSG_ID: f"{prefix}-{i}",
-                        Header.CONTENT_TYPE: "image/png",
-                        Header.REPLY_TO: reply_to,
-                    },
+                    headers=job_headers(
+                        f"{prefix}-{i}", content_type="image/png", reply_to=reply_to
+                    ),
                 )
                 for i in range(start, min(start + 256, count))
             )

@@ -28,6 +28,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
+from function.jobs import job_headers
 from function.results import fetch_result
 from function.settings import JOBS_STREAM, Header, Priority, WorkerSettings, job_subject
 from function.topology import ensure_streams
@@ -174,11 +175,9 @@ class LoadRun:
             elif len(ledger) % 32 == 0:
                 await asyncio.sleep(0)  # behind schedule: still let callbacks run
             index = ledger.add(offset)
-            headers = {
-                Header.MSG_ID: ledger.job_id(index),
-                Header.CONTENT_TYPE: options.content_type,
-                Header.REPLY_TO: results_subject,
-            }
+            headers = job_headers(
+                ledger.job_id(index), content_type=options.content_type, reply_to=results_subject
+            )
             ledger.sent[index] = self.now()
             try:
                 await self.nc.publish(

@@ -20,7 +20,7 @@ from PIL import Image
 
 from function.client import SurgeClient
 from function.errors import ErrorCode
-from function.jobs import DeadLetter, JobStatus, Result, derive_job_id
+from function.jobs import DeadLetter, JobStatus, ModelInfo, Result, derive_job_id
 from function.nats_server import EmbeddedNats
 from function.orphans import OrphanSweeper
 from function.poison import PoisonSweeper
@@ -166,12 +166,16 @@ async def test_sweeper_answers_a_poison_job_whose_letter_would_not_fit(
         Header.MSG_ID: "poison-big",
         Header.REPLY_TO: inbox.subject,
         "X-Padding": "p" * 50_000,
+        "traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
     }
     ack = await client.js.publish(SUBJECT, noise_png(900_000), headers=headers)
-    sweeper = PoisonSweeper(client.nc, client.js, results, "tiny", max_deliver=5)
+    model = ModelInfo(name="u2netp", version="309c8469258dda74")
+    sweeper = PoisonSweeper(client.nc, client.js, results, "tiny", max_deliver=5, model=model)
     await sweeper.sweep(ack.seq, 5)
     result = (await inbox.wait(["poison-big"], timeout=10))["poison-big"]
     assert result.error is not None and result.error.code is ErrorCode.MAX_DELIVER_EXCEEDED
+    assert result.trace_id == "0af7651916cd43dd8448eb211c80319c"
+    assert result.model is not None and result.model.name == "u2netp"
     raw = await client.js.get_last_msg(DEAD_STREAM, dead_subject("tiny"))
     assert raw.data is not None and DeadLetter.model_validate_json(raw.data).payload_dropped
     with pytest.raises(NotFoundError):
