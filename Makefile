@@ -1,4 +1,5 @@
-# Surge: `make demo` runs the main job on the embedded stack, `make test` the tests.
+# Surge: `make demo` runs the main job on the embedded stack, `make test` the tests,
+# `make unit` the fast ones (no nats-server, no models).
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -25,12 +26,18 @@ demo: models
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
 
 typecheck: install
 	$(VENV)/bin/mypy
+	$(VENV)/bin/mypy manifests/schemas/refresh.py
 
 test: models lint typecheck
-	$(VENV)/bin/pytest -q
+	$(VENV)/bin/pytest -q --durations=10
+
+# The tests that need neither a nats-server nor the real models: seconds, offline.
+unit: install
+	$(VENV)/bin/pytest -q -m "not nats and not models"
 
 bench: models
 	$(PY) -m loadgen.bench

@@ -5,7 +5,10 @@ surge submit a.png b.jpg --wait   publish jobs and wait for their results
 surge result JOB_ID               fetch a stored result
 surge models fetch                download and prepare the models
 surge nats                        run an embedded nats-server for development
-surge demo                        the whole path on one machine, with a report
+
+The scaler's and the load generator's commands (`surge up`, `surge demo`, `surge scaler`,
+`surge prewarm`, `surge loadgen`) come from the `surge.commands` entry-point group, loaded
+only when asked for: `surge worker` imports neither package.
 """
 
 from __future__ import annotations
@@ -13,7 +16,10 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import sys
 import time
+from collections.abc import Callable
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -23,10 +29,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from function.jobs import ImageOutput, JobStatus, Result, ScoresOutput
 from function.settings import DEFAULT_FUNCTION, Priority, WorkerSettings
-from loadgen.cli import loadgen_app
-from scaler.cli import prewarm_command, scaler_app, up_command
 
-__all__ = ["app", "main"]
+__all__ = ["COMMAND_GROUP", "app", "full_app", "load_commands", "main"]
 
 app = typer.Typer(
     help="Surge: scale-to-zero GPU inference on NATS JetStream.",
@@ -35,7 +39,6 @@ app = typer.Typer(
 )
 models_app = typer.Typer(help="Fetch and prepare model files.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
-app.add_typer(loadgen_app, name="loadgen")
 console = Console(stderr=True)
 
 NatsUrl = Annotated[
@@ -256,35 +259,45 @@ def nats_server(
             pass
 
 
-@app.command()
-def demo(
-    jobs: Annotated[int, typer.Option(help="How many jobs the spike publishes.")] = 48,
-    out: Annotated[Path, typer.Option(help="Where masks and the report go.")] = Path("demo-output"),
-    workers: Annotated[
-        int, typer.Option(help="Most worker processes (on CPU, processes beat threads).")
-    ] = 2,
-    cooldown: Annotated[float, typer.Option(help="Idle seconds before a worker drains.")] = 5.0,
-    function: Function = DEFAULT_FUNCTION,
-) -> None:
-    """A spike of real jobs on the embedded stack: workers scale from zero and back."""
-    from scaler.demo import run_demo
-
-    ok = run_demo(
-        jobs=jobs,
-        out=out,
-        max_workers=workers,
-        function=function,
-        console=console,
-        cooldown_s=cooldown,
-    )
-    if not ok:
-        raise typer.Exit(1)
+COMMAND_GROUP = "surge.commands"
 
 
-app.add_typer(scaler_app, name="scaler")
-app.command("up")(up_command)
-app.command("prewarm")(prewarm_command)
+_mounted: set[str] = set()
+
+
+def load_commands(target: typer.Typer = app) -> list[str]:
+    """Mount every installed `surge.commands` entry point (`register(app)`) once; return
+    those that could not be loaded (an extra not installed)."""
+    missing = []
+    for entry in entry_points(group=COMMAND_GROUP):
+        if entry.name in _mounted:
+            continue
+        try:
+            register: Callable[[typer.Typer], None] = entry.load()
+        except ImportError as exc:
+            missing.append(f"{entry.name} ({exc.name or exc}: pip install 'surge[{entry.name}]')")
+            continue
+        register(target)
+        _mounted.add(entry.name)
+    return missing
+
+
+def full_app() -> typer.Typer:
+    """`surge` with every installed subcommand mounted (for tests and embedding)."""
+    load_commands()
+    return app
+
+
+def _builtin(argv: list[str]) -> bool:
+    """The command line names one of this module's own commands."""
+    names = {c.name or (c.callback.__name__ if c.callback else "") for c in app.registered_commands}
+    names |= {group.name or "" for group in app.registered_groups}
+    first = next((arg for arg in argv if not arg.startswith("-")), None)
+    return first is not None and first in names
 
 
 def main() -> None:
+    if not _builtin(sys.argv[1:]):
+        for problem in load_commands():
+            console.print(f"[yellow]commands not available:[/] {problem}")
     app()

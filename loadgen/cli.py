@@ -23,7 +23,7 @@ from function.settings import servers_from
 from loadgen.profiles import Profile, profile_from_options
 from loadgen.simcli import simulate
 
-__all__ = ["is_loopback_url", "loadgen_app"]
+__all__ = ["is_loopback_url", "loadgen_app", "register"]
 
 DEFAULT_URL = "nats://127.0.0.1:4222"
 
@@ -177,3 +177,8 @@ def compare(
     from loadgen.report import compare_table, load_report
 
     console.print(compare_table(load_report(a), load_report(b)))
+
+
+def register(app: typer.Typer) -> None:
+    """Mount `surge loadgen` (the `surge.commands` entry point)."""
+    app.add_typer(loadgen_app, name="loadgen")

@@ -1,7 +1,11 @@
 """`surge loadgen simulate`: replay a profile through the scaling-policy simulator.
 
-surge loadgen simulate --profile marketing-spike --rate 20 --factor 50 --duration 7200
+surge loadgen simulate --profile marketing-spike --rate 10 --factor 50 --duration 7200
 surge loadgen simulate --profile traffic.csv --bench reports/bench-20250101.json --out sim/
+surge loadgen simulate --scaledobject my-site.json --cooldown 120   # every policy's cooldown
+
+KEDA/HPA settings come from manifests/scaling/scaledobject.json (or --scaledobject);
+--cooldown, --max-replicas and --hpa-sync apply to every policy.
 """
 
 from __future__ import annotations
@@ -50,7 +54,9 @@ def simulate(
         list[str] | None,
         typer.Option(help=f"Policies to compare (repeat); default all: {', '.join(POLICY_NAMES)}."),
     ] = None,
-    rate: Annotated[float, typer.Option(help="Base rate, jobs/s.")] = 20.0,
+    rate: Annotated[
+        float, typer.Option(help="Base rate, jobs/s (x50 at the peak: 500 fits maxReplicaCount 4).")
+    ] = 10.0,
     factor: Annotated[float | None, typer.Option(help="Peak / base rate.")] = 50.0,
     duration: Annotated[float | None, typer.Option(help="Profile length, s.")] = 7200.0,
     rate_scale: Annotated[float, typer.Option(help="Multiply every rate by this.")] = 1.0,
@@ -69,23 +75,48 @@ def simulate(
     image_s: Annotated[float, typer.Option(help="Cold start: image pull, s.")] = 25.0,
     model_s: Annotated[float, typer.Option(help="Cold start: model load, s.")] = 5.0,
     warmup_s: Annotated[float, typer.Option(help="Cold start: warmup inference, s.")] = 3.0,
+    scaledobject: Annotated[
+        Path | None,
+        typer.Option(
+            exists=True,
+            dir_okay=False,
+            help="The ScaledObject (JSON) to read KEDA/HPA settings from "
+            "(default: manifests/scaling/scaledobject.json).",
+        ),
+    ] = None,
     polling_interval: Annotated[
-        float, typer.Option(help="KEDA pollingInterval (default policy), s.")
+        float, typer.Option(help="pollingInterval of keda-default (KEDA's default), s.")
     ] = 30.0,
     tuned_polling_interval: Annotated[
-        float, typer.Option(help="pollingInterval of keda-tuned and the Surge policies, s.")
-    ] = 5.0,
-    hpa_sync: Annotated[float, typer.Option(help="HPA sync period, s.")] = 15.0,
-    cooldown: Annotated[
-        float, typer.Option(help="KEDA cooldownPeriod of the KEDA policies, s.")
-    ] = 300.0,
+        float | None,
+        typer.Option(help="pollingInterval of keda-tuned and surge* (default: ScaledObject's)."),
+    ] = None,
     lag_threshold: Annotated[
-        float, typer.Option(help="KEDA lagThreshold (jobs per replica).")
-    ] = 10.0,
-    max_replicas: Annotated[int, typer.Option(help="maxReplicaCount.")] = 100,
+        float | None,
+        typer.Option(help="lagThreshold of keda-tuned and surge* (default: ScaledObject's)."),
+    ] = None,
+    cooldown: Annotated[
+        float | None,
+        typer.Option(help="cooldownPeriod of every policy, s (default: ScaledObject's)."),
+    ] = None,
+    max_replicas: Annotated[
+        int | None,
+        typer.Option(help="maxReplicaCount of every policy (default: ScaledObject's)."),
+    ] = None,
+    hpa_sync: Annotated[
+        float | None, typer.Option(help="HPA sync period of every policy, s (default: 15).")
+    ] = None,
     drain_target: Annotated[
-        float, typer.Option(help="Surge demand: drain backlog within, s.")
-    ] = 30.0,
+        float | None,
+        typer.Option(help="targetDrainSeconds of the push trigger (default: ScaledObject's)."),
+    ] = None,
+    scaler_lead: Annotated[
+        float | None,
+        typer.Option(
+            help="Cold start Surge's scaler works with, s "
+            "(default: what heartbeats measure: model + warmup)."
+        ),
+    ] = None,
     fixed_replicas: Annotated[
         int | None, typer.Option(help="Size of the fixed fleet (default: enough for the peak).")
     ] = None,
@@ -99,26 +130,31 @@ def simulate(
     out: Annotated[Path | None, typer.Option(help="Write simulation.json and .png here.")] = None,
 ) -> None:
     """Compare scaling policies on a profile at cluster scale (on paper)."""
-    from loadgen.sim import ColdStart, default_policies, run_simulation
+    from loadgen.sim import (
+        SHIPPED,
+        ColdStart,
+        default_policies,
+        load_scaledobject,
+        run_simulation,
+    )
     from loadgen.sim.report import policy_table, write_simulation
 
     try:
         shape = profile_from_options(profile, rate, factor, duration, rate_scale)
     except (OSError, ValueError) as exc:
         raise typer.BadParameter(str(exc), param_hint="--profile") from exc
-    presets = default_policies(
-        tuned_polling_s=tuned_polling_interval,
-        max_replicas=max_replicas,
-        lag_threshold=lag_threshold,
-    )
-    presets = {
-        name: config.model_copy(
-            update={"hpa_sync_s": hpa_sync, "drain_target_s": drain_target}
-            | ({"polling_interval_s": polling_interval} if name == "keda-default" else {})
-            | ({"cooldown_s": cooldown} if name.startswith("keda") else {})
+    shared = {"cooldown_s": cooldown, "max_replicas": max_replicas, "hpa_sync_s": hpa_sync}
+    tuned = {"polling_interval_s": tuned_polling_interval, "lag_threshold": lag_threshold}
+    try:
+        presets = default_policies(
+            load_scaledobject(scaledobject),
+            shared={k: v for k, v in shared.items() if v is not None},
+            tuned={k: v for k, v in tuned.items() if v is not None},
+            untuned={"polling_interval_s": polling_interval},
+            drain_target_s=drain_target,
         )
-        for name, config in presets.items()
-    }
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
     started = time.perf_counter()
     try:
         report = run_simulation(
@@ -135,6 +171,8 @@ def simulate(
             poisson=not fluid,
             price_per_gpu_hour=price,
             fixed_replicas=fixed_replicas,
+            scaler_lead_s=scaler_lead,
+            source=str(scaledobject) if scaledobject else SHIPPED,
         )
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc

@@ -1,4 +1,4 @@
-"""The scaler's commands, mounted on `surge` by `function/cli.py`.
+"""The scaler's commands, mounted on `surge` through the `surge.commands` entry point.
 
 surge scaler serve                           KEDA external-push scaler (gRPC :9090, metrics :8080)
 surge up                                     nats-server + scaler + workers scaled 0..N locally
@@ -18,7 +18,7 @@ from rich.console import Console
 from function.settings import DEFAULT_FUNCTION, WorkerSettings, servers_from
 from function.telemetry import configure_logging
 
-__all__ = ["prewarm_command", "scaler_app", "up_command"]
+__all__ = ["demo_command", "prewarm_command", "register", "scaler_app", "up_command"]
 
 scaler_app = typer.Typer(help="The scaling brain: KEDA external scaler.", no_args_is_help=True)
 console = Console(stderr=True)
@@ -153,3 +153,35 @@ def prewarm_command(
     except ValueError as exc:
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from None
+
+
+def demo_command(
+    jobs: Annotated[int, typer.Option(help="How many jobs the spike publishes.")] = 48,
+    out: Annotated[Path, typer.Option(help="Where masks and the report go.")] = Path("demo-output"),
+    workers: Annotated[
+        int, typer.Option(help="Most worker processes (on CPU, processes beat threads).")
+    ] = 2,
+    cooldown: Annotated[float, typer.Option(help="Idle seconds before a worker drains.")] = 5.0,
+    function: Function = DEFAULT_FUNCTION,
+) -> None:
+    """A spike of real jobs on the embedded stack: workers scale from zero and back."""
+    from scaler.demo import run_demo
+
+    ok = run_demo(
+        jobs=jobs,
+        out=out,
+        max_workers=workers,
+        function=function,
+        console=console,
+        cooldown_s=cooldown,
+    )
+    if not ok:
+        raise typer.Exit(1)
+
+
+def register(app: typer.Typer) -> None:
+    """Mount the scaler's commands on `surge` (the `surge.commands` entry point)."""
+    app.add_typer(scaler_app, name="scaler")
+    app.command("up")(up_command)
+    app.command("prewarm")(prewarm_command)
+    app.command("demo")(demo_command)

@@ -110,6 +110,14 @@ class ReplicaStats:
         """Live workers in any of `states` (all live workers when none are given)."""
         return sum(1 for s in self._workers.values() if not states or s.beat.state in states)
 
+    def warming_ages(self, now: float) -> tuple[float, ...]:
+        """How long each live warming worker has been starting (s) at `now`."""
+        return tuple(
+            max((s.beat.sent_at - s.beat.started_at).total_seconds(), 0.0) + max(now - s.at, 0.0)
+            for s in self._workers.values()
+            if s.beat.state is WorkerState.WARMING
+        )
+
     @property
     def cold_start_s(self) -> float | None:
         return max(self._cold) if self._cold else None

@@ -3,17 +3,23 @@
 Pure functions on numbers (no I/O, no clock). The watcher measures, `decide()` decides,
 and the KEDA servicer and the local orchestrator both consume the same `Decision`::
 
-    demand = λ/μ + (B + λ·L) / (μ·T)    at least 1 while active, 0 while not, at most max_replicas
+    demand = λ/μ + max(B + λ·L - μ·Σ min(aᵢ, L), 0) / (μ·T)
+             at least 1 while active, 0 while not, at most max_replicas
 
     B  backlog: num_pending + num_ack_pending over both priorities, less retrying jobs
     λ  arrival rate (jobs/s) over the last few seconds
     μ  one replica's throughput (jobs/s), measured from heartbeats while a backlog waited
     L  cold-start lead time (s): the slowest of the recent measured cold starts
     T  target drain time (s)
+    aᵢ how long warming replica i has been starting (s), from its heartbeats
 
-λ/μ replicas keep up with arrivals; the rest clear today's backlog, plus what arrives
-while new replicas start, within T. KEDA serves `demand` against a target of 1, so the
-HPA's `ceil(metric / target)` is `Decision.replicas`.
+λ/μ replicas keep up with arrivals; the rest clear the backlog expected when a replica
+asked for now is ready (today's, plus what arrives while it starts, less what replicas
+already warming serve before then: replica i is ready within L - aᵢ and serves
+μ·min(aᵢ, L) by then) within T. Without that credit every look during a cold start
+would ask again for the jobs that arrived while the first replicas started. KEDA serves
+`demand` against a target of 1, so the HPA's `ceil(metric / target)` is
+`Decision.replicas`.
 
 Retrying jobs are ack-pending jobs that were delivered more than once
 (`min(num_redelivered, num_ack_pending)`: JetStream leaves `num_redelivered` behind for
@@ -74,6 +80,8 @@ class Observation:
     arrival_rate: float = 0.0
     throughput: float | None = None
     cold_start_s: float | None = None
+    warming_s: tuple[float, ...] = ()
+    """How long each warming replica has been starting (s)."""
 
 
 @dataclass(frozen=True)
@@ -121,7 +129,9 @@ def decide(
     rate = max(obs.arrival_rate, 0.0)
     target = max(policy.target_drain_s, 1e-3)
 
-    demand = rate / mu + (backlog + rate * lead) / (mu * target)
+    coming = mu * sum(min(max(age, 0.0), lead) for age in obs.warming_s)
+    expected = max(backlog + rate * lead - coming, 0.0)
+    demand = rate / mu + expected / (mu * target)
     early = prewarm_demand(windows, now, lead + policy.prewarm_margin_s, mu)
     held = retrying > 0 and obs.retrying_for_s < policy.poison_hold_s
 

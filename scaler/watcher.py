@@ -8,7 +8,8 @@
 The consumers' state comes from the JetStream API (`consumer_info`: num_pending,
 num_ack_pending, num_redelivered) every `poll_interval_s` (100 ms by default); the
 job payloads are never read. Heartbeats on `surge.heartbeat.<function>` give the
-per-replica throughput and cold starts; pre-warm plans come from the KV bucket.
+per-replica throughput, cold starts and the replicas still warming; pre-warm plans come
+from the KV bucket.
 
 Errors: `WatchError` (`code` "unavailable": NATS cannot be reached or the state is
 stale; "internal": the JetStream API refused).
@@ -252,6 +253,7 @@ class FunctionWatcher:
             arrival_rate=self.arrivals.rate(now),
             throughput=self.replicas.throughput,
             cold_start_s=self.replicas.cold_start_s,
+            warming_s=self.replicas.warming_ages(now),
         )
 
     async def next_poll(self, timeout: float) -> None:

@@ -17,6 +17,33 @@ from function.worker import Worker
 
 REPO = Path(__file__).resolve().parents[1]
 
+# A test that uses one of these fixtures (directly or through another fixture) gets the
+# marker: `nats` starts a real nats-server, `models` needs the real ONNX models or photos.
+# `make unit` runs `-m "not nats and not models"`. Modules that start servers or workers
+# on their own set `pytestmark` as well.
+NATS_FIXTURES = frozenset({"nats_server", "client", "start_worker", "hub", "keda", "cluster"})
+MODEL_FIXTURES = frozenset(
+    {
+        "model_dir",
+        "photos",
+        "start_worker",
+        "model_cache",
+        "photo_files",
+        "astronaut",
+        "remove_bg",
+        "nsfw",
+    }
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        used = set(getattr(item, "fixturenames", ()))
+        if used & NATS_FIXTURES:
+            item.add_marker(pytest.mark.nats)
+        if used & MODEL_FIXTURES:
+            item.add_marker(pytest.mark.models)
+
 
 @pytest.fixture(scope="session")
 def model_dir() -> Path:

@@ -4,25 +4,37 @@
     for line in report.assumptions(): print(line)
 
 Pure Python, deterministic for a seed, one shared arrival trace for every policy.
+
+params     inputs (service, cold start, KEDA/HPA settings) and outputs (results, report)
+manifest   the presets, read from the shipped ScaledObject
+engine     arrivals, the shared queue, the fleet, the tick loop
+policies   KEDA + HPA with the lag and Surge's `scaler.policy.decide()`; fixed; oracle
+hpa        the HPA's sync: metrics, stabilization windows, scale-up/down policies
+report     the table and the PNG
 """
 
 from __future__ import annotations
 
 from loadgen.profiles import Profile
 from loadgen.sim.engine import Controller, make_trace, simulate_policy
+from loadgen.sim.manifest import SCALEDOBJECT, SHIPPED, default_policies, load_scaledobject
 from loadgen.sim.params import (
     Autoscaler,
     ColdStart,
     PolicyResult,
+    ScalerView,
     ServiceModel,
     SimPoint,
     SimReport,
     ceil_div,
+    split_settings,
 )
-from loadgen.sim.policies import KedaHpa, Oracle, Static, campaign_plan, surge_demand
+from loadgen.sim.policies import WATCH_S, KedaHpa, Oracle, Static, campaign_window
 
 __all__ = [
     "POLICIES",
+    "SCALEDOBJECT",
+    "SHIPPED",
     "Autoscaler",
     "ColdStart",
     "PolicyResult",
@@ -30,36 +42,11 @@ __all__ = [
     "SimPoint",
     "SimReport",
     "default_policies",
+    "load_scaledobject",
     "run_simulation",
-    "surge_demand",
 ]
 
 POLICIES = ("keda-default", "keda-tuned", "surge", "surge-prewarm", "fixed", "oracle")
-
-
-def default_policies(
-    *, tuned_polling_s: float = 5.0, max_replicas: int = 100, lag_threshold: float = 10.0
-) -> dict[str, Autoscaler]:
-    """The autoscaler presets: KEDA/HPA defaults, a tuned poll, Surge's push + demand."""
-    keda = Autoscaler(max_replicas=max_replicas, lag_threshold=lag_threshold)
-    surge = Autoscaler(
-        polling_interval_s=tuned_polling_s,
-        cooldown_s=60.0,
-        lag_threshold=lag_threshold,
-        up_pods=10,
-        up_percent=100.0,
-        down_window_s=60.0,
-        down_percent=50.0,
-        max_replicas=max_replicas,
-        push=True,
-        demand=True,
-    )
-    return {
-        "keda-default": keda,
-        "keda-tuned": keda.model_copy(update={"polling_interval_s": tuned_polling_s}),
-        "surge": surge,
-        "surge-prewarm": surge.model_copy(update={"prewarm": True}),
-    }
 
 
 def run_simulation(
@@ -76,17 +63,32 @@ def run_simulation(
     price_per_gpu_hour: float = 1.0,
     fixed_replicas: int | None = None,
     phases: tuple[float, float] | None = None,
+    scaler_lead_s: float | None = None,
+    source: str | None = None,
 ) -> SimReport:
-    """Simulate each policy over the same arrivals; `phases` pins (poll, sync) offsets."""
+    """Simulate each policy over the same arrivals.
+
+    `presets` default to `default_policies()` (the shipped ScaledObject; `source` names
+    where they came from); `phases` pins the (poll, sync) offsets; `scaler_lead_s` is the
+    cold start Surge's scaler works with (default: what heartbeats measure, process start
+    to ready).
+    """
     service = service or ServiceModel()
     cold = cold_start or ColdStart()
-    presets = presets or default_policies()
+    if presets is None:
+        presets, source = default_policies(), source or SHIPPED
     names = policies or list(POLICIES)
+    unknown = [name for name in names if name not in {"fixed", "oracle", *presets}]
+    if unknown:
+        raise ValueError(f"unknown policy {unknown[0]!r}: one of {', '.join(POLICIES)}")
     horizon = profile.duration + tail_s
     trace = make_trace(profile, horizon, dt, seed, poisson)
     fixed = fixed_replicas or max(ceil_div(profile.peak_rate, service.max_throughput), 1)
     baseline = ceil_div(profile.rate_at(0.0), service.max_throughput)
-    configs: dict[str, Autoscaler] = {}
+    lead = cold.process_s if scaler_lead_s is None else scaler_lead_s
+    plan = campaign_window(profile.points)
+    configs = {name: presets[name] for name in names if name in presets}
+    _, own = split_settings(configs)
     results: list[PolicyResult] = []
     for name in names:
         controller: Controller
@@ -97,16 +99,24 @@ def run_simulation(
         elif name == "oracle":
             controller = Oracle(trace, service, cold)
             text = "knows all arrivals; each replica requested one cold start ahead, no cooldown"
-        elif name in presets:
-            config = presets[name]
-            plan = campaign_plan(profile.points, service, cold, config) if config.prewarm else None
-            controller = KedaHpa(config, trace, service, seed=seed, campaign=plan, phases=phases)
-            text = config.describe()
-            configs[name] = config
-            if plan is not None:
-                text += f" ({plan[2]} replicas from t={plan[0]:.0f}s to {plan[1]:.0f}s)"
         else:
-            raise ValueError(f"unknown policy {name!r}: one of {', '.join(POLICIES)}")
+            config = presets[name]
+            controller = KedaHpa(
+                config,
+                trace,
+                service,
+                cold,
+                seed=seed,
+                lead_s=lead,
+                windows=(plan,),
+                phases=phases,
+            )
+            text = ", ".join(f"{k} {v}" for k, v in own[name].items()) or "as the others"
+            if config.prewarm:
+                text += (
+                    f" ({plan.rate:g} jobs/s from t={plan.start:.0f}s to {plan.end:.0f}s;"
+                    " decide() raises demand from L + margin before)"
+                )
         results.append(
             simulate_policy(
                 name,
@@ -130,6 +140,15 @@ def run_simulation(
         initial_replicas=baseline,
         service=service,
         cold_start=cold,
+        scaledobject=source or "given presets",
+        scaler=ScalerView(
+            watch_s=WATCH_S,
+            throughput=service.max_throughput,
+            lead_s=lead,
+            lead_source="heartbeats: process start to ready, model + warmup"
+            if scaler_lead_s is None
+            else "set",
+        ),
         policies=configs,
         results=results,
     )

@@ -1,7 +1,8 @@
 """The simulation loop: arrivals, one shared FIFO queue, a fleet of replicas, a controller.
 
 Time advances in fixed ticks (`dt`); control-plane events (KEDA polls, HPA syncs, pushes,
-replicas becoming ready) fire at the first tick at or after their time. Within a tick
+replicas becoming ready) fire at the first tick at or after their time, and see the
+backlog with that tick's arrivals (plus the jobs still in service). Within a tick
 each ready replica serves at the throughput of the batch size the queue allows
 (`min(max_batch, queue / ready)`); a job's latency is its wait until the tick it is
 taken in, plus that batch's run time. Arrivals are drawn once per seed and shared by
@@ -20,7 +21,15 @@ import numpy as np
 from loadgen.profiles import Profile
 from loadgen.sim.params import ColdStart, PolicyResult, ServiceModel, SimPoint
 
-__all__ = ["Controller", "Fleet", "Trace", "make_trace", "simulate_policy", "weighted_percentile"]
+__all__ = [
+    "EPS",
+    "Controller",
+    "Fleet",
+    "Trace",
+    "make_trace",
+    "simulate_policy",
+    "weighted_percentile",
+]
 
 EPS = 1e-9
 
@@ -168,12 +177,12 @@ def simulate_policy(
     per_second = max(round(1 / dt), 1)
     gpu = peak_backlog = 0.0
     peak_replicas = 0
-    lag = 0.0
+    in_service = 0.0
     timeline: list[SimPoint] = []
     for tick in range(trace.ticks):
         t = tick * dt
         queue.add(t + dt / 2, float(trace.per_tick[tick]))
-        controller.step(tick, t, lag, fleet)
+        controller.step(tick, t, queue.total + in_service, fleet)
         ready = fleet.ready(t)
         in_service = 0.0
         if ready and queue.total > EPS:

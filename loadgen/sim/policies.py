@@ -1,53 +1,41 @@
-"""Scaling policies: KEDA + HPA (lag or Surge demand), a fixed fleet, and an oracle.
+"""Scaling policies: KEDA + HPA (lag and/or Surge's scaler), a fixed fleet, an oracle.
 
-`KedaHpa` models the two controllers a ScaledObject drives:
+`KedaHpa` models the controllers a ScaledObject drives:
 
-* KEDA's operator polls the trigger every `pollingInterval`: active (lag above the
-  activation threshold) at zero replicas scales to one; inactive for `cooldownPeriod`
-  scales to zero. With `external-push`, activation follows the first job within
-  `push_latency_s` instead of waiting for the poll.
-* The HPA, from one replica up, syncs every `hpa_sync_s`: desired = ceil(metric /
-  target) (AverageValue), within the tolerance, rate-limited by the scale-up policy
-  (max of pods and percent per period) and, going down, by the stabilization window
-  (the highest recommendation in it wins) and the scale-down policy.
+* KEDA's operator polls the triggers every `pollingInterval`: any trigger active at
+  zero replicas scales to one; none active for `cooldownPeriod` scales to zero. Surge's
+  `external-push` trigger pushes "active" when the scaler sees it (the watcher looks
+  every 100 ms), and KEDA scales from zero `push_latency_s` after.
+* The HPA, from one replica up, syncs every `hpa_sync_s` (`loadgen.sim.hpa`): the lag
+  (`num_pending + num_ack_pending`) against `lagThreshold`, and Surge's replica demand
+  against 1, the larger winning, within `behavior`.
 
-The metric is the lag (`num_pending + num_ack_pending`, target `lagThreshold` per
-replica) or Surge's demand: the replicas that keep up with the arrival rate and drain
-the backlog expected after one cold start within `drain_target_s`, counting the
-replicas already starting (target 1 per replica).
+Surge's trigger is `scaler.policy.decide()` itself, on an `Observation` of the simulated
+state: the backlog, the arrival rate from `scaler.estimate.ArrivalRate` fed the arrival
+counter every watcher poll, the per-replica throughput and cold start the heartbeats
+would have measured, and the replicas whose worker process is up but not yet ready.
+A pre-warm plan is a `scaler.policy.Window`, as `surge prewarm` stores it.
 """
 
 from __future__ import annotations
 
+import bisect
 import math
 import random
-from collections import deque
 
 import numpy as np
 
-from loadgen.sim.engine import Fleet, Trace
-from loadgen.sim.params import Autoscaler, ColdStart, ServiceModel, ceil_div
+from loadgen.sim.engine import EPS, Fleet, Trace
+from loadgen.sim.hpa import Hpa, proposal
+from loadgen.sim.params import Autoscaler, ColdStart, ServiceModel
+from scaler.config import ScalerSettings
+from scaler.estimate import ArrivalRate
+from scaler.policy import Decision, Observation, Window, decide
 
-__all__ = ["KedaHpa", "Oracle", "Static", "surge_demand"]
+__all__ = ["WATCH_S", "KedaHpa", "Oracle", "Static", "campaign_window"]
 
-
-def surge_demand(
-    rate: float,
-    backlog: float,
-    fleet: Fleet,
-    t: float,
-    service: ServiceModel,
-    drain_target_s: float,
-) -> int:
-    """Replicas to keep up with `rate` and drain the backlog one cold start from now."""
-    mu = service.max_throughput
-    lead = fleet.cold_start
-    horizon = t + lead
-    future_service = sum(mu * max(horizon - max(ready, t), 0.0) for ready in fleet.ready_at)
-    expected = max(backlog + rate * lead - future_service, 0.0)
-    if rate <= 0 and backlog <= 0:
-        return 0
-    return max(math.ceil(rate / mu + expected / (mu * drain_target_s) - 1e-9), 1)
+WATCH_S = float(ScalerSettings.model_fields["poll_interval_s"].default)
+"""How often the scaler's watcher looks at the consumers (`SURGE_SCALER_POLL_INTERVAL_S`)."""
 
 
 class KedaHpa:
@@ -58,14 +46,20 @@ class KedaHpa:
         config: Autoscaler,
         trace: Trace,
         service: ServiceModel,
+        cold: ColdStart,
         *,
         seed: int,
-        campaign: tuple[float, float, int] | None = None,
+        lead_s: float,
+        windows: tuple[Window, ...] = (),
         phases: tuple[float, float] | None = None,
     ) -> None:
         self.c = config
         self.trace = trace
-        self.service = service
+        self.mu = service.max_throughput
+        self.lead_s = lead_s
+        self.process_s = cold.process_s
+        self.policy = config.push.policy() if config.push is not None else None
+        self.windows = windows if config.prewarm else ()
         rng = random.Random(seed)
         poll_phase, sync_phase = phases or (
             rng.uniform(0, config.polling_interval_s),
@@ -73,42 +67,53 @@ class KedaHpa:
         )
         self.next_poll = poll_phase
         self.next_sync = sync_phase
+        self.next_watch = 0.0
         self.last_active = 0.0
         self.push_at: float | None = None
-        self.recommendations: deque[tuple[float, int]] = deque()
-        self.campaign = campaign
+        self.arrivals = ArrivalRate()
+        self.hpa = Hpa(config)
+        self._decided: tuple[int, Decision] | None = None
 
-    def _floor(self, t: float) -> int:
-        """The pre-warm floor: the campaign's replicas from one lead time before it."""
-        if not (self.c.prewarm and self.campaign):
-            return 0
-        start, end, replicas = self.campaign
-        return replicas if start <= t <= end else 0
+    def observation(self, t: float, lag: float, fleet: Fleet) -> Observation:
+        """What the scaler's watcher would report at `t`."""
+        ready_at = fleet.ready_at
+        up = bisect.bisect_right(ready_at, t + EPS)
+        starting = bisect.bisect_right(ready_at, t + self.process_s + EPS)
+        warming = tuple(self.process_s - (r - t) for r in ready_at[up:starting])
+        return Observation(
+            pending=math.ceil(lag - 1e-6) if lag > 1e-6 else 0,
+            arrival_rate=self.arrivals.rate(t),
+            throughput=self.mu,
+            cold_start_s=self.lead_s,
+            warming_s=warming,
+        )
 
-    def _metric(self, tick: int, t: float, lag: float, fleet: Fleet) -> tuple[float, float]:
-        """(metric value, target per replica) as the HPA would read them now."""
-        if not self.c.demand:
-            return lag, self.c.lag_threshold
-        rate = self.trace.rate(tick, self.c.rate_window_s)
-        demand = surge_demand(rate, lag, fleet, t, self.service, self.c.drain_target_s)
-        return float(max(demand, self._floor(t))), 1.0
+    def _decision(self, tick: int, t: float, lag: float, fleet: Fleet) -> Decision:
+        if self._decided is None or self._decided[0] != tick:
+            assert self.policy is not None
+            obs = self.observation(t, lag, fleet)
+            self._decided = (tick, decide(obs, self.policy, self.windows, now=t))
+        return self._decided[1]
 
     def _active(self, tick: int, t: float, lag: float, fleet: Fleet) -> bool:
-        if self.c.demand:
-            return self._metric(tick, t, lag, fleet)[0] > 0 or lag > self.c.activation_lag
-        return lag > self.c.activation_lag
+        if self.c.lag_trigger and lag > self.c.activation_lag:
+            return True
+        return self.policy is not None and self._decision(tick, t, lag, fleet).active
 
     def step(self, tick: int, t: float, lag: float, fleet: Fleet) -> None:
         c = self.c
-        if c.push and (self.trace.per_tick[tick] > 0 or self._floor(t)):
-            self.last_active = t
-            if fleet.size == 0 and self.push_at is None:
+        if self.policy is not None and t + EPS >= self.next_watch:
+            self.next_watch += WATCH_S
+            self.arrivals.add(t, int(self.trace.cumulative[tick + 1] + 1e-6))
+            idle = fleet.size == 0 and self.push_at is None
+            if idle and self._decision(tick, t, lag, fleet).active:
                 self.push_at = t + c.push_latency_s
-        if self.push_at is not None and t + 1e-9 >= self.push_at:
+        if self.push_at is not None and t + EPS >= self.push_at:
             self.push_at = None
+            self.last_active = t
             if fleet.size == 0:
                 fleet.scale_to(max(c.min_replicas, 1), t)
-        if t + 1e-9 >= self.next_poll:
+        if t + EPS >= self.next_poll:
             self.next_poll += c.polling_interval_s
             if self._active(tick, t, lag, fleet):
                 self.last_active = t
@@ -116,30 +121,24 @@ class KedaHpa:
                     fleet.scale_to(max(c.min_replicas, 1), t)
             elif fleet.size and c.min_replicas == 0 and t - self.last_active >= c.cooldown_s:
                 fleet.scale_to(0, t)
-                self.recommendations.clear()
-        if t + 1e-9 >= self.next_sync:
+                self.hpa.reset()
+        if t + EPS >= self.next_sync:
             self.next_sync += c.hpa_sync_s
             if fleet.size:
-                fleet.scale_to(self._hpa(tick, t, lag, fleet), t)
+                fleet.scale_to(
+                    self.hpa.desired(t, fleet.size, self._proposals(tick, t, lag, fleet)), t
+                )
 
-    def _hpa(self, tick: int, t: float, lag: float, fleet: Fleet) -> int:
+    def _proposals(self, tick: int, t: float, lag: float, fleet: Fleet) -> list[int]:
+        """Replicas each metric asks for: the lag per lagThreshold, Surge's demand per 1."""
         c, current = self.c, fleet.size
-        metric, target = self._metric(tick, t, lag, fleet)
-        if abs(metric / (target * current) - 1) <= c.tolerance:
-            raw = current
-        else:
-            raw = ceil_div(metric, target)
-        raw = min(max(raw, c.min_replicas, 1), c.max_replicas)
-        self.recommendations.append((t, raw))
-        while self.recommendations and self.recommendations[0][0] < t - c.down_window_s:
-            self.recommendations.popleft()
-        if raw > current:
-            limit = max(current + c.up_pods, math.floor(current * (1 + c.up_percent / 100)))
-            return min(raw, limit)
-        desired = max(r for _, r in self.recommendations) if self.recommendations else raw
-        desired = min(desired, current)
-        step = max(c.down_pods, math.ceil(current * c.down_percent / 100))
-        return max(desired, current - step) if step else current
+        found = []
+        if c.lag_trigger:
+            found.append(proposal(lag, c.lag_threshold, current, c.tolerance))
+        if self.policy is not None:
+            demand = self._decision(tick, t, lag, fleet).demand
+            found.append(proposal(demand, 1.0, current, c.tolerance))
+        return found
 
 
 class Static:
@@ -179,19 +178,13 @@ class Oracle:
             fleet.scale_to(want, t)
 
 
-def campaign_plan(
-    points: list[tuple[float, float]],
-    service: ServiceModel,
-    cold: ColdStart,
-    config: Autoscaler,
-) -> tuple[float, float, int]:
-    """(floor start, floor end, replicas) for a campaign known in advance: from the start
-    of the rise to the last point at half the peak or more, started one lead time early."""
+def campaign_window(points: list[tuple[float, float]]) -> Window:
+    """The plan an operator stores for a campaign known in advance (`surge prewarm --at
+    RISE --rate PEAK --for ...`): from the start of the rise to the last point at half
+    the peak or more, at the peak rate."""
     peak = max(r for _, r in points)
     above = [i for i, (_, r) in enumerate(points) if r >= peak / 2]
     if not above or peak <= 0:
-        return (0.0, 0.0, 0)
+        return Window(start=0.0, end=0.0)
     rise = points[max(above[0] - 1, 0)][0]
-    lead = cold.total + config.hpa_sync_s + config.polling_interval_s + config.push_latency_s
-    replicas = min(ceil_div(peak, service.max_throughput), config.max_replicas)
-    return (rise - lead, points[above[-1]][0], replicas)
+    return Window(start=rise, end=points[above[-1]][0], rate=peak)

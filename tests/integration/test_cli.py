@@ -4,16 +4,32 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 from typer.testing import CliRunner
 
-from function.cli import app
+from function.cli import full_app
 from function.nats_server import EmbeddedNats
 from tests.conftest import WorkerFactory
 from tests.helpers import gif_bytes
 
+app = full_app()
+
 runner = CliRunner()
+
+
+def test_the_worker_command_imports_neither_the_scaler_nor_the_load_generator() -> None:
+    code = (
+        "import sys; from function.cli import _builtin; import function.cli;"
+        "assert _builtin(['worker']);"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('scaler', 'loadgen')"
+        " or m.split('.')[0] in ('grpc', 'matplotlib'));"
+        "assert not bad, bad"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
 
 
 def test_help_lists_the_commands() -> None:

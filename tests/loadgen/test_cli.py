@@ -8,11 +8,13 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from function.cli import app
+from function.cli import full_app
 from function.nats_server import EmbeddedNats
 from loadgen.cli import is_loopback_url
 from loadgen.records import RunReport
 from loadgen.sim import SimReport
+
+app = full_app()
 
 pytestmark = pytest.mark.timeout(60)
 runner = CliRunner()

@@ -1,7 +1,7 @@
 """Render the kustomize overlays and validate every document offline.
 
 Custom resources (Knative, KEDA, NACK) are checked against the strict JSON Schemas
-in `../shared/schemas` (unknown fields are errors, as with
+in `manifests/schemas` (unknown fields are errors, as with
 `kubectl apply --validate=strict`), each KEDA trigger's `metadata` against the
 schema for its type, and core kinds with `kubernetes-validate` in strict mode.
 The validators return messages instead of raising, so a test can assert that a
@@ -32,7 +32,7 @@ Doc = dict[str, Any]
 
 REPO: Final = Path(__file__).resolve().parents[2]
 MANIFESTS: Final = REPO / "manifests"
-SCHEMAS: Final = REPO.parent / "shared" / "schemas"
+SCHEMAS: Final = MANIFESTS / "schemas"
 OVERLAYS: Final = ("knative", "raw", "knative-cpu", "raw-cpu")
 
 # Oldest Kubernetes the manifests target (Knative Serving 1.21+ needs 1.33) and
@@ -43,10 +43,6 @@ CRD_SCHEMAS: Final = {
     ("serving.knative.dev/v1", "Service"): "KnativeService.strict.json",
     ("keda.sh/v1alpha1", "ScaledObject"): "ScaledObject.strict.json",
     ("keda.sh/v1alpha1", "TriggerAuthentication"): "TriggerAuthentication.strict.json",
-    (
-        "keda.sh/v1alpha1",
-        "ClusterTriggerAuthentication",
-    ): "ClusterTriggerAuthentication.strict.json",
     ("jetstream.nats.io/v1beta2", "Stream"): "NackStream.strict.json",
     ("jetstream.nats.io/v1beta2", "Consumer"): "NackConsumer.strict.json",
 }
@@ -96,7 +92,7 @@ def rendered(overlay: str) -> tuple[Doc, ...]:
 def _schema(name: str) -> Draft7Validator:
     path = SCHEMAS / name
     if not path.exists():
-        raise RuntimeError(f"schema {path} is missing: clone shared/ beside the repository")
+        raise RuntimeError(f"schema {path} is missing: see manifests/schemas/README.md")
     return Draft7Validator(json.loads(path.read_text()))
 
 

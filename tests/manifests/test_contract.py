@@ -153,7 +153,7 @@ def test_commands_exist_in_the_cli(command: tuple[str, ...]) -> None:
     import typer.main
 
     cli = importlib.import_module("function.cli")
-    group: Any = typer.main.get_command(cli.app)
+    group: Any = typer.main.get_command(cli.full_app())
     words = list(command[1:])
     depth = 0
     while words and not words[0].startswith("-"):

@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
-from tests.manifests.kube import CORE_API_VERSIONS, CRD_SCHEMAS, Doc, name_of, validate_document
+from tests.manifests.checks import scaled_object_specs
+from tests.manifests.kube import (
+    CORE_API_VERSIONS,
+    CRD_SCHEMAS,
+    OVERLAYS,
+    SCHEMAS,
+    Doc,
+    name_of,
+    rendered,
+    validate_document,
+)
 
 EXPECTED_KINDS = {
     "knative": {"Service.serving.knative.dev/v1"},
@@ -60,3 +70,17 @@ def test_local_inputs_are_not_deployed(docs: tuple[Doc, ...]) -> None:
         or d["metadata"]["name"] in {"surge-site", "surge-scaledobject"}
     ]
     assert leaked == []
+
+
+def test_schemas_are_in_the_project_and_all_used() -> None:
+    """manifests/schemas holds what the validators read, no more, each named in its README."""
+    triggers = {
+        f"keda-trigger-{trigger['type']}.metadata.json"
+        for overlay in OVERLAYS
+        for _, scaled_object in scaled_object_specs(rendered(overlay))
+        for trigger in scaled_object["spec"]["triggers"]
+    }
+    used = set(CRD_SCHEMAS.values()) | triggers
+    assert {p.name for p in SCHEMAS.glob("*.json")} == used
+    readme = (SCHEMAS / "README.md").read_text()
+    assert [name for name in sorted(used) if f"`{name}`" not in readme] == []

@@ -15,7 +15,7 @@ import grpc
 import pytest
 from typer.testing import CliRunner
 
-from function.cli import app
+from function.cli import full_app
 from function.client import SurgeClient
 from function.nats_server import EmbeddedNats, free_port
 from scaler._proto import externalscaler_pb2_grpc as pb_grpc
@@ -23,7 +23,10 @@ from scaler.prewarm import load_plans
 from tests.helpers import png_bytes
 from tests.scaler.conftest import eventually, ref
 
-pytestmark = pytest.mark.timeout(90)
+app = full_app()
+
+# `surge up` starts its own nats-server and workers (no fixture says so).
+pytestmark = [pytest.mark.timeout(90), pytest.mark.nats]
 
 
 def surge(*args: str, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from function.heartbeat import Heartbeat, WorkerState
 from scaler.estimate import ArrivalRate, ReplicaStats
+from scaler.watcher import FunctionWatcher
 
 
 def test_steady_arrivals_give_their_rate() -> None:
@@ -81,3 +82,39 @@ def test_workers_are_counted_by_state_and_expire() -> None:
     stats.observe(beat("a", WorkerState.READY), 4.0, saturated=False)
     stats.expire(4.0)
     assert stats.count() == 1
+
+
+def test_warming_workers_report_how_long_they_have_been_starting() -> None:
+    started = datetime(2026, 1, 1, tzinfo=UTC)
+    stats = ReplicaStats()
+    for worker, state, age in (("a", WorkerState.WARMING, 4), ("b", WorkerState.READY, 40)):
+        stats.observe(
+            Heartbeat(
+                worker_id=worker,
+                function="tiny",
+                state=state,
+                started_at=started,
+                sent_at=started + timedelta(seconds=age),
+            ),
+            10.0,
+            saturated=False,
+        )
+    # 4 s old when it beat at 10.0, 2 s since: 6 s; the ready worker is not warming
+    assert stats.warming_ages(12.0) == pytest.approx((6.0,))
+
+
+def test_the_watcher_puts_warming_workers_in_its_observation() -> None:
+    class _Nats:
+        def jetstream(self) -> object:
+            return object()
+
+    clock = [100.0]
+    watcher = FunctionWatcher(_Nats(), "tiny", clock=lambda: clock[0])  # type: ignore[arg-type]
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    warming = Heartbeat(
+        worker_id="w", function="tiny", state=WorkerState.WARMING, started_at=now, sent_at=now
+    )
+    watcher.replicas.observe(warming, 100.0, saturated=False)
+    watcher.last_ok = 100.0
+    clock[0] = 101.5
+    assert watcher.observation().warming_s == pytest.approx((1.5,))

@@ -112,3 +112,29 @@ def test_prewarm_and_backlog_take_the_larger() -> None:
     d = decide(Observation(pending=100), POLICY, (window,), now=50.0)
     assert d.demand == pytest.approx(5.0)  # 100 / 20 beats the plan's 2
     assert d.reason is Reason.BACKLOG
+
+
+def test_warming_replicas_serve_part_of_the_expected_backlog() -> None:
+    # B + λL = 40 + 4 * 5 = 60; one replica warming for 3 s serves 2 * 3 = 6 of it before
+    # a replica asked for now could: 2 + (60 - 6) / (2 * 10) = 4.7
+    d = decide(Observation(pending=40, arrival_rate=4.0, warming_s=(3.0,)), POLICY)
+    assert d.demand == pytest.approx(4.7)
+    # one warming for longer than the lead serves the whole lead: 2 + (60 - 10) / 20 = 4.5
+    late = decide(Observation(pending=40, arrival_rate=4.0, warming_s=(9.0,)), POLICY)
+    assert late.demand == pytest.approx(4.5)
+    # the credit never goes below what keeps up with arrivals, and does not make activity
+    many = decide(Observation(arrival_rate=4.0, warming_s=(5.0, 5.0, 5.0)), POLICY)
+    assert many.demand == pytest.approx(2.0)
+    assert many.reason is Reason.ARRIVALS
+    assert not decide(Observation(warming_s=(1.0,)), POLICY).active
+
+
+def test_a_look_during_a_cold_start_does_not_ask_again_for_what_arrived_meanwhile() -> None:
+    policy = Policy(target_drain_s=30, default_throughput=10, default_cold_start_s=30)
+    # t=0: 100 jobs waiting, 20 jobs/s: 2 + (100 + 600) / 300 = 4.33 -> 5 replicas asked for
+    first = decide(Observation(pending=100, arrival_rate=20.0), policy)
+    assert first.replicas == 5
+    # t=15: 300 more have arrived, the five replicas have warmed for 15 s; without the credit
+    # the demand would be 2 + (400 + 600) / 300 = 5.33 -> 6, for the same traffic
+    later = Observation(pending=400, arrival_rate=20.0, warming_s=(15.0,) * 5)
+    assert decide(later, policy).replicas <= first.replicas

