@@ -76,17 +76,29 @@ class Admission:
     def _open(self, data: bytes, content_type: str | None) -> PendingImage:
         return open_image(data, content_type, max_pixels=self._settings.max_pixels)
 
+    async def _admit(
+        self, data: bytes, content_type: str | None, outputs: tuple[str, ...], *, high: bool
+    ) -> tuple[PendingImage, int, int] | None:
+        """Read the header (off the loop when the file is large) and wait for the pixels:
+        (the image, pixels taken, those postprocessing keeps), or None if the worker
+        stops first."""
+        pending: PendingImage = await run_in(
+            self._cpu_pool, len(data) <= SMALL_INPUT_BYTES, self._open, data, content_type
+        )
+        pixels, later = self._reserve(outputs, pending)
+        if not await self._budget.acquire(pixels, high=high, abort=self._stopping):
+            return None
+        return pending, pixels, later
+
     async def decode_admitted(
         self, data: bytes, content_type: str | None, outputs: tuple[str, ...]
     ) -> tuple[Image.Image, np.ndarray, int]:
         """Decode an input outside the queue (HTTP) under the same pixel budget, ahead of
         queued jobs; the caller releases the returned pixels when done."""
-        pending: PendingImage = await run_in(
-            self._cpu_pool, len(data) <= SMALL_INPUT_BYTES, self._open, data, content_type
-        )
-        pixels, _ = self._reserve(outputs, pending)
-        if not await self._budget.acquire(pixels, high=True, abort=self._stopping):
+        admitted = await self._admit(data, content_type, outputs, high=True)
+        if admitted is None:
             raise JobError(ErrorCode.NOT_READY, "the worker is stopping")
+        pending, pixels, _ = admitted
         try:
             image, sample = await run_in(self._cpu_pool, False, self._decode, pending)
         except BaseException:
@@ -172,17 +184,11 @@ class Admission:
         assert data is not None
         span = _tracer.start_span("decode", context=trace.set_span_in_context(job.span))
         with trace.use_span(span, end_on_exit=True):
-            pending: PendingImage = await run_in(
-                self._cpu_pool,
-                len(data) <= SMALL_INPUT_BYTES,
-                self._open,
-                data,
-                request.content_type,
-            )
-            pixels, later = self._reserve(job.outputs, pending)
             high = job.priority is Priority.HIGH
-            if not await self._budget.acquire(pixels, high=high, abort=self._stopping):
+            admitted = await self._admit(data, request.content_type, job.outputs, high=high)
+            if admitted is None:
                 return
+            pending, pixels, later = admitted
             job.pixels = pixels
             if self._stopping.is_set():
                 return

@@ -19,6 +19,7 @@ __all__ = [
     "JobError",
     "SurgeError",
     "TransientError",
+    "clip",
 ]
 
 
@@ -42,6 +43,13 @@ class ErrorCode(StrEnum):
 MAX_MESSAGE_CHARS = 1024
 
 
+def clip(text: object, limit: int = MAX_MESSAGE_CHARS) -> str:
+    """`text` cut to `limit` characters (an ellipsis marks the cut): error messages never
+    grow with their input."""
+    out = str(text)
+    return out if len(out) <= limit else out[: limit - 1] + "\u2026"
+
+
 class SurgeError(Exception):
     """Base of every Surge exception."""
 
@@ -53,8 +61,7 @@ class JobError(SurgeError):
     """
 
     def __init__(self, code: ErrorCode, message: str) -> None:
-        if len(message) > MAX_MESSAGE_CHARS:
-            message = message[: MAX_MESSAGE_CHARS - 3] + "..."
+        message = clip(message)
         super().__init__(message)
         self.code = code
         self.message = message

@@ -29,7 +29,7 @@ from PIL import (
     _imaging,
 )
 
-from function.errors import BadInput, ErrorCode
+from function.errors import BadInput, ErrorCode, clip
 from function.jobs import SUPPORTED_IMAGE_TYPES, sniff_image_type
 
 __all__ = [
@@ -116,7 +116,7 @@ def _media_type(data: bytes, content_type: str | None) -> str:
     if declared is not None and declared not in SUPPORTED_IMAGE_TYPES:
         raise BadInput(
             ErrorCode.UNSUPPORTED_MEDIA_TYPE,
-            f"content type {_clip(repr(declared), 64)} is not supported; send one of {_ACCEPTED}",
+            f"content type {clip(repr(declared), 64)} is not supported; send one of {_ACCEPTED}",
         )
     if not data:
         raise BadInput(ErrorCode.BAD_IMAGE, "image is empty (0 bytes)")
@@ -180,12 +180,6 @@ def _webp_size(data: bytes) -> tuple[int, int]:
     raise BadInput(ErrorCode.BAD_IMAGE, "cannot read WEBP header: no VP8, VP8L or VP8X size")
 
 
-def _clip(text: object, limit: int = MESSAGE_LIMIT) -> str:
-    """`text` cut to `limit` characters: error messages never echo unbounded input."""
-    out = str(text)
-    return out if len(out) <= limit else out[: limit - 1] + "…"
-
-
 @contextlib.contextmanager
 def _reading(kind: str, stage: str) -> Iterator[None]:
     """Turn any exception but `MemoryError` into a `BadInput` with its code."""
@@ -194,10 +188,10 @@ def _reading(kind: str, stage: str) -> Iterator[None]:
     except (MemoryError, BadInput):
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        message = f"{kind} image is too large: {_clip(exc)}"
+        message = f"{kind} image is too large: {clip(exc, MESSAGE_LIMIT)}"
         raise BadInput(ErrorCode.TOO_MANY_PIXELS, message) from exc
     except Exception as exc:
-        detail = _clip(f"{type(exc).__name__}: {exc}")
+        detail = clip(f"{type(exc).__name__}: {exc}", MESSAGE_LIMIT)
         raise BadInput(ErrorCode.BAD_IMAGE, f"{kind} {stage}: {detail}") from exc
 
 

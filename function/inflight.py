@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import numpy as np
@@ -12,7 +12,7 @@ from nats.aio.msg import Msg
 from opentelemetry.trace import Span
 from PIL import Image
 
-from function.jobs import JobRequest, job_id_for
+from function.jobs import JobRequest, as_utc, job_id_for
 from function.settings import Priority
 from function.telemetry import trace_id_of
 
@@ -56,7 +56,7 @@ class InFlightJob:
         """When the job entered the stream (falls back to when it was fetched)."""
         stamp = self.msg.metadata.timestamp
         if isinstance(stamp, datetime):
-            return int(stamp.replace(tzinfo=stamp.tzinfo or UTC).timestamp() * 1e9)
+            return int(as_utc(stamp).timestamp() * 1e9)
         return self.fetched_ns
 
     @property

@@ -41,7 +41,7 @@ from function.bounds import (
     quote,
     safe_reply_to,
 )
-from function.errors import MAX_MESSAGE_CHARS, BadInput, ErrorCode, SurgeError
+from function.errors import MAX_MESSAGE_CHARS, BadInput, ErrorCode, SurgeError, clip
 from function.settings import JOBS_SUBJECT_PREFIX, Header, Priority
 
 __all__ = [
@@ -59,6 +59,7 @@ __all__ = [
     "ScoresOutput",
     "Timings",
     "answer_address",
+    "as_utc",
     "derive_job_id",
     "is_valid_job_id",
     "job_headers",
@@ -89,15 +90,9 @@ class JobStatus(StrEnum):
     ERROR = "error"
 
 
-def _cut_message(message: str) -> str:
-    if len(message) <= MAX_MESSAGE_CHARS:
-        return message
-    return message[: MAX_MESSAGE_CHARS - 3] + "..."
-
-
 class ErrorInfo(_Wire):
     code: ErrorCode
-    message: Annotated[str, AfterValidator(_cut_message)] = Field(
+    message: Annotated[str, AfterValidator(clip)] = Field(
         description=f"Human-readable cause, at most {MAX_MESSAGE_CHARS} characters."
     )
 
@@ -157,14 +152,16 @@ class Result(_Wire):
     finished_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
 
 
-def _as_utc(value: datetime | None) -> datetime | None:
-    """A deadline without a time zone is taken as UTC."""
-    if value is not None and value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
-    return value
+def as_utc(value: datetime) -> datetime:
+    """A time without a zone (a deadline, a server timestamp) is taken as UTC."""
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
-Deadline = Annotated[datetime | None, AfterValidator(_as_utc)]
+def _as_utc_or_none(value: datetime | None) -> datetime | None:
+    return None if value is None else as_utc(value)
+
+
+Deadline = Annotated[datetime | None, AfterValidator(_as_utc_or_none)]
 
 
 Str64 = Annotated[str, StringConstraints(max_length=64)]
@@ -323,7 +320,7 @@ def _deadline(value: str | None) -> datetime | None:
         parsed = datetime.fromisoformat(value)
     except (ValueError, OverflowError, OSError) as exc:
         raise BadInput(ErrorCode.BAD_ENVELOPE, problem) from exc
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    return as_utc(parsed)
 
 
 def _outputs(value: str) -> tuple[str, ...]:
@@ -346,10 +343,6 @@ def _validate(model: type[_Wire], data: Any, what: str) -> Any:
         raise BadInput(
             ErrorCode.BAD_ENVELOPE, f"{what}: {quote(where)}: {quote(first['msg'], 200)}"
         ) from exc
-
-
-def _json(data: bytes, what: str) -> Any:
-    return loads_bounded(data, what)
 
 
 def _from_envelope(env: JobEnvelope, base: dict[str, Any]) -> dict[str, Any]:
@@ -385,7 +378,7 @@ def _from_cloudevent(ce: CloudEvent, data: bytes | None, base: dict[str, Any]) -
         else:
             raise BadInput(ErrorCode.BAD_ENVELOPE, "CloudEvent carries no image data")
     if media in ("application/json", None) and data[:1] == b"{":
-        env = _validate(JobEnvelope, _json(data, "CloudEvent data"), "CloudEvent data")
+        env = _validate(JobEnvelope, loads_bounded(data, "CloudEvent data"), "CloudEvent data")
         return _from_envelope(env, base)
     base["content_type"] = media
     base["image"] = data
@@ -450,13 +443,14 @@ def parse_job(
         attrs["datacontenttype"] = media
         fields = _from_cloudevent(_validate(CloudEvent, attrs, "CloudEvent headers"), data, base)
     elif media == CLOUDEVENTS_JSON or (media is None and data[:1] == b"{"):
-        doc = _json(data, "payload")
+        doc = loads_bounded(data, "payload")
         if isinstance(doc, dict) and "specversion" in doc:
             fields = _from_cloudevent(_validate(CloudEvent, doc, "CloudEvent"), None, base)
         else:
             fields = _from_envelope(_validate(JobEnvelope, doc, "envelope"), base)
     elif media == "application/json":
-        fields = _from_envelope(_validate(JobEnvelope, _json(data, "payload"), "envelope"), base)
+        doc = loads_bounded(data, "payload")
+        fields = _from_envelope(_validate(JobEnvelope, doc, "envelope"), base)
     else:
         fields = {**base, "content_type": media, "image": data}
     if not fields.get("job_id"):

@@ -26,7 +26,7 @@ from nats.js.errors import NotFoundError
 
 from function.bounds import quote
 from function.errors import ErrorCode
-from function.jobs import ErrorInfo, JobStatus, Result, answer_address
+from function.jobs import ErrorInfo, JobStatus, Result, answer_address, as_utc
 from function.periodic import Periodic
 from function.results import ResultStore
 from function.settings import JOBS_STREAM, JOBS_SUBJECT_PREFIX
@@ -51,6 +51,11 @@ def subject_matches(pattern: str, subject: str) -> bool:
         if index >= len(have) or (token != "*" and token != have[index]):
             return False
     return len(want) == len(have)
+
+
+def _age_s(stamp: datetime) -> float:
+    """Seconds since `stamp` (a server time; without a zone it is UTC)."""
+    return (datetime.now(UTC) - as_utc(stamp)).total_seconds()
 
 
 class OrphanSweeper(Periodic):
@@ -101,10 +106,7 @@ class OrphanSweeper(Periodic):
 
     def _young(self, created: datetime | None) -> bool:
         """The stream was (re)created a moment ago: consumers may still be on their way."""
-        if created is None:
-            return False
-        stamp = created if created.tzinfo else created.replace(tzinfo=UTC)
-        return (datetime.now(UTC) - stamp).total_seconds() < QUIET_GRACES * self._grace_s
+        return created is not None and _age_s(created) < QUIET_GRACES * self._grace_s
 
     async def sweep(self) -> int:
         """Answer orphaned jobs older than the grace; return how many were answered."""
@@ -126,10 +128,7 @@ class OrphanSweeper(Periodic):
         return answered
 
     def _old_enough(self, raw: RawStreamMsg) -> bool:
-        if raw.time is None:
-            return True
-        stamp = raw.time if raw.time.tzinfo else raw.time.replace(tzinfo=UTC)
-        return (datetime.now(UTC) - stamp).total_seconds() >= self._grace_s
+        return raw.time is None or _age_s(raw.time) >= self._grace_s
 
     async def _answer(self, subject: str, raw: RawStreamMsg) -> None:
         sequence = raw.seq or 0

@@ -173,12 +173,12 @@ class Worker:
         For liveness a dropped connection that nats-py is still re-establishing does not
         count (restarting the pod would not bring NATS back); one closed for good does.
         """
-        connection = self.connection.trouble
-        if for_liveness and self.connection.fatal is None:
-            connection = None
-        found = [connection]
-        found.append(self.topology_watch.trouble if self.topology_watch else None)
-        found.append(self.consumer.pull_trouble if self.consumer else None)
+        reconnecting = for_liveness and self.connection.fatal is None
+        found = (
+            None if reconnecting else self.connection.trouble,
+            self.topology_watch.trouble if self.topology_watch else None,
+            self.consumer.pull_trouble if self.consumer else None,
+        )
         return min((t for t in found if t is not None), key=lambda t: t[1], default=None)
 
     @property

@@ -19,6 +19,7 @@ from nats.js.errors import BucketNotFoundError, KeyDeletedError, KeyNotFoundErro
 from nats.js.kv import KeyValue
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from function.jobs import as_utc
 from scaler.policy import Window
 
 __all__ = [
@@ -115,7 +116,7 @@ def parse_at(text: str, now: datetime | None = None) -> datetime:
         when = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
         raise ValueError(f"bad time {text!r}: use RFC 3339, Unix seconds or +10m") from None
-    return when if when.tzinfo else when.replace(tzinfo=UTC)
+    return as_utc(when)
 
 
 async def _bucket(js: JetStreamContext, create: bool, replicas: int = 1) -> KeyValue | None:
