@@ -16,6 +16,7 @@ from enum import StrEnum
 from nats.aio.client import Client as NATS
 from pydantic import BaseModel, ConfigDict, Field
 
+from function.periodic import end_task
 from function.settings import heartbeat_subject
 
 __all__ = ["Heartbeat", "HeartbeatPublisher", "WorkerState"]
@@ -80,11 +81,10 @@ class HeartbeatPublisher:
             await asyncio.sleep(self._interval)
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._loop())
+        self._task = asyncio.create_task(self._loop(), name="heartbeat")
 
     async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        task, self._task = self._task, None
+        if task is not None:
+            await end_task(task)
         await self.beat()

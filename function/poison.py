@@ -25,6 +25,7 @@ from nats.js.errors import NotFoundError
 
 from function.errors import ErrorCode
 from function.jobs import DeadLetter, ErrorInfo, JobStatus, ModelInfo, Result, answer_address
+from function.periodic import end_task
 from function.pull import PullFeed
 from function.results import ResultStore
 from function.settings import ADVISORIES_STREAM, JOBS_STREAM
@@ -88,8 +89,7 @@ class PoisonSweeper:
         if self._feed is not None:
             await self._feed.stop()
         if self._loop is not None:
-            self._loop.cancel()
-            await asyncio.wait({self._loop}, timeout=self._poll_s + 1)
+            await end_task(self._loop, self._poll_s + 1)
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=10)
 

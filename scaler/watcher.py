@@ -35,6 +35,7 @@ from pydantic import ValidationError
 
 from function.errors import SurgeError
 from function.heartbeat import Heartbeat, WorkerState
+from function.periodic import end_task
 from function.settings import JOBS_STREAM, Priority, WorkerSettings, heartbeat_subject
 from function.topology import TopologyMismatch, consumer_config, ensure_streams
 from scaler.config import ScalerSettings
@@ -134,11 +135,9 @@ class FunctionWatcher:
     async def stop(self) -> None:
         # nats-py can swallow a cancellation (in its flush), so the loop also checks a flag.
         self._stopping = True
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        task, self._task = self._task, None
+        if task is not None:
+            await end_task(task)
         if self._sub is not None:
             with contextlib.suppress(Exception):
                 await self._sub.unsubscribe()
