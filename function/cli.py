@@ -27,8 +27,8 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from function.jobs import ImageOutput, JobStatus, Result, ScoresOutput
-from function.settings import DEFAULT_FUNCTION, Priority, WorkerSettings
+from function.contract.settings import DEFAULT_FUNCTION, Priority, WorkerSettings
+from function.contract.wire import ImageOutput, JobStatus, Result, ScoresOutput
 
 __all__ = ["COMMAND_GROUP", "app", "full_app", "load_commands", "main"]
 
@@ -64,7 +64,7 @@ def worker(
     ] = None,
 ) -> None:
     """Run the inference function: consume jobs, publish results, serve HTTP (SIGTERM drains)."""
-    from function.serve import serve
+    from function.http.serve import serve
 
     overrides: dict[str, Any] = {
         "nats_url": nats_url,
@@ -236,7 +236,7 @@ def nats_server(
     cluster_port: Annotated[int, typer.Option(help="First route port of a cluster.")] = 6222,
 ) -> None:
     """Run nats-server with JetStream on 127.0.0.1 (or a cluster of N) until Ctrl-C/SIGTERM."""
-    from function.nats_cluster import embedded_server
+    from function.local.nats_cluster import embedded_server
 
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop the servers too
 

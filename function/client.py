@@ -28,16 +28,8 @@ from nats.js.errors import NoStreamResponseError
 from nats.js.object_store import ObjectStore
 from opentelemetry import trace
 
-from function.jobs import (
-    ImageOutput,
-    JobEnvelope,
-    Result,
-    is_valid_job_id,
-    job_headers,
-    sniff_image_type,
-)
-from function.results import fetch_result
-from function.settings import (
+from function.contract.parse import is_valid_job_id, job_headers, sniff_image_type
+from function.contract.settings import (
     DEFAULT_FUNCTION,
     Header,
     Priority,
@@ -45,8 +37,10 @@ from function.settings import (
     job_subject,
     servers_from,
 )
+from function.contract.wire import ImageOutput, JobEnvelope, Result
 from function.telemetry import trace_headers
-from function.topology import ensure_blob_store, ensure_streams
+from function.transport.storage import fetch_result
+from function.transport.topology import ensure_blob_store, ensure_streams
 
 __all__ = ["ResultInbox", "SurgeClient", "new_job_id"]
 

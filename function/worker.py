@@ -5,7 +5,7 @@
     ...
     await worker.stop()         # drain: nothing lost
 
-`function.serve` runs it behind the HTTP surface; SIGTERM drains.
+`function.http.serve` runs it behind the HTTP surface; SIGTERM drains.
 """
 
 from __future__ import annotations
@@ -23,18 +23,19 @@ import nats
 import numpy as np
 from nats.aio.client import Client as NATS
 
-from function.connection import ConnectionHealth, Trouble
-from function.consumer import JobConsumer
-from function.heartbeat import Heartbeat, HeartbeatPublisher, WorkerState
+from function.contract.heartbeat import Heartbeat, WorkerState
+from function.contract.settings import WorkerSettings, servers_from
+from function.engine.consumer import JobConsumer
 from function.models import LoadedModel
-from function.orphans import OrphanSweeper
-from function.poison import PoisonSweeper
-from function.recovery import TopologyWatch
-from function.results import ResultStore
-from function.settings import WorkerSettings, servers_from
+from function.models.warmup import ModelAdapter, WarmupHook, effective_max_batch, load_and_warm
 from function.telemetry import METRICS, set_process_fields
-from function.topology import ensure_topology
-from function.warmup import ModelAdapter, WarmupHook, effective_max_batch, load_and_warm
+from function.transport.connection import ConnectionHealth, Trouble
+from function.transport.heartbeat import HeartbeatPublisher
+from function.transport.orphans import OrphanSweeper
+from function.transport.poison import PoisonSweeper
+from function.transport.recovery import TopologyWatch
+from function.transport.storage import ResultStore
+from function.transport.topology import ensure_topology
 
 __all__ = ["PROCESS_START", "Worker", "process_start_time"]
 

@@ -22,9 +22,9 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, RetentionPolicy, StreamConfig
 
-from function.imaging import decode_image
-from function.jobs import job_headers
+from function.contract.parse import job_headers
 from function.models import fetch_photos, load_model, load_task
+from function.models.imaging import decode_image
 
 __all__ = [
     "BARE_CONSUMER",

@@ -34,9 +34,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from function.jobs import JobStatus, ModelInfo, Result, ScoresOutput, Timings
+from function.contract.wire import JobStatus, ModelInfo, Result, ScoresOutput, Timings
+from function.local.nats_server import EmbeddedNats
 from function.models import fetch_photos
-from function.nats_server import EmbeddedNats
 from loadgen import benchprofile as prof
 from loadgen.baselines import bare_cold_start, bare_pull_loop, bare_request_reply, raw_throughput
 from loadgen.benchrecord import (

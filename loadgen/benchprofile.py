@@ -24,10 +24,10 @@ from typing import Any
 
 import nats
 
-from function.imaging import decode_image
+from function.contract.settings import Priority, WorkerSettings, job_subject
 from function.models import fetch_photos, load_model, load_task
-from function.settings import Priority, WorkerSettings, job_subject
-from function.topology import ensure_streams
+from function.models.imaging import decode_image
+from function.transport.topology import ensure_streams
 from function.worker import Worker
 from loadgen.baselines import ReplyCollector, publish_backlog
 from loadgen.benchrecord import TimeProfile
@@ -44,9 +44,9 @@ COLD_START = """
 import asyncio, cProfile, json, sys, time
 main_profile = cProfile.Profile()
 main_profile.enable()
-import function.cli, function.serve  # what `surge worker` imports before it starts
+import function.cli, function.http.serve  # what `surge worker` imports before it starts
 import function.worker as worker_module
-from function.settings import WorkerSettings
+from function.contract.settings import WorkerSettings
 imported = time.time()
 original = worker_module.load_and_warm
 

@@ -9,12 +9,12 @@ from pathlib import Path
 import nats
 
 from function.client import SurgeClient
-from function.heartbeat import Heartbeat
+from function.contract.heartbeat import Heartbeat
+from function.contract.settings import Priority, WorkerSettings, job_subject
+from function.local.nats_server import free_port
+from function.local.processes import start_worker_process, stop_worker_processes, wait_ready
 from function.models import fetch_photos
-from function.nats_server import free_port
-from function.processes import start_worker_process, stop_worker_processes, wait_ready
-from function.settings import Priority, WorkerSettings, job_subject
-from function.topology import ensure_streams
+from function.transport.topology import ensure_streams
 from loadgen.baselines import ReplyCollector, publish_backlog
 from loadgen.runner import tiny_png
 

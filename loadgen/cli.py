@@ -19,7 +19,7 @@ from urllib.parse import urlparse
 import typer
 from rich.console import Console
 
-from function.settings import servers_from
+from function.contract.settings import servers_from
 from loadgen.profiles import Profile, profile_from_options
 from loadgen.simcli import simulate
 

@@ -22,9 +22,9 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from function.nats_server import EmbeddedNats
-from function.processes import start_worker_process, stop_worker_processes, wait_ready
-from function.settings import WorkerSettings
+from function.contract.settings import WorkerSettings
+from function.local.nats_server import EmbeddedNats
+from function.local.processes import start_worker_process, stop_worker_processes, wait_ready
 from loadgen.baselines import bare_cold_start
 
 __all__ = ["main", "measure"]

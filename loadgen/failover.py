@@ -34,8 +34,8 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
 from function.client import SurgeClient
-from function.nats_cluster import EmbeddedCluster
-from function.settings import JOBS_STREAM, Header, WorkerSettings
+from function.contract.settings import JOBS_STREAM, Header, WorkerSettings
+from function.local.nats_cluster import EmbeddedCluster
 from function.worker import Worker
 from loadgen.ledger import Ledger
 from loadgen.monitor import BacklogProbe

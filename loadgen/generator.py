@@ -28,10 +28,10 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
-from function.jobs import job_headers
-from function.results import fetch_result
-from function.settings import JOBS_STREAM, Header, Priority, WorkerSettings, job_subject
-from function.topology import ensure_streams
+from function.contract.parse import job_headers
+from function.contract.settings import JOBS_STREAM, Header, Priority, WorkerSettings, job_subject
+from function.transport.storage import fetch_result
+from function.transport.topology import ensure_streams
 from loadgen.ledger import Ledger
 from loadgen.monitor import BacklogProbe, HeartbeatTracker, read_dead_letters
 from loadgen.profiles import Profile, poisson_arrivals

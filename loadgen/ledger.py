@@ -13,8 +13,8 @@ from collections import Counter
 import numpy as np
 from nats.aio.msg import Msg
 
-from function.jobs import Result
-from function.settings import Header
+from function.contract.settings import Header
+from function.contract.wire import Result
 from loadgen.records import Accounting, LatencySummary
 
 __all__ = ["Ledger", "summarize"]

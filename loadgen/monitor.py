@@ -22,9 +22,8 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
-from function.heartbeat import Heartbeat, WorkerState
-from function.jobs import DeadLetter
-from function.settings import (
+from function.contract.heartbeat import Heartbeat, WorkerState
+from function.contract.settings import (
     DEAD_STREAM,
     JOBS_STREAM,
     Priority,
@@ -33,6 +32,7 @@ from function.settings import (
     heartbeat_subject,
     job_subject,
 )
+from function.contract.wire import DeadLetter
 
 __all__ = ["BacklogProbe", "HeartbeatTracker", "read_dead_letters"]
 

@@ -17,10 +17,10 @@ from PIL import Image
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from function.jobs import sniff_image_type
-from function.nats_server import free_port
-from function.processes import start_worker_process, stop_worker_processes, wait_ready
-from function.settings import servers_from
+from function.contract.parse import sniff_image_type
+from function.contract.settings import servers_from
+from function.local.nats_server import free_port
+from function.local.processes import start_worker_process, stop_worker_processes, wait_ready
 from loadgen.generator import LoadOptions, LoadRun, Snapshot
 from loadgen.profiles import Profile
 from loadgen.records import RunReport
@@ -71,7 +71,7 @@ async def run_profile(
     console: Console | None,
 ) -> RunReport:
     """Run `profile` against `url` (or an embedded stack) with a progress bar."""
-    from function.nats_server import EmbeddedNats
+    from function.local.nats_server import EmbeddedNats
 
     options = LoadOptions(
         function=function,

@@ -21,8 +21,8 @@ import time
 import grpc
 import nats
 
-from function.nats_server import EmbeddedNats
-from function.settings import JOBS_STREAM, Header, Priority, consumer_name, job_subject
+from function.contract.settings import JOBS_STREAM, Header, Priority, consumer_name, job_subject
+from function.local.nats_server import EmbeddedNats
 from scaler._proto import externalscaler_pb2 as pb
 from scaler._proto import externalscaler_pb2_grpc as pb_grpc
 from scaler.config import ScalerSettings

@@ -15,7 +15,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from function.settings import DEFAULT_FUNCTION, WorkerSettings, servers_from
+from function.contract.settings import DEFAULT_FUNCTION, WorkerSettings, servers_from
 from function.telemetry import configure_logging
 
 __all__ = ["demo_command", "prewarm_command", "register", "scaler_app", "up_command"]

@@ -29,7 +29,7 @@ import re
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from function.errors import SurgeError
+from function.contract.errors import SurgeError
 from scaler.policy import Policy
 
 __all__ = ["MetadataError", "ScalerMetadata", "ScalerSettings", "metric_name"]

@@ -20,10 +20,10 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from function.jobs import ImageOutput, JobStatus
+from function.contract.settings import WorkerSettings
+from function.contract.wire import ImageOutput, JobStatus
+from function.local.nats_server import EmbeddedNats
 from function.models import fetch_photos
-from function.nats_server import EmbeddedNats
-from function.settings import WorkerSettings
 from scaler.local import LocalConfig
 from scaler.stack import SpikeReport, spike_demo
 

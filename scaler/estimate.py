@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 
-from function.heartbeat import Heartbeat, WorkerState
+from function.contract.heartbeat import Heartbeat, WorkerState
 
 __all__ = ["ArrivalRate", "ReplicaStats"]
 

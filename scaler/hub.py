@@ -19,7 +19,7 @@ import nats
 import nats.errors
 from nats.aio.client import Client as NATS
 
-from function.settings import WorkerSettings, servers_from
+from function.contract.settings import WorkerSettings, servers_from
 from scaler.config import ScalerMetadata, ScalerSettings
 from scaler.metrics import SCALER_METRICS as M
 from scaler.policy import Decision, Policy, decide

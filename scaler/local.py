@@ -24,8 +24,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from function.nats_server import free_port
-from function.processes import start_worker_process
+from function.local.nats_server import free_port
+from function.local.processes import start_worker_process
 from scaler.config import ScalerMetadata
 from scaler.hub import ScalerHub
 from scaler.metrics import SCALER_METRICS as M

@@ -19,7 +19,7 @@ from nats.js.errors import BucketNotFoundError, KeyDeletedError, KeyNotFoundErro
 from nats.js.kv import KeyValue
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from function.jobs import as_utc
+from function.contract.wire import as_utc
 from scaler.policy import Window
 
 __all__ = [

@@ -23,7 +23,7 @@ import grpc
 import nats
 from prometheus_client import start_http_server
 
-from function.settings import WorkerSettings
+from function.contract.settings import WorkerSettings
 from scaler._proto import externalscaler_pb2 as pb
 from scaler._proto import externalscaler_pb2_grpc as pb_grpc
 from scaler.config import MetadataError, ScalerMetadata, ScalerSettings, metric_name

@@ -23,10 +23,10 @@ from pathlib import Path
 from PIL import Image
 
 from function.client import ResultInbox, SurgeClient
-from function.jobs import Result
-from function.nats_cluster import embedded_server
-from function.nats_server import EmbeddedNats
-from function.settings import Priority, WorkerSettings
+from function.contract.settings import Priority, WorkerSettings
+from function.contract.wire import Result
+from function.local.nats_cluster import embedded_server
+from function.local.nats_server import EmbeddedNats
 from scaler.config import ScalerSettings
 from scaler.hub import ScalerHub
 from scaler.local import LocalConfig, LocalScaler, TimelinePoint

@@ -33,11 +33,11 @@ from nats.js.api import ConsumerInfo
 from nats.js.errors import APIError, NotFoundError, ServiceUnavailableError
 from pydantic import ValidationError
 
-from function.errors import SurgeError
-from function.heartbeat import Heartbeat, WorkerState
-from function.periodic import end_task
-from function.settings import JOBS_STREAM, Priority, WorkerSettings, heartbeat_subject
-from function.topology import TopologyMismatch, consumer_config, ensure_streams
+from function.contract.errors import SurgeError
+from function.contract.heartbeat import Heartbeat, WorkerState
+from function.contract.settings import JOBS_STREAM, Priority, WorkerSettings, heartbeat_subject
+from function.transport.periodic import end_task
+from function.transport.topology import TopologyMismatch, consumer_config, ensure_streams
 from scaler.config import ScalerSettings
 from scaler.estimate import ArrivalRate, ReplicaStats
 from scaler.metrics import SCALER_METRICS as M

@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 
 from function.client import SurgeClient
+from function.contract.settings import WorkerSettings
+from function.local.nats_server import EmbeddedNats
 from function.models import fetch_models, fetch_photos
-from function.nats_server import EmbeddedNats
-from function.settings import WorkerSettings
 from function.worker import Worker
 
 REPO = Path(__file__).resolve().parents[1]

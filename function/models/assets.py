@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Final
 
-from function.errors import SurgeError
+from function.contract.errors import SurgeError
 
 __all__ = [
     "MODELS",

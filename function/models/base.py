@@ -17,10 +17,10 @@ from typing import Any, ClassVar
 import numpy as np
 from PIL import Image
 
-from function.errors import BadInput, ErrorCode
-from function.imaging import encode_png
-from function.jobs import ImageOutput, Output
+from function.contract.errors import BadInput, ErrorCode
+from function.contract.wire import ImageOutput, Output
 from function.models.assets import MODELS, fetch
+from function.models.imaging import encode_png
 
 __all__ = ["Task", "image_output"]
 
@@ -71,7 +71,7 @@ class Task(ABC):
 
         With a size, the worker may hand over a smaller image than was sent (JPEG DCT
         scaling, or an integer box reduction), keeping each side at least twice this
-        size's longer side; `function.imaging.source_size(image)` is then the size sent.
+        size's longer side; `function.models.imaging.source_size(image)` is then the size sent.
         """
         return None
 

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from function.jobs import ModelInfo, Output
+from function.contract.wire import ModelInfo, Output
 from function.models.base import Task
 from function.models.prepare import prepare_model
 from function.models.runner import OnnxRunner

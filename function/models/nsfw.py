@@ -8,7 +8,7 @@ from typing import Any, ClassVar, Final
 import numpy as np
 from PIL import Image
 
-from function.jobs import Output, ScoresOutput
+from function.contract.wire import Output, ScoresOutput
 from function.models.base import Task
 
 __all__ = ["NsfwClassifier"]

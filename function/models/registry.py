@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 from typing import Final
 
-from function.errors import ErrorCode, JobError, SurgeError
+from function.contract.errors import ErrorCode, JobError, SurgeError
 from function.models.base import Task
 from function.models.nsfw import NsfwClassifier
 from function.models.remove_bg import RemoveBackground

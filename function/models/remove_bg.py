@@ -7,9 +7,9 @@ from typing import Any, ClassVar, Final
 import numpy as np
 from PIL import Image
 
-from function.imaging import source_size
-from function.jobs import Output
+from function.contract.wire import Output
 from function.models.base import Task, image_output
+from function.models.imaging import source_size
 
 __all__ = ["RemoveBackground"]
 

@@ -19,7 +19,7 @@ from typing import Any, Final
 import numpy as np
 import onnxruntime as ort
 
-from function.errors import TransientError
+from function.contract.errors import TransientError
 
 __all__ = ["PROVIDERS", "OnnxRunner", "provider_problem"]
 

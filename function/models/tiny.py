@@ -10,7 +10,7 @@ import onnx
 from onnx import TensorProto, helper
 from PIL import Image
 
-from function.jobs import Output, ScoresOutput
+from function.contract.wire import Output, ScoresOutput
 from function.models.assets import write_atomic
 from function.models.base import Task
 

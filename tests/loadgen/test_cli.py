@@ -9,7 +9,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from function.cli import full_app
-from function.nats_server import EmbeddedNats
+from function.local.nats_server import EmbeddedNats
 from loadgen.cli import is_loopback_url
 from loadgen.records import RunReport
 from loadgen.sim import SimReport

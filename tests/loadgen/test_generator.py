@@ -9,8 +9,8 @@ import nats
 import pytest
 from PIL import Image
 
-from function.nats_server import EmbeddedNats
-from function.settings import Priority, job_subject
+from function.contract.settings import Priority, job_subject
+from function.local.nats_server import EmbeddedNats
 from loadgen.generator import LoadOptions, LoadRun
 from loadgen.profiles import build_profile
 from loadgen.records import RunReport

@@ -1,4 +1,4 @@
-"""Cross-checks between the rendered manifests, `function.settings` and each other.
+"""Cross-checks between the rendered manifests, `function.contract.settings` and each other.
 
 Each check takes the documents of one rendered overlay and returns a list of
 problems (empty when all is well), so the tests can run it on the real rendering
@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from function.settings import (
+from function.contract.settings import (
     ADVISORIES_STREAM,
     DEAD_STREAM,
     DEAD_SUBJECT_PREFIX,

@@ -1,16 +1,17 @@
-"""The manifests agree with function.settings, the function's endpoints and CLI, and themselves."""
+"""The manifests agree with the function's settings, endpoints and CLI, and with themselves."""
 
 from __future__ import annotations
 
-import ast
-import importlib
-import importlib.util
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import pytest
+import typer.main
 
-from function.settings import ADVISORIES_STREAM, JOBS_STREAM, Priority
+from function.cli import full_app
+from function.contract.settings import ADVISORIES_STREAM, JOBS_STREAM, Priority
+from function.http.func import Function
+from function.transport.topology import consumer_config, stream_configs, sweeper_config
 from tests.manifests import checks, contract
 from tests.manifests.kube import (
     REPO,
@@ -70,12 +71,9 @@ def test_knative_and_raw_run_the_same_pod() -> None:
 
 def test_nack_matches_worker_topology(docs: tuple[Doc, ...]) -> None:
     """NACK creates what the worker would create itself (else it stops with TopologyMismatch)."""
-    topology = pytest.importorskip("function.topology")
-    if not hasattr(topology, "stream_configs") or not hasattr(topology, "consumer_config"):
-        pytest.skip("function.topology has no stream_configs/consumer_config")
     settings = checks.worker_settings(docs)
     streams = {d["spec"]["name"]: d["spec"] for d in checks.find(docs, "Stream")}
-    for config in topology.stream_configs(settings):
+    for config in stream_configs(settings):
         spec = streams[config.name]
         assert spec["subjects"] == config.subjects
         assert spec["retention"] == config.retention.value
@@ -89,7 +87,7 @@ def test_nack_matches_worker_topology(docs: tuple[Doc, ...]) -> None:
             assert spec.get("discard", "old") == config.discard.value
     consumers = {d["spec"]["durableName"]: d["spec"] for d in checks.find(docs, "Consumer")}
     for priority in Priority:
-        config = topology.consumer_config(settings, priority)
+        config = consumer_config(settings, priority)
         spec = consumers[config.durable_name]
         assert spec["streamName"] == JOBS_STREAM
         assert spec["filterSubject"] == config.filter_subject
@@ -98,7 +96,7 @@ def test_nack_matches_worker_topology(docs: tuple[Doc, ...]) -> None:
         assert go_duration(spec["ackWait"]) == pytest.approx(config.ack_wait)
         assert spec["maxDeliver"] == config.max_deliver
         assert spec["maxAckPending"] == config.max_ack_pending
-    sweeper = topology.sweeper_config(settings)
+    sweeper = sweeper_config(settings)
     spec = consumers[sweeper.durable_name]
     assert spec["streamName"] == ADVISORIES_STREAM
     assert spec["filterSubjects"] == sweeper.filter_subjects
@@ -107,30 +105,8 @@ def test_nack_matches_worker_topology(docs: tuple[Doc, ...]) -> None:
     assert spec["maxAckPending"] == sweeper.max_ack_pending
 
 
-def _served_paths(module: Any, source: str) -> set[str]:
-    """Routes of the FastAPI app in function/app.py, else the path literals in its source."""
-    candidates = [
-        getattr(module, name, None) for name in ("app", "create_app", "make_app", "build_app")
-    ]
-    for candidate in candidates:
-        routes = getattr(candidate, "routes", None)
-        if routes is not None:
-            return {getattr(r, "path", "") for r in routes}
-    return {
-        node.value
-        for node in ast.walk(ast.parse(source))
-        if isinstance(node, ast.Constant)
-        and isinstance(node.value, str)
-        and node.value.startswith("/")
-    }
-
-
 def test_probe_paths_are_served_by_the_function() -> None:
-    app_file = REPO / "function" / "app.py"
-    if not app_file.exists():
-        pytest.skip("function/app.py does not exist yet")
-    module = importlib.import_module("function.app")
-    served = _served_paths(module, app_file.read_text())
+    served = {getattr(route, "path", "") for route in Function().app.routes}
     wanted = {contract.LIVENESS_PATH, contract.READINESS_PATH, contract.METRICS_PATH}
     assert wanted <= served
 
@@ -148,20 +124,12 @@ def _surge_commands() -> list[tuple[str, ...]]:
 @pytest.mark.parametrize("command", _surge_commands(), ids=" ".join)
 def test_commands_exist_in_the_cli(command: tuple[str, ...]) -> None:
     """Each `surge ...` container command exists in function/cli.py, options included."""
-    if importlib.util.find_spec("function.cli") is None:
-        pytest.skip("function/cli.py does not exist yet")
-    import typer.main
-
-    cli = importlib.import_module("function.cli")
-    group: Any = typer.main.get_command(cli.full_app())
+    group: Any = typer.main.get_command(full_app())
     words = list(command[1:])
-    depth = 0
     while words and not words[0].startswith("-"):
         sub = getattr(group, "commands", {}).get(words[0])
-        if sub is None and depth == 0:
-            pytest.skip(f"`surge {words[0]}` is not in function/cli.py yet")
         assert sub is not None, f"`{' '.join(command)}`: no subcommand {words[0]!r}"
-        group, words, depth = sub, words[1:], depth + 1
+        group, words = sub, words[1:]
     options = {opt for param in group.params for opt in (*param.opts, *param.secondary_opts)}
     unknown = [w for w in words if w.startswith("-") and w not in options]
     assert unknown == []

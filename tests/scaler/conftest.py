@@ -10,8 +10,8 @@ from typing import Any
 import grpc
 import pytest
 
-from function.nats_server import EmbeddedNats
-from function.settings import WorkerSettings
+from function.contract.settings import WorkerSettings
+from function.local.nats_server import EmbeddedNats
 from scaler._proto import externalscaler_pb2 as pb
 from scaler._proto import externalscaler_pb2_grpc as pb_grpc
 from scaler.config import ScalerSettings

@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from function.cli import full_app
 from function.client import SurgeClient
-from function.nats_server import EmbeddedNats, free_port
+from function.local.nats_server import EmbeddedNats, free_port
 from scaler._proto import externalscaler_pb2_grpc as pb_grpc
 from scaler.prewarm import load_plans
 from tests.helpers import png_bytes

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from function.heartbeat import Heartbeat, WorkerState
+from function.contract.heartbeat import Heartbeat, WorkerState
 from scaler.estimate import ArrivalRate, ReplicaStats
 from scaler.watcher import FunctionWatcher
 

@@ -6,7 +6,7 @@ import signal
 
 import pytest
 
-from function.nats_server import EmbeddedNats
+from function.local.nats_server import EmbeddedNats
 from scaler.local import LocalConfig
 from scaler.stack import spike_demo
 from tests.helpers import png_bytes

@@ -9,7 +9,7 @@ import grpc
 import pytest
 
 from function.client import SurgeClient
-from function.settings import JOBS_STREAM, Priority, consumer_name
+from function.contract.settings import JOBS_STREAM, Priority, consumer_name
 from scaler._proto import externalscaler_pb2 as pb
 from scaler.config import metric_name
 from tests.helpers import png_bytes

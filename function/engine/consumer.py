@@ -1,0 +1,385 @@
+"""The JetStream pull loop: fetch (high before normal), prepare, batch, infer, settle.
+
+Stages, all in one event loop; blocking work runs in thread pools:
+
+1. one pull feed per priority keeps at most `max_batch` admitted-but-unbatched jobs
+   (and the worker at most `4 x max_batch` unsettled ones), each handed over on arrival;
+2. admission parses, answers redeliveries from the result store, reads blob inputs,
+   and decodes + preprocesses (small inputs inline, others in the CPU pool);
+3. the batch loop takes up to `max_batch` ready jobs (high first, waiting at most
+   `max_batch_wait_ms` to fill while more are pending) and runs one inference in a
+   dedicated thread;
+4. completion postprocesses, stores the result, replies and acks, while the next batch
+   already runs.
+
+`stop()` drains: close the pull feeds (so handed-back jobs go to other replicas), hand
+back (nak) what has not started, finish the batch in hand, publish, ack; whatever is
+still unsettled at the drain timeout is handed back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Coroutine
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from typing import Any
+
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from opentelemetry import trace
+
+from function.contract.errors import ErrorCode, JobError
+from function.contract.settings import JOBS_STREAM, Priority, WorkerSettings
+from function.contract.wire import JobRequest, Output, Timings
+from function.engine.batcher import PriorityBatcher
+from function.engine.batchmodel import BatchModel, run_in
+from function.engine.budget import PixelBudget, pixel_budget
+from function.engine.finish import Completion, Settler
+from function.engine.job import Admission, InFlightJob, wall_ns
+from function.telemetry import METRICS, context_from_headers
+from function.transport.connection import Trouble
+from function.transport.pull import PullFeed
+from function.transport.storage import ResultStore
+
+__all__ = ["BatchModel", "JobConsumer"]
+
+log = logging.getLogger("surge.consumer")
+_tracer = trace.get_tracer("surge")
+
+_MAX_BACKOFF_S = 2.0
+
+
+class JobConsumer:
+    """Consumes one function's jobs from both priority consumers until stopped."""
+
+    def __init__(
+        self,
+        nc: NATS,
+        consumers: dict[Priority, str],
+        model: BatchModel,
+        results: ResultStore,
+        settings: WorkerSettings,
+    ) -> None:
+        self._nc = nc
+        self._consumers = consumers
+        self._model = model
+        self.model_info = model.info
+        self._results = results
+        self._settings = settings
+        self._batcher: PriorityBatcher[InFlightJob] = PriorityBatcher(
+            settings.max_batch, settings.max_batch_wait_ms / 1000, self._more_expected
+        )
+        self._pending_hint: dict[Priority, int] = {p: 0 for p in Priority}
+        self._in_flight: set[InFlightJob] = set()
+        self._by_sequence: dict[int, InFlightJob] = {}
+        self._admitting: dict[Priority, int] = {p: 0 for p in Priority}
+        self._room = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._infer_pool = ThreadPoolExecutor(1, thread_name_prefix="surge-infer")
+        self._cpu_pool = ThreadPoolExecutor(2, thread_name_prefix="surge-cpu")
+        self._settler = Settler(results, settings, model.info, self._forget)
+        self._budget = PixelBudget(pixel_budget(settings.pixel_budget, settings.max_batch))
+        self._admission = Admission(
+            model, results, self._settler, settings, self._cpu_pool, self._budget, self._stopping
+        )
+        self._completion = Completion(model, self._settler, settings.function, self._cpu_pool)
+        self._main: asyncio.Task[None] | None = None
+        self._feeds: dict[Priority, PullFeed] = {}
+        self.failed: BaseException | None = None
+        self.inference_started_ns: int | None = None
+        self.on_pull_trouble: Callable[[], None] | None = None
+        self._pull_trouble: dict[Priority, Trouble] = {}
+
+    @property
+    def pull_trouble(self) -> Trouble | None:
+        """The oldest failing pull (a missing stream or consumer, an error status)."""
+        return min(self._pull_trouble.values(), key=lambda t: t[1], default=None)
+
+    def _pulled(self, priority: Priority, problem: str | None) -> None:
+        if problem is None:
+            self._pull_trouble.pop(priority, None)
+            return
+        if priority not in self._pull_trouble:
+            self._pull_trouble[priority] = (problem, time.monotonic())
+        if self.on_pull_trouble is not None:
+            self.on_pull_trouble()
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._in_flight)
+
+    @property
+    def completed(self) -> int:
+        return self._completion.completed
+
+    @property
+    def first_job_at(self) -> float | None:
+        return self._completion.first_job_at
+
+    @property
+    def batch_sizes(self) -> list[int]:
+        return list(self._completion.batch_sizes)
+
+    def _forget(self, job: InFlightJob) -> None:
+        self._in_flight.discard(job)
+        sequence = int(job.msg.metadata.sequence.stream or 0)
+        if self._by_sequence.get(sequence) is job:
+            del self._by_sequence[sequence]
+        METRICS.in_flight.labels(self._settings.function).set(len(self._in_flight))
+        self._admission.release(job)
+        self._room.set()
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def start(self) -> None:
+        """Open one pull feed per priority and start fetching."""
+        for priority, name in self._consumers.items():
+            feed = PullFeed(
+                self._nc,
+                JOBS_STREAM,
+                name,
+                lambda msg, p=priority: self._admit(p, msg),  # type: ignore[misc]
+                expires=self._settings.fetch_timeout_s,
+            )
+            await feed.start()
+            self._feeds[priority] = feed
+        loops = [self._fetch_loop(p, feed) for p, feed in self._feeds.items()]
+        loops += [self._batch_loop(), self._progress_loop()]
+        self._main = asyncio.create_task(self._run(loops))
+        self._main.add_done_callback(self._on_main_done)
+
+    async def _run(self, loops: list[Any]) -> None:
+        await asyncio.gather(*loops)
+
+    def _on_main_done(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            self.failed = task.exception()
+            log.error("consumer loop died: %r", self.failed, exc_info=self.failed)
+
+    # -- fetch and admit -------------------------------------------------------------
+
+    def _room_for(self, priority: Priority) -> int:
+        """Jobs to fetch now: none while jobs of this priority (or higher) wait for pixels."""
+        if self._budget.waiting_ahead(high=priority is Priority.HIGH):
+            return 0
+        buffered = self._batcher.pending(priority) + self._admitting[priority]
+        total = 4 * self._settings.max_batch - len(self._in_flight)
+        return min(self._settings.max_batch - buffered, total)
+
+    async def _fetch_loop(self, priority: Priority, feed: PullFeed) -> None:
+        """Keep a pull request open for as many jobs as this priority has room for."""
+        poll = self._settings.fetch_timeout_s
+        backoff = 0.0
+        while not self._stopping.is_set():
+            room = self._room_for(priority)
+            if not self._nc.is_connected:
+                self._pull_trouble.clear()  # the connection is the problem, and says so
+            if room <= 0 or not self._nc.is_connected:
+                self._room.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._room.wait(), min(poll, 0.25))
+                continue
+            try:
+                await feed.request(room)
+            except Exception as exc:  # connection trouble: the client reconnects, try again
+                log.warning("pull request failed on %s: %r", priority.value, exc)
+                self._pulled(priority, f"pull request on {priority.value} failed: {exc!r}"[:256])
+                await asyncio.sleep(poll)
+                continue
+            await feed.wait_ended(poll)
+            if feed.ended_normally:
+                backoff = 0.0
+                self._pulled(priority, None)
+                continue
+            backoff = min(max(backoff * 2, 0.05), _MAX_BACKOFF_S)
+            log.warning("pull on %s ended with status %s", priority.value, feed.last_status)
+            self._pulled(priority, f"pull on {priority.value} ended with status {feed.last_status}")
+            await asyncio.sleep(backoff)
+
+    def _more_expected(self) -> bool:
+        """Jobs are being prepared, or the stream said more were pending at last delivery."""
+        return any(self._admitting.values()) or any(self._pending_hint.values())
+
+    def _admit(self, priority: Priority, msg: Msg) -> None:
+        with contextlib.suppress(Exception):
+            self._pending_hint[priority] = int(msg.metadata.num_pending or 0)
+        sequence = int(msg.metadata.sequence.stream or 0)
+        held = self._by_sequence.get(sequence)
+        if held is not None and not held.settled:
+            return  # a redelivery of a job this worker still holds: that copy settles it
+        ctx = context_from_headers(msg.headers)
+        span = _tracer.start_span("surge.job", context=ctx, kind=trace.SpanKind.CONSUMER)
+        job = InFlightJob(msg=msg, priority=priority, span=span, context=ctx)
+        self._in_flight.add(job)
+        self._by_sequence[sequence] = job
+        METRICS.in_flight.labels(self._settings.function).set(len(self._in_flight))
+        if self._stopping.is_set():
+            self._spawn(self._settler.hand_back(job))
+            return
+        if self._admission.fast_path(job):
+            try:
+                if self._admission.prepare_now(job):
+                    self._batcher.put(priority, job)
+                    return
+            except JobError as exc:
+                self._spawn(self._completion.fail(job, exc))
+                return
+            except Exception:
+                log.exception("fast preparation failed; retrying on the full path")
+        self._admitting[priority] += 1
+        self._spawn(self._prepare(job))
+
+    async def _prepare(self, job: InFlightJob) -> None:
+        """The full preparation; the job is then ready for a batch, or settled."""
+        try:
+            await self._admission.prepare(job)
+        except JobError as exc:
+            await self._completion.fail(job, exc)
+        except Exception as exc:
+            log.exception("preparing job failed")
+            await self._completion.guarded(job, exc)
+        finally:
+            self._admitting[job.priority] -= 1
+        if job.settled:
+            return
+        if self._stopping.is_set():
+            await self._settler.hand_back(job)
+        elif job.sample is None:
+            await self._settler.abandon(job)
+        else:
+            self._batcher.put(job.priority, job)
+
+    # -- batch and infer ----------------------------------------------------------------
+
+    async def _batch_loop(self) -> None:
+        while True:
+            batch = await self._batcher.take()
+            if not batch:
+                return
+            self._room.set()
+            try:
+                await self._run_batch(batch)
+            except Exception as exc:
+                log.exception("batch failed unexpectedly")
+                for job in batch:
+                    if not job.settled:
+                        self._spawn(self._completion.guarded(job, exc))
+
+    async def _run_batch(self, batch: list[InFlightJob]) -> None:
+        batch = self._drop_expired(batch)
+        if not batch:
+            return
+        samples = [job.ready_sample for job in batch]
+        start_ns = self.inference_started_ns = wall_ns()
+        for job in batch:
+            job.running_since = start_ns
+        try:
+            out = await run_in(self._infer_pool, self._model.fast, self._model.run_batch, samples)
+        except Exception as exc:
+            self._spawn(self._completion.split_after_failure(batch, exc, self._infer_pool))
+            return
+        finally:
+            self.inference_started_ns = None
+        self._spawn(self._completion.complete(batch, out, start_ns, wall_ns()))
+
+    def _drop_expired(self, batch: list[InFlightJob]) -> list[InFlightJob]:
+        now = datetime.now(UTC)
+        live = []
+        for job in batch:
+            deadline = job.request.deadline if job.request else None
+            if deadline is not None and deadline < now:
+                error = JobError(
+                    ErrorCode.DEADLINE_EXCEEDED, f"deadline {deadline.isoformat()} passed"
+                )
+                self._spawn(self._completion.fail(job, error))
+            else:
+                live.append(job)
+        return live
+
+    async def infer_direct(self, request: JobRequest) -> tuple[dict[str, Output], Timings]:
+        """One job outside the queue (HTTP): same decode, model and postprocess."""
+        outputs_wanted = self._model.check_outputs(request.outputs)
+        data = request.image
+        if data is None and request.image_ref is not None:
+            data = await self._results.fetch_input(request.image_ref)
+        assert data is not None
+        image, sample, pixels = await self._admission.decode_admitted(
+            data, request.content_type, outputs_wanted
+        )
+        try:
+            start_ns = wall_ns()
+            out = await run_in(self._infer_pool, self._model.fast, self._model.run_batch, [sample])
+            end_ns = wall_ns()
+            outputs = await run_in(
+                self._cpu_pool, False, self._model.postprocess, out[0], image, outputs_wanted
+            )
+        finally:
+            self._budget.release(pixels)
+        infer_ms = (end_ns - start_ns) / 1e6
+        METRICS.inference.labels(self._settings.function).observe(infer_ms / 1000)
+        return outputs, Timings(batch_size=1, inference_ms=infer_ms)
+
+    async def _progress_loop(self) -> None:
+        """Keep the jobs this worker holds from being redelivered while it works on them.
+
+        Only up to `10 x ack_wait` after fetching: a job stuck longer is left to expire,
+        so JetStream redelivers it or, past `max_deliver`, it is dead-lettered.
+        """
+        period = self._settings.ack_wait_s / 3
+        limit_ns = int(10 * self._settings.ack_wait_s * 1e9)
+        while not self._stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), period)
+            now = wall_ns()
+            for job in list(self._in_flight):
+                age = now - job.fetched_ns
+                if not job.settled and period * 1e9 < age < limit_ns:
+                    with contextlib.suppress(Exception):
+                        await job.msg.in_progress()
+
+    def stuck_for(self) -> float:
+        """Seconds the current inference has been running (0 when idle)."""
+        started = self.inference_started_ns
+        return (wall_ns() - started) / 1e9 if started is not None else 0.0
+
+    # -- shutdown -------------------------------------------------------------------------
+
+    async def stop(self, timeout: float | None = None) -> None:
+        """Drain: close the feeds, hand back unstarted jobs, finish the batch in hand."""
+        timeout = self._settings.drain_timeout_s if timeout is None else timeout
+        deadline = time.monotonic() + timeout
+
+        def left() -> float:
+            return max(deadline - time.monotonic(), 0.1)
+
+        self._stopping.set()
+        self._room.set()
+        for feed in self._feeds.values():
+            await feed.stop()
+        self._batcher.close()
+        for job in self._batcher.drain():
+            await self._settler.hand_back(job)
+        if self._main is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.shield(self._main), left())
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=left())
+        for job in self._batcher.drain():
+            await self._settler.hand_back(job)
+        for job in list(self._in_flight):
+            if not job.settled:
+                with contextlib.suppress(Exception):
+                    await self._settler.hand_back(job)
+        if self._main is not None and not self._main.done():
+            self._main.cancel()
+        self._infer_pool.shutdown(wait=False, cancel_futures=True)
+        self._cpu_pool.shutdown(wait=False, cancel_futures=True)
+        log.info("drained: %d jobs completed", self.completed)

@@ -1,0 +1,265 @@
+"""One job from its message to a batch: `InFlightJob` (a message not yet settled, with its
+timings and span) and `Admission` (parse, replay, read, decode, or settle it early).
+
+Admission parses the message, answers a redelivered job from the result store, reads a
+blob input, reads the image header, takes from the worker's `PixelBudget` the pixels its
+decode and postprocessing will hold, decodes (reduced for the task where it allows) and
+preprocesses. The pixels stay taken until the job settles (`release`), less what the
+decode needed beyond the image it keeps. A first delivery with a small inline image
+takes the fast path, synchronously on the event loop (cheaper than a task and a thread
+hop) when its pixels are free at once; everything else goes through `prepare()`, with
+decoding in the CPU pool (so does a small file that turns out to hold a large picture).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from nats.aio.msg import Msg
+from opentelemetry import trace
+from opentelemetry.trace import Span
+from PIL import Image
+
+from function.contract.errors import BadInput, ErrorCode, JobError
+from function.contract.parse import job_id_for, parse_job
+from function.contract.settings import JOBS_STREAM, Priority, WorkerSettings
+from function.contract.wire import JobRequest, as_utc
+from function.engine.batchmodel import BatchModel, run_in
+from function.engine.budget import PixelBudget
+from function.models.imaging import PendingImage, open_image
+from function.telemetry import METRICS, trace_id_of
+from function.transport.storage import ResultStore
+
+if TYPE_CHECKING:
+    from function.engine.finish import Settler
+
+__all__ = ["SMALL_INPUT_BYTES", "Admission", "InFlightJob", "wall_ns"]
+
+
+def wall_ns() -> int:
+    return time.time_ns()
+
+
+@dataclass(eq=False)
+class InFlightJob:
+    """A message taken from NATS and not yet acked, nacked or terminated."""
+
+    msg: Msg
+    priority: Priority
+    span: Span
+    context: Any
+    fetched_ns: int = field(default_factory=wall_ns)
+    request: JobRequest | None = None
+    image: Image.Image | None = None
+    sample: np.ndarray | None = None
+    outputs: tuple[str, ...] = ()
+    pixels: int = 0  # decoded pixels this job holds in the worker's PixelBudget
+    running_since: int | None = None
+    settled: bool = False
+
+    @property
+    def ready_sample(self) -> np.ndarray:
+        """The model input of a prepared job (every batched job has one)."""
+        if self.sample is None:
+            raise RuntimeError(f"job {self.job_id} was batched before it was prepared")
+        return self.sample
+
+    @property
+    def attempts(self) -> int:
+        return int(self.msg.metadata.num_delivered or 1)
+
+    @property
+    def published_ns(self) -> int:
+        """When the job entered the stream (falls back to when it was fetched)."""
+        stamp = self.msg.metadata.timestamp
+        if isinstance(stamp, datetime):
+            return int(as_utc(stamp).timestamp() * 1e9)
+        return self.fetched_ns
+
+    @property
+    def job_id(self) -> str:
+        return self.request.job_id if self.request else self.fallback_id
+
+    @property
+    def fallback_id(self) -> str:
+        meta = self.msg.metadata
+        return job_id_for(self.msg.headers, meta.stream or "", int(meta.sequence.stream or 0))
+
+    @property
+    def trace_id(self) -> str | None:
+        return trace_id_of(self.span)
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return dict(self.msg.headers or {})
+
+
+SMALL_INPUT_BYTES = 32 * 1024
+FAST_PATH_PIXELS = 512 * 512  # decoded on the event loop only up to this size
+_tracer = trace.get_tracer("surge")
+
+
+class Admission:
+    """Prepares jobs for one consumer; decoded pixels are admitted through `budget`."""
+
+    def __init__(
+        self,
+        model: BatchModel,
+        results: ResultStore,
+        settler: Settler,
+        settings: WorkerSettings,
+        cpu_pool: ThreadPoolExecutor,
+        budget: PixelBudget,
+        stopping: asyncio.Event,
+    ) -> None:
+        self._model = model
+        self._results = results
+        self._settler = settler
+        self._settings = settings
+        self._cpu_pool = cpu_pool
+        self._budget = budget
+        self._stopping = stopping
+
+    def _decode(self, pending: PendingImage) -> tuple[Image.Image, np.ndarray]:
+        image = pending.decode()
+        return image, self._model.preprocess(image)
+
+    def _reserve(self, outputs: tuple[str, ...], pending: PendingImage) -> tuple[int, int]:
+        """(pixels to take before decoding, those postprocessing needs beyond the image).
+
+        The decode's peak and the decoded image plus postprocessing never coexist, so a
+        job takes the larger of the two.
+        """
+        later = self._model.postprocess_pixels(pending.size, outputs)
+        peak = pending.plan(self._model.decode_size(outputs))
+        return max(peak, pending.decoded + later), later
+
+    def _open(self, data: bytes, content_type: str | None) -> PendingImage:
+        return open_image(data, content_type, max_pixels=self._settings.max_pixels)
+
+    async def _admit(
+        self, data: bytes, content_type: str | None, outputs: tuple[str, ...], *, high: bool
+    ) -> tuple[PendingImage, int, int] | None:
+        """Read the header (off the loop when the file is large) and wait for the pixels:
+        (the image, pixels taken, those postprocessing keeps), or None if the worker
+        stops first."""
+        pending: PendingImage = await run_in(
+            self._cpu_pool, len(data) <= SMALL_INPUT_BYTES, self._open, data, content_type
+        )
+        pixels, later = self._reserve(outputs, pending)
+        if not await self._budget.acquire(pixels, high=high, abort=self._stopping):
+            return None
+        return pending, pixels, later
+
+    async def decode_admitted(
+        self, data: bytes, content_type: str | None, outputs: tuple[str, ...]
+    ) -> tuple[Image.Image, np.ndarray, int]:
+        """Decode an input outside the queue (HTTP) under the same pixel budget, ahead of
+        queued jobs; the caller releases the returned pixels when done."""
+        admitted = await self._admit(data, content_type, outputs, high=True)
+        if admitted is None:
+            raise JobError(ErrorCode.NOT_READY, "the worker is stopping")
+        pending, pixels, _ = admitted
+        try:
+            image, sample = await run_in(self._cpu_pool, False, self._decode, pending)
+        except BaseException:
+            self._budget.release(pixels)
+            raise
+        return image, sample, pixels
+
+    def _hold(self, job: InFlightJob, image: Image.Image, later: int) -> None:
+        """Keep the decoded image's pixels and `later`; give back the rest of the decode."""
+        kept = image.width * image.height + later
+        if kept < job.pixels:
+            self._budget.release(job.pixels - kept)
+            job.pixels = kept
+
+    def release(self, job: InFlightJob) -> None:
+        """Give back the pixels `job` holds (once it settles); safe to call again."""
+        if job.pixels:
+            self._budget.release(job.pixels)
+            job.pixels = 0
+
+    def parse(self, job: InFlightJob) -> JobRequest:
+        """Parse the message (raises `BadInput`) and record the request on the job."""
+        meta = job.msg.metadata
+        request = parse_job(
+            job.msg.subject,
+            job.msg.headers,
+            job.msg.data,
+            stream=meta.stream or JOBS_STREAM,
+            sequence=int(meta.sequence.stream or 0),
+            max_payload=self._settings.max_payload_bytes,
+        )
+        job.request = request
+        job.span.set_attribute("surge.job_id", request.job_id)
+        return request
+
+    def fast_path(self, job: InFlightJob) -> bool:
+        """A first delivery with a small payload: prepare it synchronously."""
+        return job.attempts == 1 and len(job.msg.data) <= SMALL_INPUT_BYTES
+
+    def prepare_now(self, job: InFlightJob) -> bool:
+        """Fast path; False when the job must go async: a blob input, a picture over
+        `FAST_PATH_PIXELS`, or pixels not free at once."""
+        request = self.parse(job)
+        if request.image is None:
+            return False
+        job.outputs = self._model.check_outputs(request.outputs)
+        limit = min(self._settings.max_pixels, FAST_PATH_PIXELS)
+        with _tracer.start_as_current_span("decode", context=trace.set_span_in_context(job.span)):
+            try:
+                pending = open_image(request.image, request.content_type, max_pixels=limit)
+            except BadInput as exc:
+                if exc.code is ErrorCode.TOO_MANY_PIXELS and limit < self._settings.max_pixels:
+                    return False  # small file, big picture: decode it off the loop
+                raise
+            pixels, later = self._reserve(job.outputs, pending)
+            if not self._budget.try_acquire(pixels, high=job.priority is Priority.HIGH):
+                return False
+            job.pixels = pixels
+            try:
+                job.image, job.sample = self._decode(pending)
+            except BadInput:
+                raise  # settled as an error, which releases the pixels
+            except Exception:
+                self.release(job)  # the full path takes them again
+                raise
+            self._hold(job, job.image, later)
+        return True
+
+    async def prepare(self, job: InFlightJob) -> None:
+        """Full path: dedupe a redelivery, load a blob input, wait for the pixels, decode
+        in the pool. Returns with `job.sample` unset if the worker stops meanwhile."""
+        request = job.request or self.parse(job)
+        if job.attempts > 1:
+            METRICS.redeliveries.labels(self._settings.function).inc()
+            stored = await self._results.lookup(request.job_id)
+            if stored is not None:
+                await self._settler.replay(job, stored)
+                return
+        job.outputs = self._model.check_outputs(request.outputs)
+        data = request.image
+        if data is None and request.image_ref is not None:
+            data = await self._results.fetch_input(request.image_ref)
+        assert data is not None
+        span = _tracer.start_span("decode", context=trace.set_span_in_context(job.span))
+        with trace.use_span(span, end_on_exit=True):
+            high = job.priority is Priority.HIGH
+            admitted = await self._admit(data, request.content_type, job.outputs, high=high)
+            if admitted is None:
+                return
+            pending, pixels, later = admitted
+            job.pixels = pixels
+            if self._stopping.is_set():
+                return
+            span.set_attribute("surge.decoded_pixels", pixels)
+            image, job.sample = await run_in(self._cpu_pool, False, self._decode, pending)
+            job.image = image
+            self._hold(job, image, later)

@@ -1,0 +1,133 @@
+"""Loading and warming the model before a worker reports ready.
+
+Phases are timed (`fetch`, `prepare`, `session`, `warmup`, `hooks`) and exported as
+cold-start metrics. Warmup runs real inference at every batch size the worker will use,
+then the user's warmup hooks: callables given to `Function.add_warmup_hook`, named in
+`SURGE_WARMUP_HOOKS` (`module:callable`), or the built-in `SURGE_WARMUP_DIR` hook that
+runs representative images from a folder.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from function.contract.errors import BadInput, SurgeError
+from function.contract.settings import WorkerSettings
+from function.contract.wire import ModelInfo, Output
+from function.models import LoadedModel, load_model, load_task
+from function.models.imaging import decode_image
+
+__all__ = [
+    "FAST_RUN_MS",
+    "ModelAdapter",
+    "WarmupHook",
+    "effective_max_batch",
+    "folder_hook",
+    "load_and_warm",
+    "resolve_hooks",
+]
+
+log = logging.getLogger("surge.warmup")
+
+FAST_RUN_MS = 0.5  # a model run shorter than this is cheaper inline than in a thread
+
+WarmupHook = Callable[[LoadedModel], None]
+
+
+class ModelAdapter:
+    """Presents a `LoadedModel` as the consumer's `BatchModel`."""
+
+    def __init__(self, loaded: LoadedModel, warmup_ms: dict[int, float]) -> None:
+        self.loaded = loaded
+        self.info: ModelInfo = loaded.info
+        self.fast = bool(warmup_ms) and max(warmup_ms.values()) < FAST_RUN_MS
+
+    def check_outputs(self, requested: tuple[str, ...]) -> tuple[str, ...]:
+        return self.loaded.task.check_outputs(requested)
+
+    def decode_size(self, outputs: tuple[str, ...]) -> tuple[int, int] | None:
+        return self.loaded.task.decode_size(outputs)
+
+    def postprocess_pixels(self, size: tuple[int, int], outputs: tuple[str, ...]) -> int:
+        return self.loaded.task.postprocess_pixels(size, outputs)
+
+    def preprocess(self, image: Image.Image) -> np.ndarray:
+        return self.loaded.task.preprocess(image)
+
+    def run_batch(self, samples: list[np.ndarray]) -> np.ndarray:
+        return self.loaded.run_batch(samples)
+
+    def postprocess(
+        self, row: np.ndarray, image: Image.Image, outputs: tuple[str, ...]
+    ) -> dict[str, Output]:
+        return self.loaded.task.postprocess(row, image, outputs)
+
+
+def effective_max_batch(settings: WorkerSettings, loaded: LoadedModel) -> int:
+    """`max_batch`, capped by a model whose batch axis is fixed."""
+    return min(settings.max_batch, loaded.max_batch or settings.max_batch)
+
+
+def folder_hook(folder: Path, max_pixels: int) -> WarmupHook:
+    """A hook that runs every image in `folder` through the model once."""
+
+    def run(loaded: LoadedModel) -> None:
+        for path in sorted(p for p in folder.iterdir() if p.is_file()):
+            try:
+                image = decode_image(path.read_bytes(), None, max_pixels=max_pixels)
+            except BadInput as exc:
+                log.warning("warmup skips %s: %s", path.name, exc.message)
+                continue
+            row = loaded.run_batch([loaded.task.preprocess(image)])[0]
+            loaded.task.postprocess(row, image, loaded.task.check_outputs(()))
+
+    return run
+
+
+def resolve_hooks(refs: Iterable[str]) -> list[WarmupHook]:
+    """Import `module:callable` warmup hooks."""
+    hooks = []
+    for ref in refs:
+        module, _, name = ref.partition(":")
+        try:
+            hook = getattr(importlib.import_module(module), name)
+        except (ImportError, AttributeError, ValueError) as exc:
+            raise SurgeError(f"cannot load warmup hook {ref!r}: {exc}") from exc
+        hooks.append(hook)
+    return hooks
+
+
+def load_and_warm(
+    settings: WorkerSettings, hooks: Iterable[WarmupHook], phases: dict[str, float]
+) -> tuple[LoadedModel, dict[int, float]]:
+    """Fetch, prepare, open the session, warm every batch size, run hooks (blocking)."""
+    task = load_task(settings.function, settings.task)
+    loaded = load_model(
+        task,
+        cache_dir=settings.model_dir,
+        model_path=settings.model_path,
+        providers=settings.providers,
+        intra_op_threads=settings.intra_op_threads,
+        phases=phases,
+    )
+    sizes = settings.warmup_batch_sizes
+    if sizes is None:
+        sizes = sorted({1, effective_max_batch(settings, loaded)})
+    start = time.perf_counter()
+    warmup_ms = loaded.warmup(sizes)
+    phases["warmup"] = time.perf_counter() - start
+    start = time.perf_counter()
+    all_hooks = list(hooks) + resolve_hooks(settings.warmup_hooks)
+    if settings.warmup_dir is not None:
+        all_hooks.append(folder_hook(settings.warmup_dir, settings.max_pixels))
+    for hook in all_hooks:
+        hook(loaded)
+    phases["hooks"] = time.perf_counter() - start
+    return loaded, warmup_ms

@@ -1,0 +1,282 @@
+"""JetStream streams, consumers and the blob bucket, created idempotently at start.
+
+`ensure_topology()` creates what is missing and compares what exists: a stream or
+consumer whose config differs from Surge's is reported as `TopologyMismatch`, never
+silently changed (other replicas, or an operator's NACK resources, may depend on it).
+The one exception is a known upgrade: a jobs stream from before subjects were narrowed
+to `surge.jobs.{high,normal}.<function>` gets the narrow subjects in place.
+`missing_topology()` says what a server lost (a wiped store, memory storage), so the
+worker can recreate it.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from nats.js import JetStreamContext
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    DeliverPolicy,
+    DiscardPolicy,
+    ObjectStoreConfig,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
+from nats.js.errors import NotFoundError
+from nats.js.object_store import ObjectStore
+
+from function.contract.errors import SurgeError
+from function.contract.settings import (
+    ADVISORIES_STREAM,
+    DEAD_STREAM,
+    DEAD_SUBJECT_PREFIX,
+    JOBS_STREAM,
+    JOBS_SUBJECT_PREFIX,
+    OBJECT_STORE_BUCKET,
+    RESULTS_STREAM,
+    RESULTS_SUBJECT_PREFIX,
+    Priority,
+    WorkerSettings,
+    consumer_name,
+    job_subject,
+    max_deliveries_subject,
+    sweeper_name,
+)
+
+__all__ = [
+    "Topology",
+    "TopologyMismatch",
+    "consumer_config",
+    "ensure_blob_store",
+    "ensure_consumers",
+    "ensure_streams",
+    "ensure_topology",
+    "jobs_subjects",
+    "missing_topology",
+    "stream_configs",
+    "sweeper_config",
+]
+
+log = logging.getLogger("surge.topology")
+
+DEAD_MAX_AGE_S = 14 * 24 * 3600.0
+
+
+class TopologyMismatch(SurgeError):
+    """A stream or consumer on the server differs from what this worker expects."""
+
+
+@dataclass(frozen=True)
+class Topology:
+    """What a worker attached to: its consumers (high first) and the blob bucket."""
+
+    consumers: dict[Priority, str]
+    sweeper: str
+    blobs: ObjectStore
+
+
+def jobs_subjects() -> list[str]:
+    """The jobs stream takes `surge.jobs.<high|normal>.<one token>` and nothing else."""
+    return [f"{JOBS_SUBJECT_PREFIX}.{priority.value}.*" for priority in Priority]
+
+
+# The jobs stream as created before its subjects were narrowed: upgraded in place.
+_LEGACY_JOBS_SUBJECTS = [f"{JOBS_SUBJECT_PREFIX}.>"]
+
+
+def stream_configs(settings: WorkerSettings) -> list[StreamConfig]:
+    """The three streams Surge uses, configured from `settings`."""
+    return [
+        StreamConfig(
+            name=JOBS_STREAM,
+            subjects=jobs_subjects(),
+            retention=RetentionPolicy.WORK_QUEUE,
+            storage=StorageType.FILE,
+            num_replicas=settings.stream_replicas,
+            max_age=settings.jobs_max_age_s,
+            duplicate_window=settings.dedupe_window_s,
+            discard=DiscardPolicy.OLD,
+        ),
+        StreamConfig(
+            name=RESULTS_STREAM,
+            subjects=[f"{RESULTS_SUBJECT_PREFIX}.>"],
+            retention=RetentionPolicy.LIMITS,
+            storage=StorageType.FILE,
+            num_replicas=settings.stream_replicas,
+            max_msgs_per_subject=1,
+            max_age=settings.results_max_age_s,
+            duplicate_window=settings.dedupe_window_s,
+            allow_direct=True,
+        ),
+        StreamConfig(
+            name=DEAD_STREAM,
+            subjects=[f"{DEAD_SUBJECT_PREFIX}.>"],
+            retention=RetentionPolicy.LIMITS,
+            storage=StorageType.FILE,
+            num_replicas=settings.stream_replicas,
+            max_age=DEAD_MAX_AGE_S,
+        ),
+        StreamConfig(
+            name=ADVISORIES_STREAM,
+            subjects=[max_deliveries_subject("*")],
+            retention=RetentionPolicy.WORK_QUEUE,
+            storage=StorageType.FILE,
+            num_replicas=settings.stream_replicas,
+            max_age=DEAD_MAX_AGE_S,
+        ),
+    ]
+
+
+def consumer_config(settings: WorkerSettings, priority: Priority) -> ConsumerConfig:
+    """Durable pull consumer for one priority of `settings.function`."""
+    name = consumer_name(settings.function, priority)
+    return ConsumerConfig(
+        durable_name=name,
+        name=name,
+        filter_subject=job_subject(priority, settings.function),
+        deliver_policy=DeliverPolicy.ALL,
+        ack_policy=AckPolicy.EXPLICIT,
+        ack_wait=settings.ack_wait_s,
+        max_deliver=settings.max_deliver,
+        max_ack_pending=settings.max_ack_pending,
+    )
+
+
+def sweeper_config(settings: WorkerSettings) -> ConsumerConfig:
+    """Durable pull consumer of the function's captured MAX_DELIVERIES advisories."""
+    name = sweeper_name(settings.function)
+    return ConsumerConfig(
+        durable_name=name,
+        name=name,
+        filter_subjects=[
+            max_deliveries_subject(consumer_name(settings.function, p)) for p in Priority
+        ],
+        deliver_policy=DeliverPolicy.ALL,
+        ack_policy=AckPolicy.EXPLICIT,
+        ack_wait=settings.ack_wait_s,
+        max_ack_pending=64,
+    )
+
+
+_STREAM_FIELDS = ("subjects", "retention", "max_msgs_per_subject")
+_CONSUMER_FIELDS = ("filter_subject", "ack_policy", "ack_wait", "max_deliver", "max_ack_pending")
+
+
+def _differences(want: Any, have: Any, fields: tuple[str, ...]) -> list[str]:
+    diffs = []
+    for field in fields:
+        wanted, found = getattr(want, field), getattr(have, field)
+        if isinstance(wanted, float) and isinstance(found, float):
+            same = abs(wanted - found) < 1e-6
+        else:
+            same = wanted == found
+        if not same:
+            diffs.append(f"{field}: server has {found!r}, worker wants {wanted!r}")
+    return diffs
+
+
+async def ensure_streams(js: JetStreamContext, settings: WorkerSettings) -> None:
+    """Create missing streams; raise `TopologyMismatch` for one that differs."""
+    for config in stream_configs(settings):
+        assert config.name is not None
+        try:
+            info = await js.stream_info(config.name)
+        except NotFoundError:
+            await js.add_stream(config=config)
+            log.info("created stream %s", config.name)
+            continue
+        if config.name == JOBS_STREAM and info.config.subjects == _LEGACY_JOBS_SUBJECTS:
+            await _upgrade_jobs_stream(js, config, info.config)
+            continue
+        diffs = _differences(config, info.config, _STREAM_FIELDS)
+        if diffs:
+            raise TopologyMismatch(f"stream {config.name} differs: " + "; ".join(diffs))
+
+
+async def _upgrade_jobs_stream(js: JetStreamContext, want: StreamConfig, have: Any) -> None:
+    """Narrow a pre-0.2 jobs stream's subjects, keeping its jobs.
+
+    Its maximum age is left as it was: adding one would drop queued jobs without an
+    answer. Set it with `nats stream edit` (or NACK) once the backlog is drained.
+    """
+    have.subjects = want.subjects
+    await js.update_stream(config=have)
+    log.warning(
+        "upgraded stream %s: subjects %s; its max age is unchanged (%s), set it to %.0fs "
+        "when the backlog allows",
+        JOBS_STREAM,
+        want.subjects,
+        have.max_age or "none",
+        want.max_age,
+    )
+
+
+async def missing_topology(js: JetStreamContext, settings: WorkerSettings) -> list[str]:
+    """Names of the streams and consumers Surge needs that the server does not have."""
+    missing = []
+    for config in stream_configs(settings):
+        try:
+            await js.stream_info(config.name or "")
+        except NotFoundError:
+            missing.append(f"stream {config.name}")
+    wanted = [(JOBS_STREAM, consumer_config(settings, p).durable_name) for p in Priority]
+    wanted.append((ADVISORIES_STREAM, sweeper_config(settings).durable_name))
+    for stream, name in wanted:
+        if f"stream {stream}" in missing:
+            missing.append(f"consumer {name}")
+            continue
+        try:
+            await js.consumer_info(stream, name or "")
+        except NotFoundError:
+            missing.append(f"consumer {name}")
+    return missing
+
+
+async def ensure_consumers(js: JetStreamContext, settings: WorkerSettings) -> dict[Priority, str]:
+    """Create missing consumers (high, then normal); raise `TopologyMismatch` on differences."""
+    names: dict[Priority, str] = {}
+    for priority in (Priority.HIGH, Priority.NORMAL):
+        config = consumer_config(settings, priority)
+        assert config.durable_name is not None
+        try:
+            info = await js.consumer_info(JOBS_STREAM, config.durable_name)
+        except NotFoundError:
+            await js.add_consumer(JOBS_STREAM, config=config)
+            log.info("created consumer %s", config.durable_name)
+        else:
+            diffs = _differences(config, info.config, _CONSUMER_FIELDS)
+            if diffs:
+                raise TopologyMismatch(
+                    f"consumer {config.durable_name} differs: " + "; ".join(diffs)
+                )
+        names[priority] = config.durable_name
+    sweeper = sweeper_config(settings)
+    try:
+        await js.consumer_info(ADVISORIES_STREAM, sweeper.durable_name or "")
+    except NotFoundError:
+        await js.add_consumer(ADVISORIES_STREAM, config=sweeper)
+        log.info("created consumer %s", sweeper.durable_name)
+    return names
+
+
+async def ensure_blob_store(js: JetStreamContext, settings: WorkerSettings) -> ObjectStore:
+    """The Object Store bucket for large inputs and outputs."""
+    try:
+        return await js.object_store(OBJECT_STORE_BUCKET)
+    except NotFoundError:
+        config = ObjectStoreConfig(
+            bucket=OBJECT_STORE_BUCKET, ttl=settings.blob_ttl_s, replicas=settings.stream_replicas
+        )
+        return await js.create_object_store(OBJECT_STORE_BUCKET, config=config)
+
+
+async def ensure_topology(js: JetStreamContext, settings: WorkerSettings) -> Topology:
+    """Streams, consumers and bucket for `settings.function`."""
+    await ensure_streams(js, settings)
+    consumers = await ensure_consumers(js, settings)
+    blobs = await ensure_blob_store(js, settings)
+    return Topology(consumers=consumers, sweeper=sweeper_name(settings.function), blobs=blobs)
