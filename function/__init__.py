@@ -1,7 +1,19 @@
 """Surge's inference function: NATS JetStream jobs in, ONNX Runtime results out.
 
+Packages, lowest first (each imports only from those above it in this list):
+
+    contract   names, settings, wire models, parsing, errors: pure, shared with scaler/loadgen
+    telemetry  JSON logs, Prometheus metrics, OpenTelemetry traces
+    transport  JetStream I/O: topology, pull, result storage, heartbeats, sweepers
+    models     ONNX Runtime sessions, tasks, imaging, warmup
+    engine     one job's life: consumer -> job -> finish (-> transport.storage)
+    worker     one process: connect, warm, consume, drain;  client: publish jobs, read results
+    local      the embedded nats-server and worker processes
+    http       the Knative function (`new`), FastAPI app, uvicorn serving
+    cli        the `surge` command
+
 `new` (the Knative Functions constructor) is imported lazily, so that importing
-`function.contract.settings` from the scaler or the load generator stays light.
+`function.contract` from the scaler or the load generator stays light.
 """
 
 from __future__ import annotations

@@ -20,8 +20,8 @@ import typer
 from rich.console import Console
 
 from function.contract.settings import servers_from
-from loadgen.profiles import Profile, profile_from_options
-from loadgen.simcli import simulate
+from loadgen.run.profiles import Profile, profile_from_options
+from loadgen.sim.cli import simulate
 
 __all__ = ["is_loopback_url", "loadgen_app", "register"]
 
@@ -133,8 +133,8 @@ def run(
     progress: Annotated[bool, typer.Option(help="Show a progress bar while running.")] = True,
 ) -> None:
     """Run a profile open-loop; write report.json + PNGs; exit 1 if any job is missing."""
-    from loadgen.report import summary_table, write_report
-    from loadgen.runner import payload_for, run_profile
+    from loadgen.report.tables import summary_table, write_report
+    from loadgen.run.runner import payload_for, run_profile
 
     shape = make_profile(profile, rate, factor, duration, rate_scale)
     url = resolve_url(nats_url) if not embedded else ""
@@ -174,7 +174,7 @@ def compare(
     b: Annotated[Path, typer.Argument(exists=True, help="Second report.json (or its directory).")],
 ) -> None:
     """Set two runs side by side, with B/A for every figure."""
-    from loadgen.report import compare_table, load_report
+    from loadgen.report.tables import compare_table, load_report
 
     console.print(compare_table(load_report(a), load_report(b)))
 

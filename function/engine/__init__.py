@@ -1,1 +1,57 @@
-"""TODO"""
+"""One job's life, from its message to its settled outcome. Follow a job through
+`consumer` (the map), `job` (admission), `finish` (the one place a job ends) and
+`function.transport.storage` (where its result lands).
+
+    consumer    the pull loop: fetch (high before normal), admit, batch, infer, finish
+    job         `InFlightJob` and `Admission`: parse, replay, read, decode, or settle early
+    finish      `Settler`, `Completion`: postprocess, store, reply, ack; or fail, nak, dead-letter
+    batcher     dynamic batching across priorities
+    budget      `PixelBudget`: decoded pixels a worker may hold at once
+    batchmodel  `BatchModel`, what the job path needs from a model, and `run_in`
+"""
+
+from __future__ import annotations
+
+from function.engine.batcher import (
+    PriorityBatcher,
+)
+from function.engine.batchmodel import (
+    BatchModel,
+    run_in,
+)
+from function.engine.budget import (
+    DEFAULT_PIXELS_PER_JOB,
+    PixelBudget,
+    pixel_budget,
+)
+from function.engine.consumer import (
+    JobConsumer,
+)
+from function.engine.finish import (
+    SMALL_IMAGE_PIXELS,
+    Completion,
+    Settler,
+)
+from function.engine.job import (
+    SMALL_INPUT_BYTES,
+    Admission,
+    InFlightJob,
+    wall_ns,
+)
+
+__all__ = [
+    "DEFAULT_PIXELS_PER_JOB",
+    "SMALL_IMAGE_PIXELS",
+    "SMALL_INPUT_BYTES",
+    "Admission",
+    "BatchModel",
+    "Completion",
+    "InFlightJob",
+    "JobConsumer",
+    "PixelBudget",
+    "PriorityBatcher",
+    "Settler",
+    "pixel_budget",
+    "run_in",
+    "wall_ns",
+]

@@ -45,7 +45,7 @@ from function.transport.connection import Trouble
 from function.transport.pull import PullFeed
 from function.transport.storage import ResultStore
 
-__all__ = ["BatchModel", "JobConsumer"]
+__all__ = ["JobConsumer"]
 
 log = logging.getLogger("surge.consumer")
 _tracer = trace.get_tracer("surge")

@@ -1,4 +1,17 @@
-"""Models: assets, graph preparation, the ONNX runner and the tasks around it."""
+"""Models: the ONNX sessions, the tasks around them, images in and out, warmup.
+
+assets     pretrained models and test photos from PyPI wheels, cached by content hash
+prepare    a downloaded ONNX file made into the graph the runner loads (dynamic batch)
+runner     one ONNX Runtime session, with an honest account of its providers
+base       `Task`: what a function does around its model (pre- and postprocessing)
+registry   finding a function's `Task`: built in, or a user's `module:factory`
+loader     `LoadedModel`: task + runner, batches through pre- and postprocessing
+imaging    decoding untrusted image bytes; PNG encoding
+warmup     load, warm every batch size, run the user's hooks, then report ready
+tiny       a tiny graph for message-path load tests (`tiny`)
+remove_bg  U²-Net-p background removal (`remove-bg`)
+nsfw       Open-NSFW scoring (`nsfw`)
+"""
 
 from __future__ import annotations
 
@@ -12,6 +25,7 @@ from function.models.assets import (
     fetch_photos,
 )
 from function.models.base import Task
+from function.models.imaging import PendingImage, decode_image, encode_png, open_image
 from function.models.loader import LoadedModel, load_model
 from function.models.nsfw import NsfwClassifier
 from function.models.prepare import PreparedModel, prepare_model
@@ -19,6 +33,7 @@ from function.models.registry import BUILTIN_TASKS, TaskLoadError, UnknownFuncti
 from function.models.remove_bg import RemoveBackground
 from function.models.runner import OnnxRunner
 from function.models.tiny import TinyTask, build_tiny_model
+from function.models.warmup import WarmupHook, load_and_warm
 
 __all__ = [
     "BUILTIN_TASKS",
@@ -28,18 +43,24 @@ __all__ = [
     "LoadedModel",
     "NsfwClassifier",
     "OnnxRunner",
+    "PendingImage",
     "PreparedModel",
     "RemoveBackground",
     "Task",
     "TaskLoadError",
     "TinyTask",
     "UnknownFunction",
+    "WarmupHook",
     "WheelAsset",
     "build_tiny_model",
+    "decode_image",
+    "encode_png",
     "fetch",
     "fetch_models",
     "fetch_photos",
+    "load_and_warm",
     "load_model",
     "load_task",
+    "open_image",
     "prepare_model",
 ]

@@ -21,8 +21,9 @@ from PIL import Image
 from function.contract.errors import BadInput, SurgeError
 from function.contract.settings import WorkerSettings
 from function.contract.wire import ModelInfo, Output
-from function.models import LoadedModel, load_model, load_task
 from function.models.imaging import decode_image
+from function.models.loader import LoadedModel, load_model
+from function.models.registry import load_task
 
 __all__ = [
     "FAST_RUN_MS",

@@ -1,1 +1,82 @@
-"""TODO"""
+"""JetStream I/O: everything the worker says to NATS, below the job path.
+
+topology    streams, consumers and the blob bucket, created idempotently
+pull        one continuous pull request per consumer (`PullFeed`)
+storage     results stored by job id, replies, dead letters, blobs (`ResultStore`)
+heartbeat   the heartbeat publisher
+connection  what nats-py's callbacks say about the connection (`ConnectionHealth`)
+poison      dead-letters jobs whose every worker died (MAX_DELIVERIES advisories)
+orphans     answers jobs for functions nobody serves
+recovery    recreates streams and consumers a server lost (`TopologyWatch`)
+periodic    background loops, and stopping a task for sure (`end_task`)
+"""
+
+from __future__ import annotations
+
+from function.transport.connection import (
+    ConnectionHealth,
+    Trouble,
+)
+from function.transport.heartbeat import (
+    HeartbeatPublisher,
+)
+from function.transport.orphans import (
+    OrphanSweeper,
+    subject_matches,
+)
+from function.transport.periodic import (
+    Periodic,
+    end_task,
+)
+from function.transport.poison import (
+    PoisonSweeper,
+)
+from function.transport.pull import (
+    PullFeed,
+)
+from function.transport.recovery import (
+    TopologyWatch,
+)
+from function.transport.storage import (
+    ResultStore,
+    fetch_result,
+)
+from function.transport.topology import (
+    Topology,
+    TopologyMismatch,
+    consumer_config,
+    ensure_blob_store,
+    ensure_consumers,
+    ensure_streams,
+    ensure_topology,
+    jobs_subjects,
+    missing_topology,
+    stream_configs,
+    sweeper_config,
+)
+
+__all__ = [
+    "ConnectionHealth",
+    "HeartbeatPublisher",
+    "OrphanSweeper",
+    "Periodic",
+    "PoisonSweeper",
+    "PullFeed",
+    "ResultStore",
+    "Topology",
+    "TopologyMismatch",
+    "TopologyWatch",
+    "Trouble",
+    "consumer_config",
+    "end_task",
+    "ensure_blob_store",
+    "ensure_consumers",
+    "ensure_streams",
+    "ensure_topology",
+    "fetch_result",
+    "jobs_subjects",
+    "missing_topology",
+    "stream_configs",
+    "subject_matches",
+    "sweeper_config",
+]

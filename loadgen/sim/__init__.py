@@ -11,11 +11,12 @@ engine     arrivals, the shared queue, the fleet, the tick loop
 policies   KEDA + HPA with the lag and Surge's `scaler.policy.decide()`; fixed; oracle
 hpa        the HPA's sync: metrics, stabilization windows, scale-up/down policies
 report     the table and the PNG
+cli        the `surge loadgen simulate` command
 """
 
 from __future__ import annotations
 
-from loadgen.profiles import Profile
+from loadgen.run.profiles import Profile
 from loadgen.sim.engine import Controller, make_trace, simulate_policy
 from loadgen.sim.manifest import SCALEDOBJECT, SHIPPED, default_policies, load_scaledobject
 from loadgen.sim.params import (

@@ -18,7 +18,7 @@ from typing import Protocol
 
 import numpy as np
 
-from loadgen.profiles import Profile
+from loadgen.run.profiles import Profile
 from loadgen.sim.params import ColdStart, PolicyResult, ServiceModel, SimPoint
 
 __all__ = [

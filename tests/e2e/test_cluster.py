@@ -26,7 +26,7 @@ from function.contract.settings import (
 from function.local.nats_cluster import EmbeddedCluster
 from function.local.nats_server import free_port
 from function.transport.topology import ensure_topology
-from loadgen.failover import failover, longest_gap
+from loadgen.run.failover import failover, longest_gap
 from tests.helpers import png_bytes
 from tests.scaler.test_cli import stop, surge
 

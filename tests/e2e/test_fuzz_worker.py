@@ -1,6 +1,6 @@
 """Fuzz: hundreds of malformed jobs against one real worker (issue 9).
 
-Every case (tests/fuzz/cases.py) is published to `surge.jobs.normal.tiny` on a real
+Every case (tests/e2e/fuzz_cases.py) is published to `surge.jobs.normal.tiny` on a real
 nats-server and must be answered, on its reply inbox or in the results stream, with an
 error result carrying a specific code (never `max_deliver_exceeded` or
 `inference_failed`), from one delivery that the worker terminated; afterwards the worker
@@ -10,7 +10,7 @@ A spy connection watches the worker's deliveries (`_INBOX.>`, by their `$JS.ACK`
 subjects) and its acknowledgements (`$JS.ACK.>`), so redeliveries and naks are
 seen per message without touching the worker's code.
 
-    SURGE_FUZZ_SEED=7 SURGE_FUZZ_KINDS=reply-long,json-deep pytest tests/fuzz -s
+    SURGE_FUZZ_SEED=7 SURGE_FUZZ_KINDS=reply-long,json-deep pytest tests/e2e/test_fuzz_worker.py -s
 """
 
 from __future__ import annotations

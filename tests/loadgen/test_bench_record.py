@@ -6,8 +6,8 @@ import cProfile
 import json
 import pstats
 
-from loadgen.bench import TARGETS, figures_of
-from loadgen.benchrecord import (
+from loadgen.bench.hotspots import to_profile
+from loadgen.bench.record import (
     BenchRecord,
     ColdStart,
     Compute,
@@ -16,7 +16,7 @@ from loadgen.benchrecord import (
     MessagePath,
     Percentiles,
 )
-from loadgen.hotspots import to_profile
+from loadgen.bench.suite import TARGETS, figures_of
 from loadgen.sim import ServiceModel
 
 

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from function.cli import full_app
 from function.local.nats_server import EmbeddedNats
 from loadgen.cli import is_loopback_url
-from loadgen.records import RunReport
+from loadgen.run.records import RunReport
 from loadgen.sim import SimReport
 
 app = full_app()

@@ -11,11 +11,11 @@ from PIL import Image
 
 from function.contract.settings import Priority, job_subject
 from function.local.nats_server import EmbeddedNats
-from loadgen.generator import LoadOptions, LoadRun
-from loadgen.profiles import build_profile
-from loadgen.records import RunReport
-from loadgen.report import write_report
-from loadgen.runner import tiny_png
+from loadgen.report.tables import write_report
+from loadgen.run.generator import LoadOptions, LoadRun
+from loadgen.run.profiles import build_profile
+from loadgen.run.records import RunReport
+from loadgen.run.runner import tiny_png
 from tests.conftest import WorkerFactory
 from tests.helpers import failing_model
 

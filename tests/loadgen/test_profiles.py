@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from loadgen.profiles import (
+from loadgen.run.profiles import (
     BUILTIN_PROFILES,
     build_profile,
     load_csv_profile,

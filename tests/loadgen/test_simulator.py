@@ -18,7 +18,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from loadgen.profiles import Profile, build_profile
+from loadgen.run.profiles import Profile, build_profile
 from loadgen.sim import (
     SCALEDOBJECT,
     ColdStart,
@@ -28,10 +28,10 @@ from loadgen.sim import (
     default_policies,
     run_simulation,
 )
+from loadgen.sim.cli import POLICY_NAMES, simulate
 from loadgen.sim.engine import Fleet, make_trace
 from loadgen.sim.manifest import SHARED, TUNING
 from loadgen.sim.policies import KedaHpa
-from loadgen.simcli import POLICY_NAMES, simulate
 from scaler.policy import Observation, decide
 
 STEP = Profile(name="step", points=[(0, 0), (12, 0), (12, 20), (102, 20)])

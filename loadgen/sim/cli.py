@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.console import Console
 
-from loadgen.profiles import profile_from_options
+from loadgen.run.profiles import profile_from_options
 
 if TYPE_CHECKING:
     from loadgen.sim import ServiceModel

@@ -32,11 +32,11 @@ from function.contract.parse import job_headers
 from function.contract.settings import JOBS_STREAM, Header, Priority, WorkerSettings, job_subject
 from function.transport.storage import fetch_result
 from function.transport.topology import ensure_streams
-from loadgen.ledger import Ledger
-from loadgen.monitor import BacklogProbe, HeartbeatTracker, read_dead_letters
-from loadgen.profiles import Profile, poisson_arrivals
-from loadgen.records import RunConfig, RunReport
-from loadgen.timeline import build_report
+from loadgen.run.ledger import Ledger
+from loadgen.run.monitor import BacklogProbe, HeartbeatTracker, read_dead_letters
+from loadgen.run.profiles import Profile, poisson_arrivals
+from loadgen.run.records import RunConfig, RunReport
+from loadgen.run.timeline import build_report
 
 __all__ = ["LoadOptions", "LoadRun", "Snapshot"]
 

@@ -21,9 +21,9 @@ from function.contract.parse import sniff_image_type
 from function.contract.settings import servers_from
 from function.local.nats_server import free_port
 from function.local.processes import start_worker_process, stop_worker_processes, wait_ready
-from loadgen.generator import LoadOptions, LoadRun, Snapshot
-from loadgen.profiles import Profile
-from loadgen.records import RunReport
+from loadgen.run.generator import LoadOptions, LoadRun, Snapshot
+from loadgen.run.profiles import Profile
+from loadgen.run.records import RunReport
 
 __all__ = ["payload_for", "run_profile", "start_workers", "tiny_png"]
 

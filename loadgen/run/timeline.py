@@ -7,8 +7,8 @@ from datetime import datetime
 
 import numpy as np
 
-from loadgen.ledger import Ledger, summarize
-from loadgen.records import RunConfig, RunReport, TimelinePoint
+from loadgen.run.ledger import Ledger, summarize
+from loadgen.run.records import RunConfig, RunReport, TimelinePoint
 
 __all__ = ["build_report", "build_timeline"]
 

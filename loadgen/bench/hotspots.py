@@ -12,12 +12,12 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from loadgen.benchrecord import TimeProfile, TopFunction
+from loadgen.bench.record import TimeProfile, TopFunction
 
 __all__ = ["by_package", "to_profile"]
 
 TOP = 15
-REPO = str(Path(__file__).resolve().parents[1]) + "/"
+REPO = str(Path(__file__).resolve().parents[2]) + "/"
 Key = tuple[str, int, str]
 
 

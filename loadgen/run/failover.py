@@ -1,6 +1,6 @@
 """Failover under load: SIGKILL the SURGE_JOBS stream leader of a 3-node cluster.
 
-    python -m loadgen.failover --jobs 200 --rate 20 --kill-after 3
+    python -m loadgen.run.failover --jobs 200 --rate 20 --kill-after 3
 
 Starts a loopback `EmbeddedCluster`, an in-process `tiny` worker whose streams have one
 replica per node, and a client connected to every node; publishes jobs at a steady rate
@@ -37,10 +37,10 @@ from function.client import SurgeClient
 from function.contract.settings import JOBS_STREAM, Header, WorkerSettings
 from function.local.nats_cluster import EmbeddedCluster
 from function.worker import Worker
-from loadgen.ledger import Ledger
-from loadgen.monitor import BacklogProbe
-from loadgen.records import Accounting
-from loadgen.runner import tiny_png
+from loadgen.run.ledger import Ledger
+from loadgen.run.monitor import BacklogProbe
+from loadgen.run.records import Accounting
+from loadgen.run.runner import tiny_png
 
 __all__ = [
     "FailoverReport",

@@ -10,7 +10,7 @@ matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt
 
-from loadgen.records import RunReport
+from loadgen.run.records import RunReport
 
 __all__ = ["plot_latency", "plot_load", "write_plots"]
 

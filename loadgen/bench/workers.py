@@ -15,8 +15,8 @@ from function.local.nats_server import free_port
 from function.local.processes import start_worker_process, stop_worker_processes, wait_ready
 from function.models import fetch_photos
 from function.transport.topology import ensure_streams
-from loadgen.baselines import ReplyCollector, publish_backlog
-from loadgen.runner import tiny_png
+from loadgen.bench.baselines import ReplyCollector, publish_backlog
+from loadgen.run.runner import tiny_png
 
 __all__ = [
     "WorkerProcess",

@@ -1,6 +1,6 @@
 """Cold-start phases of a worker, median of several starts, against a bare baseline.
 
-    python -m loadgen.coldstart --function remove-bg --runs 5
+    python -m loadgen.bench.coldstart --function remove-bg --runs 5
 
 Each run starts `python -m function worker` against an embedded nats-server and reads
 the phases (import, connect, fetch, prepare, session, warmup, hooks, attach, total) from
@@ -25,7 +25,7 @@ from rich.table import Table
 from function.contract.settings import WorkerSettings
 from function.local.nats_server import EmbeddedNats
 from function.local.processes import start_worker_process, stop_worker_processes, wait_ready
-from loadgen.baselines import bare_cold_start
+from loadgen.bench.baselines import bare_cold_start
 
 __all__ = ["main", "measure"]
 

@@ -15,7 +15,7 @@ from nats.aio.msg import Msg
 
 from function.contract.settings import Header
 from function.contract.wire import Result
-from loadgen.records import Accounting, LatencySummary
+from loadgen.run.records import Accounting, LatencySummary
 
 __all__ = ["Ledger", "summarize"]
 

@@ -12,10 +12,10 @@ Each figure is a ratio to a bare baseline on the same machine, at the same momen
   (target <= 1.2x).
 
 A figure that misses its target is profiled (cProfile of a worker; see
-`loadgen.benchprofile`) and the profile goes into the record. Prints a table and writes
+`loadgen.bench.profile`) and the profile goes into the record. Prints a table and writes
 `reports/bench-<time>.json`.
 
-    python -m loadgen.bench --jobs 60 --batch 1 --threads 1
+    python -m loadgen.bench.suite --jobs 60 --batch 1 --threads 1
 """
 
 from __future__ import annotations
@@ -37,9 +37,14 @@ from rich.table import Table
 from function.contract.wire import JobStatus, ModelInfo, Result, ScoresOutput, Timings
 from function.local.nats_server import EmbeddedNats
 from function.models import fetch_photos
-from loadgen import benchprofile as prof
-from loadgen.baselines import bare_cold_start, bare_pull_loop, bare_request_reply, raw_throughput
-from loadgen.benchrecord import (
+from loadgen.bench import profile as prof
+from loadgen.bench.baselines import (
+    bare_cold_start,
+    bare_pull_loop,
+    bare_request_reply,
+    raw_throughput,
+)
+from loadgen.bench.record import (
     BenchRecord,
     ColdStart,
     Compute,
@@ -50,13 +55,13 @@ from loadgen.benchrecord import (
     Percentiles,
     TimeProfile,
 )
-from loadgen.benchsurge import (
+from loadgen.bench.workers import (
     WorkerProcess,
     surge_message_path,
     surge_round_trips,
     worker_throughput,
 )
-from loadgen.runner import tiny_png
+from loadgen.run.runner import tiny_png
 
 __all__ = ["TARGETS", "bench", "figures_of", "main", "run"]
 
@@ -278,7 +283,7 @@ def bench(
 
 
 def main() -> None:
-    """`python -m loadgen.bench`."""
+    """`python -m loadgen.bench` (`make bench`)."""
     typer.run(bench)
 
 

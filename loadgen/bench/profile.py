@@ -29,9 +29,9 @@ from function.models import fetch_photos, load_model, load_task
 from function.models.imaging import decode_image
 from function.transport.topology import ensure_streams
 from function.worker import Worker
-from loadgen.baselines import ReplyCollector, publish_backlog
-from loadgen.benchrecord import TimeProfile
-from loadgen.hotspots import to_profile
+from loadgen.bench.baselines import ReplyCollector, publish_backlog
+from loadgen.bench.hotspots import to_profile
+from loadgen.bench.record import TimeProfile
 
 __all__ = [
     "profile_cold_start",

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from rich.table import Table
 
-from loadgen.plots import write_plots
-from loadgen.records import RunReport
+from loadgen.report.plots import write_plots
+from loadgen.run.records import RunReport
 
 __all__ = ["compare_table", "load_report", "summary_table", "write_report"]
 

@@ -1,0 +1,10 @@
+"""`make bench`: Surge's throughput, latency and start-up as ratios to bare baselines in one run.
+
+suite      the benchmark command: every figure beside its baseline
+baselines  the bare baselines: raw ONNX Runtime, a bare nats-py loop, a bare cold start
+workers    Surge's side: `surge worker` processes against an embedded nats-server
+profile    where the time goes in one worker (a sampling profile of the job path)
+hotspots   a profile flattened to its top functions
+record     the benchmark's JSON record
+coldstart  `surge worker` start-to-ready against a bare session (`-m loadgen.bench.coldstart`)
+"""

@@ -1,0 +1,5 @@
+"""What a load run leaves: tables, `report.json` and PNG plots.
+
+tables  summary and side-by-side tables; writing and reading `report.json`
+plots   latency and load plots (PNG)
+"""
