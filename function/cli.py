@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import sys
 import time
@@ -27,6 +28,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from function.contract.nats_auth import NatsConnectError
 from function.contract.settings import DEFAULT_FUNCTION, Priority, WorkerSettings
 from function.contract.wire import ImageOutput, JobStatus, Result, ScoresOutput
 
@@ -38,6 +40,44 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
 )
 models_app = typer.Typer(help="Fetch and prepare model files.", no_args_is_help=True)
+
+# Options of `surge` itself, before the command: they set the `SURGE_NATS_*` variables
+# that every part (and every worker process it starts) reads.
+NATS_AUTH_OPTIONS = {
+    "--creds": ("SURGE_NATS_CREDS", "NATS .creds file (user JWT + nkey seed)."),
+    "--nkey": ("SURGE_NATS_NKEY", "NATS nkey seed file."),
+    "--user": ("SURGE_NATS_USER", "NATS user (with --password-file)."),
+    "--password-file": ("SURGE_NATS_PASSWORD_FILE", "File holding the NATS password."),
+    "--token-file": ("SURGE_NATS_TOKEN_FILE", "File holding a NATS token."),
+    "--tls-ca": ("SURGE_NATS_TLS_CA", "CA bundle that signed the NATS server's certificate."),
+    "--tls-cert": ("SURGE_NATS_TLS_CERT", "Client certificate for mutual TLS."),
+    "--tls-key": ("SURGE_NATS_TLS_KEY", "Client key for mutual TLS."),
+}
+
+
+def _auth_option(flag: str) -> Any:
+    env, text = NATS_AUTH_OPTIONS[flag]
+    return typer.Option(flag, envvar=env, help=text, rich_help_panel="NATS credentials")
+
+
+@app.callback()
+def _nats_credentials(
+    creds: Annotated[Path | None, _auth_option("--creds")] = None,
+    nkey: Annotated[Path | None, _auth_option("--nkey")] = None,
+    user: Annotated[str | None, _auth_option("--user")] = None,
+    password_file: Annotated[Path | None, _auth_option("--password-file")] = None,
+    token_file: Annotated[Path | None, _auth_option("--token-file")] = None,
+    tls_ca: Annotated[Path | None, _auth_option("--tls-ca")] = None,
+    tls_cert: Annotated[Path | None, _auth_option("--tls-cert")] = None,
+    tls_key: Annotated[Path | None, _auth_option("--tls-key")] = None,
+) -> None:
+    """Surge: scale-to-zero GPU inference on NATS JetStream."""
+    given = [creds, nkey, user, password_file, token_file, tls_ca, tls_cert, tls_key]
+    for (env, _), value in zip(NATS_AUTH_OPTIONS.values(), given, strict=True):
+        if value is not None:
+            os.environ[env] = str(value)
+
+
 app.add_typer(models_app, name="models")
 console = Console(stderr=True)
 
@@ -292,12 +332,28 @@ def _builtin(argv: list[str]) -> bool:
     """The command line names one of this module's own commands."""
     names = {c.name or (c.callback.__name__ if c.callback else "") for c in app.registered_commands}
     names |= {group.name or "" for group in app.registered_groups}
-    first = next((arg for arg in argv if not arg.startswith("-")), None)
-    return first is not None and first in names
+    return _command_word(argv) in names
+
+
+def _command_word(argv: list[str]) -> str | None:
+    """The first word that is not an option of `surge` itself (or its value)."""
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg in NATS_AUTH_OPTIONS:
+            skip = True
+        elif not arg.startswith("-"):
+            return arg
+    return None
 
 
 def main() -> None:
     if not _builtin(sys.argv[1:]):
         for problem in load_commands():
             console.print(f"[yellow]commands not available:[/] {problem}")
-    app()
+    try:
+        app()
+    except NatsConnectError as exc:  # a wrong secret or no server: one line, no traceback
+        typer.echo(f"surge: {exc}", err=True)
+        raise SystemExit(2) from None

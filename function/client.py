@@ -20,7 +20,6 @@ from collections.abc import Iterable
 from datetime import datetime
 from types import TracebackType
 
-import nats
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
@@ -28,6 +27,7 @@ from nats.js.errors import NoStreamResponseError
 from nats.js.object_store import ObjectStore
 from opentelemetry import trace
 
+from function.contract.nats_auth import NatsAuth
 from function.contract.parse import is_valid_job_id, job_headers, sniff_image_type
 from function.contract.settings import (
     DEFAULT_FUNCTION,
@@ -35,10 +35,10 @@ from function.contract.settings import (
     Priority,
     WorkerSettings,
     job_subject,
-    servers_from,
 )
 from function.contract.wire import ImageOutput, JobEnvelope, Result
 from function.telemetry import trace_headers
+from function.transport.connect import open_nats
 from function.transport.storage import fetch_result
 from function.transport.topology import ensure_blob_store, ensure_streams
 
@@ -118,8 +118,12 @@ class SurgeClient:
         self._call_inbox: ResultInbox | None = None
 
     @classmethod
-    async def connect(cls, url: str) -> SurgeClient:
-        return cls(await nats.connect(servers_from(url), name="surge-client"), own_connection=True)
+    async def connect(
+        cls, url: str, auth: NatsAuth | None = None, *, wait_s: float = 10.0
+    ) -> SurgeClient:
+        """Connect with `auth` (default: the `SURGE_NATS_*` environment); see `open_nats`."""
+        nc = await open_nats(url, auth, name="surge-client", wait_s=wait_s)
+        return cls(nc, own_connection=True)
 
     async def __aenter__(self) -> SurgeClient:
         return self

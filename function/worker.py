@@ -19,16 +19,17 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
-import nats
 import numpy as np
 from nats.aio.client import Client as NATS
 
 from function.contract.heartbeat import Heartbeat, WorkerState
-from function.contract.settings import WorkerSettings, servers_from
+from function.contract.nats_auth import NatsAuth, NatsConnectError, redact_url
+from function.contract.settings import WorkerSettings
 from function.engine.consumer import JobConsumer
 from function.models import LoadedModel
 from function.models.warmup import ModelAdapter, WarmupHook, effective_max_batch, load_and_warm
 from function.telemetry import METRICS, set_process_fields
+from function.transport.connect import open_nats
 from function.transport.connection import ConnectionHealth, Trouble
 from function.transport.heartbeat import HeartbeatPublisher
 from function.transport.orphans import OrphanSweeper
@@ -70,8 +71,10 @@ class Worker:
         *,
         name: str | None = None,
         warmup_hooks: list[WarmupHook] | None = None,
+        auth: NatsAuth | None = None,
     ) -> None:
         self.settings = settings
+        self.auth = auth if auth is not None else NatsAuth()
         self.warmup_hooks = warmup_hooks if warmup_hooks is not None else []
         self.phases: dict[str, float] = {"import": IMPORTED_AT - PROCESS_START}
         self.error: BaseException | None = None
@@ -97,6 +100,10 @@ class Worker:
         """Connect and create the topology, load + warm the model, then start consuming."""
         try:
             await self._start()
+        except NatsConnectError as exc:  # one clear line: no traceback for a wrong secret
+            self.error = exc
+            log.error("worker failed to start: %s", exc)
+            raise
         except BaseException as exc:
             self.error = exc
             log.exception("worker failed to start")
@@ -105,13 +112,17 @@ class Worker:
     async def _start(self) -> None:
         settings = self.settings
         clock = time.perf_counter()
-        self.nc = await nats.connect(
-            servers_from(settings.nats_url),
+        self.nc = await open_nats(
+            settings.nats_url,
+            self.auth,
             name=f"surge-worker-{self.worker_id}",
-            max_reconnect_attempts=-1,
+            wait_s=settings.connect_wait_s,
             **self.connection.callbacks(),
         )
         self.connection.nc = self.nc
+        log.info(
+            "connected to NATS at %s with %s", redact_url(settings.nats_url), self.auth.describe()
+        )
         js = self.nc.jetstream()
         self._heartbeat = HeartbeatPublisher(
             self.nc, settings.function, self.snapshot, settings.heartbeat_interval_s

@@ -15,7 +15,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from function.contract.settings import DEFAULT_FUNCTION, WorkerSettings, servers_from
+from function.contract.settings import DEFAULT_FUNCTION, WorkerSettings
 from function.telemetry import configure_logging
 
 __all__ = ["demo_command", "prewarm_command", "register", "scaler_app", "up_command"]
@@ -108,8 +108,7 @@ def prewarm_command(
     cancel: Annotated[str | None, typer.Option(help="Remove the plan with this id.")] = None,
 ) -> None:
     """Pre-warm for a known campaign: replicas are warm when it starts (lead = cold start)."""
-    import nats
-
+    from function.transport.connect import open_nats
     from scaler.prewarm import (
         PrewarmPlan,
         delete_plan,
@@ -120,7 +119,7 @@ def prewarm_command(
     )
 
     async def act() -> None:
-        nc = await nats.connect(servers_from(nats_url))
+        nc = await open_nats(nats_url, name="surge-prewarm")
         js = nc.jetstream()
         try:
             if cancel:

@@ -19,7 +19,9 @@ import nats
 import nats.errors
 from nats.aio.client import Client as NATS
 
-from function.contract.settings import WorkerSettings, servers_from
+from function.contract.nats_auth import NatsAuth
+from function.contract.settings import WorkerSettings
+from function.transport.connect import open_nats
 from scaler.config import ScalerMetadata, ScalerSettings
 from scaler.metrics import SCALER_METRICS as M
 from scaler.policy import Decision, Policy, decide
@@ -55,9 +57,11 @@ class ScalerHub:
         *,
         settings: ScalerSettings | None = None,
         worker: WorkerSettings | None = None,
+        auth: NatsAuth | None = None,
     ) -> ScalerHub:
-        """Connect to NATS (reconnecting for ever) and make a hub that owns the connection."""
-        nc = await nats.connect(servers_from(url), name="surge-scaler", max_reconnect_attempts=-1)
+        """Connect to NATS (reconnecting for ever once connected; `auth` defaults to the
+        `SURGE_NATS_*` environment) and make a hub that owns the connection."""
+        nc = await open_nats(url, auth, name="surge-scaler", wait_s=30.0)
         return cls(nc, settings=settings, worker=worker, own_connection=True)
 
     async def watcher(self, function: str) -> FunctionWatcher:

@@ -6,6 +6,7 @@ bounds     limits on what a job may carry; safe quoting of hostile input
 wire       pydantic models on the wire: envelopes in; `Result`, `ErrorInfo`, `DeadLetter` out
 parse      bytes to `JobRequest` (`parse_job`), and back to headers (`job_headers`)
 heartbeat  `Heartbeat`, the state each worker publishes
+nats_auth  `NatsAuth`: credentials and TLS from `SURGE_NATS_*` (secrets never printed)
 """
 
 from __future__ import annotations
@@ -36,6 +37,12 @@ from function.contract.errors import (
 from function.contract.heartbeat import (
     Heartbeat,
     WorkerState,
+)
+from function.contract.nats_auth import (
+    NatsAuth,
+    NatsAuthError,
+    NatsConnectError,
+    redact_url,
 )
 from function.contract.parse import (
     CLOUDEVENTS_JSON,
@@ -131,6 +138,9 @@ __all__ = [
     "JobRequest",
     "JobStatus",
     "ModelInfo",
+    "NatsAuth",
+    "NatsAuthError",
+    "NatsConnectError",
     "Output",
     "Priority",
     "Result",
@@ -158,6 +168,7 @@ __all__ = [
     "parse_job",
     "parse_subject",
     "quote",
+    "redact_url",
     "reply_subject_problem",
     "result_subject",
     "safe_reply_to",

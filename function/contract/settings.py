@@ -158,6 +158,9 @@ class WorkerSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
 
     nats_url: str = "nats://127.0.0.1:4222"
+    connect_wait_s: float = Field(
+        default=30.0, gt=0, description="How long a first connection waits for NATS to answer."
+    )
     function: str = DEFAULT_FUNCTION
     model_dir: Path = Field(default=Path(".cache/surge/models"))
     model_path: Path | None = None

@@ -74,12 +74,18 @@ class Function:
         self.worker.connection.on_fatal = self._fatal
         loop = asyncio.get_running_loop()
         self._starting = loop.create_task(self.worker.start())
+        self._starting.add_done_callback(self._started)
         self._ticker = loop.create_task(self._tick())
 
     async def _tick(self) -> None:
         while True:
             self._last_tick = time.monotonic()
             await asyncio.sleep(1.0)
+
+    def _started(self, task: asyncio.Task[None]) -> None:
+        """A start that failed ends the process (the supervisor restarts it), not a zombie."""
+        if not task.cancelled() and task.exception() is not None:
+            self._fatal(f"start failed: {task.exception()}")
 
     def _fatal(self, reason: str) -> None:
         """The worker cannot recover (its NATS connection is closed): let the host exit."""

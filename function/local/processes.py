@@ -12,11 +12,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-import nats
 from nats.aio.msg import Msg
 
 from function.contract.heartbeat import Heartbeat, WorkerState
-from function.contract.settings import heartbeat_subject, servers_from
+from function.contract.settings import heartbeat_subject
+from function.transport.connect import open_nats
 
 __all__ = ["start_worker_process", "stop_worker_processes", "wait_ready"]
 
@@ -52,7 +52,7 @@ def stop_worker_processes(procs: list[subprocess.Popen[bytes]], timeout: float =
 
 async def wait_ready(nats_url: str, function: str, count: int, timeout: float) -> list[Heartbeat]:
     """Wait until `count` workers of `function` report ready in their heartbeats."""
-    nc = await nats.connect(servers_from(nats_url))
+    nc = await open_nats(nats_url, name="surge-wait-ready")
     ready: dict[str, Heartbeat] = {}
     done = asyncio.Event()
 

@@ -1,6 +1,7 @@
 """JetStream I/O: everything the worker says to NATS, below the job path.
 
 topology    streams, consumers and the blob bucket, created idempotently
+connect     opening a connection: credentials, TLS, a first try that fails clearly
 pull        one continuous pull request per consumer (`PullFeed`)
 storage     results stored by job id, replies, dead letters, blobs (`ResultStore`)
 heartbeat   the heartbeat publisher
@@ -13,6 +14,11 @@ periodic    background loops, and stopping a task for sure (`end_task`)
 
 from __future__ import annotations
 
+from function.transport.connect import (
+    connect_options,
+    open_nats,
+    tls_context,
+)
 from function.transport.connection import (
     ConnectionHealth,
     Trouble,
@@ -67,6 +73,7 @@ __all__ = [
     "TopologyMismatch",
     "TopologyWatch",
     "Trouble",
+    "connect_options",
     "consumer_config",
     "end_task",
     "ensure_blob_store",
@@ -76,7 +83,9 @@ __all__ = [
     "fetch_result",
     "jobs_subjects",
     "missing_topology",
+    "open_nats",
     "stream_configs",
     "subject_matches",
     "sweeper_config",
+    "tls_context",
 ]

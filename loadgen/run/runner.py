@@ -12,15 +12,14 @@ import subprocess
 import time
 from pathlib import Path
 
-import nats
 from PIL import Image
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from function.contract.parse import sniff_image_type
-from function.contract.settings import servers_from
 from function.local.nats_server import free_port
 from function.local.processes import start_worker_process, stop_worker_processes, wait_ready
+from function.transport.connect import open_nats
 from loadgen.run.generator import LoadOptions, LoadRun, Snapshot
 from loadgen.run.profiles import Profile
 from loadgen.run.records import RunReport
@@ -91,7 +90,7 @@ async def run_profile(
             url = server.url
             stack.callback(stop_worker_processes, procs)
             await start_workers(procs, url, function, embedded_workers, out)
-        nc = await nats.connect(servers_from(url), name="surge-loadgen", max_reconnect_attempts=-1)
+        nc = await open_nats(url, name="surge-loadgen")
         stack.push_async_callback(nc.drain)
         progress = _progress(console) if console is not None else None
         task = None

@@ -1,0 +1,258 @@
+"""Surge on a secured NATS: every credential kind, mutual TLS, and clear refusals.
+
+Real nats-server with authorization, operator-mode JWTs and TLS; keys and certificates
+are made in the test (tests/nats_security.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import nkeys
+import pytest
+from nats.aio.msg import Msg
+
+from function.client import SurgeClient
+from function.contract.nats_auth import NatsAuth, NatsConnectError
+from function.contract.settings import WorkerSettings, heartbeat_subject
+from function.contract.wire import JobStatus
+from function.local.nats_server import EmbeddedNats, free_port
+from function.transport.connect import open_nats
+from function.worker import Worker
+from scaler.hub import ScalerHub
+from tests.helpers import png_bytes
+from tests.nats_security import Pki, make_pki, new_nkey, operator_setup
+
+pytestmark = pytest.mark.nats
+
+PASSWORD = "hunter2-not-in-any-log"
+USERS = f'authorization {{ users = [ {{ user: alice, password: "{PASSWORD}" }} ] }}\n'
+
+
+@pytest.fixture
+def pki(tmp_path: Path) -> Pki:
+    return make_pki(tmp_path / "pki")
+
+
+@pytest.fixture
+def secure_server(tmp_path: Path, pki: Pki) -> Iterator[EmbeddedNats]:
+    """Mutual TLS (client certificates verified) and a user with a password."""
+    config = pki.server_tls(verify_clients=True) + USERS
+    with EmbeddedNats(store_dir=tmp_path / "nats", extra_config=config) as server:
+        yield server
+
+
+def _secret_file(folder: Path, name: str, value: str) -> Path:
+    path = folder / name
+    path.write_text(value + "\n")
+    path.chmod(0o400)
+    return path
+
+
+def _alice(folder: Path, pki: Pki, password: str = PASSWORD) -> NatsAuth:
+    return NatsAuth(
+        user="alice",
+        password_file=_secret_file(folder, "password", password),
+        tls_ca=pki.ca,
+        tls_cert=pki.client_cert,
+        tls_key=pki.client_key,
+    )
+
+
+async def test_a_job_runs_end_to_end_over_mutual_tls_with_a_password(
+    secure_server: EmbeddedNats,
+    pki: Pki,
+    tmp_path: Path,
+    model_dir: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO)
+    auth = _alice(tmp_path, pki)
+    settings = WorkerSettings(
+        nats_url=secure_server.url,
+        model_dir=model_dir,
+        function="tiny",
+        warmup_batch_sizes=[],
+        heartbeat_interval_s=0.2,
+        fetch_timeout_s=0.5,
+    )
+    worker = Worker(settings, auth=auth)
+    await worker.start()
+    try:
+        async with await SurgeClient.connect(secure_server.url, auth) as client:
+            beats: list[bytes] = []
+
+            async def keep(msg: Msg) -> None:
+                beats.append(msg.data)
+
+            await client.nc.subscribe(heartbeat_subject("tiny"), cb=keep)
+            inbox = await client.inbox()
+            job = await client.submit(png_bytes(), function="tiny", reply_to=inbox.subject)
+            results = await inbox.wait([job], timeout=15)
+            assert results[job].status is JobStatus.OK
+            for _ in range(50):
+                if beats:
+                    break
+                await asyncio.sleep(0.1)
+            assert beats and all(PASSWORD.encode() not in beat for beat in beats)
+    finally:
+        await worker.stop(timeout=10)
+    assert "user 'alice' with a password, mutual TLS" in caplog.text
+    assert PASSWORD not in caplog.text
+
+
+async def _round_trip(url: str, auth: NatsAuth) -> None:
+    nc = await open_nats(url, auth, name="test", wait_s=5)
+    try:
+
+        async def echo(msg: Msg) -> None:
+            await msg.respond(msg.data)
+
+        sub = await nc.subscribe("echo", cb=echo)
+        reply = await nc.request("echo", b"ping", timeout=5)
+        assert reply.data == b"ping"
+        await sub.unsubscribe()
+    finally:
+        await nc.close()
+
+
+async def test_a_creds_file_connects_in_operator_mode(tmp_path: Path) -> None:
+    config, creds = operator_setup(tmp_path / "op")
+    with EmbeddedNats(store_dir=tmp_path / "nats", extra_config=config) as server:
+        await _round_trip(server.url, NatsAuth(creds=creds))
+
+
+async def test_an_nkey_seed_connects(tmp_path: Path) -> None:
+    key = new_nkey(nkeys.PREFIX_BYTE_USER)
+    seed = tmp_path / "user.nk"
+    seed.write_bytes(key.seed)
+    config = f'authorization {{ users = [ {{ nkey: "{key.public_key.decode()}" }} ] }}\n'
+    with EmbeddedNats(store_dir=tmp_path / "nats", extra_config=config) as server:
+        await _round_trip(server.url, NatsAuth(nkey=seed))
+
+
+async def test_a_token_file_connects(tmp_path: Path) -> None:
+    config = 'authorization { token: "t0k3n-xyz" }\n'
+    with EmbeddedNats(store_dir=tmp_path / "nats", extra_config=config) as server:
+        await _round_trip(server.url, NatsAuth(token_file=_secret_file(tmp_path, "t", "t0k3n-xyz")))
+
+
+async def _refused(url: str, auth: NatsAuth) -> str:
+    """The one line a refused connection gives; it must not wait for `wait_s` (60 s)."""
+    with pytest.raises(NatsConnectError) as caught:
+        await asyncio.wait_for(open_nats(url, auth, name="test", wait_s=60), 20)
+    return str(caught.value)
+
+
+async def test_a_wrong_password_is_refused_at_once_without_echoing_it(
+    secure_server: EmbeddedNats, pki: Pki, tmp_path: Path
+) -> None:
+    line = await _refused(secure_server.url, _alice(tmp_path, pki, password="wrong-guess-42"))
+    assert "refused the credentials" in line and "user 'alice'" in line
+    assert "wrong-guess-42" not in line and PASSWORD not in line
+
+
+async def test_an_expired_jwt_is_refused(tmp_path: Path) -> None:
+    config, creds = operator_setup(tmp_path / "op", user_expires_in_s=-60)
+    with EmbeddedNats(store_dir=tmp_path / "nats", extra_config=config) as server:
+        line = await _refused(server.url, NatsAuth(creds=creds))
+    assert "refused the credentials" in line and str(creds) in line
+
+
+async def test_an_unknown_nkey_is_refused(tmp_path: Path) -> None:
+    known, other = new_nkey(nkeys.PREFIX_BYTE_USER), new_nkey(nkeys.PREFIX_BYTE_USER)
+    seed = tmp_path / "other.nk"
+    seed.write_bytes(other.seed)
+    config = f'authorization {{ users = [ {{ nkey: "{known.public_key.decode()}" }} ] }}\n'
+    with EmbeddedNats(store_dir=tmp_path / "nats", extra_config=config) as server:
+        line = await _refused(server.url, NatsAuth(nkey=seed))
+    assert "refused the credentials" in line and other.seed.decode() not in line
+
+
+async def test_an_untrusted_server_certificate_is_refused(
+    secure_server: EmbeddedNats, pki: Pki, tmp_path: Path
+) -> None:
+    auth = _alice(tmp_path, pki).model_copy(update={"tls_ca": pki.other_ca})
+    line = await _refused(secure_server.url, auth)
+    assert "not trusted" in line and "SURGE_NATS_TLS_CA" in line
+
+
+async def test_a_missing_client_certificate_is_refused(
+    secure_server: EmbeddedNats, pki: Pki, tmp_path: Path
+) -> None:
+    auth = _alice(tmp_path, pki).model_copy(update={"tls_cert": None, "tls_key": None})
+    line = await _refused(secure_server.url, auth)
+    assert "TLS failed" in line
+
+
+async def test_unusable_settings_fail_before_connecting(tmp_path: Path) -> None:
+    line = await _refused("nats://127.0.0.1:1", NatsAuth(creds=tmp_path / "missing.creds"))
+    assert "unusable" in line and "missing.creds" in line
+
+
+async def test_the_scaler_connects_with_the_same_settings(
+    secure_server: EmbeddedNats, pki: Pki, tmp_path: Path
+) -> None:
+    hub = await ScalerHub.connect(secure_server.url, auth=_alice(tmp_path, pki))
+    await hub.close()
+
+
+def _surge(
+    args: list[str], env: dict[str, str], timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "function", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **env},
+        check=False,
+    )
+
+
+def test_the_cli_takes_credential_flags_and_fails_in_one_line(
+    secure_server: EmbeddedNats, pki: Pki, tmp_path: Path
+) -> None:
+    flags = ["--user", "alice", "--tls-ca", str(pki.ca)]
+    flags += ["--tls-cert", str(pki.client_cert), "--tls-key", str(pki.client_key)]
+    good = _secret_file(tmp_path, "good", PASSWORD)
+    ok = _surge(
+        [*flags, "--password-file", str(good), "result", "no-such-job"],
+        {"SURGE_NATS_URL": secure_server.url},
+    )
+    assert ok.returncode == 1 and "no stored result" in ok.stderr, ok.stderr
+    bad = _secret_file(tmp_path, "bad", "not-the-password")
+    refused = _surge(
+        [*flags, "--password-file", str(bad), "result", "no-such-job"],
+        {"SURGE_NATS_URL": secure_server.url},
+    )
+    assert refused.returncode == 2
+    assert "refused the credentials" in refused.stderr
+    assert "Traceback" not in refused.stderr and len(refused.stderr.strip().splitlines()) <= 3
+    assert "not-the-password" not in refused.stderr + refused.stdout
+
+
+def test_a_worker_with_a_wrong_password_exits_instead_of_retrying(
+    secure_server: EmbeddedNats, pki: Pki, tmp_path: Path
+) -> None:
+    env = {
+        "SURGE_NATS_URL": secure_server.url,
+        "SURGE_FUNCTION": "tiny",
+        "SURGE_HTTP_PORT": str(free_port()),
+        "SURGE_NATS_USER": "alice",
+        "SURGE_NATS_PASSWORD_FILE": str(_secret_file(tmp_path, "bad", "not-the-password")),
+        "SURGE_NATS_TLS_CA": str(pki.ca),
+        "SURGE_NATS_TLS_CERT": str(pki.client_cert),
+        "SURGE_NATS_TLS_KEY": str(pki.client_key),
+    }
+    done = _surge(["worker"], env, timeout=60)
+    assert done.returncode == 1
+    output = done.stdout + done.stderr
+    assert "refused the credentials" in output
+    assert "Traceback" not in output and "not-the-password" not in output
