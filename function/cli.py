@@ -274,12 +274,23 @@ def nats_server(
         ),
     ] = 1,
     cluster_port: Annotated[int, typer.Option(help="First route port of a cluster.")] = 6222,
+    secure: Annotated[
+        bool,
+        typer.Option(
+            help="Mutual TLS and a password, with throw-away keys and certificates made in "
+            "--secrets-dir (one node); prints the SURGE_NATS_* settings clients need."
+        ),
+    ] = False,
+    secrets_dir: Annotated[
+        Path, typer.Option(help="Where --secure keeps its keys, certificates and password.")
+    ] = Path(".cache/surge/secure"),
 ) -> None:
     """Run nats-server with JetStream on 127.0.0.1 (or a cluster of N) until Ctrl-C/SIGTERM."""
     from function.local.nats_cluster import embedded_server
 
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop the servers too
-
+    if secure and cluster > 1:
+        raise typer.BadParameter("--secure runs one node", param_hint="--cluster")
     server = embedded_server(
         cluster,
         port=port,
@@ -287,11 +298,20 @@ def nats_server(
         cluster_port=cluster_port,
         store_dir=store_dir,
     )
+    env = {"SURGE_NATS_URL": server.url, "SURGE_STREAM_REPLICAS": str(cluster)}
+    if secure:
+        from function.local.nats_server import EmbeddedNats
+        from function.local.throwaway_pki import client_env, local_secrets, secure_server_config
+
+        assert isinstance(server, EmbeddedNats)  # one node
+        secrets_dir.mkdir(parents=True, exist_ok=True)
+        pki, password = local_secrets(secrets_dir)
+        server.extra_config = secure_server_config(pki, password)
+        env |= client_env(pki, password, server.url)
     with server:
-        console.print(
-            f"nats-server on {server.url} ({cluster} node(s); workers want "
-            f"SURGE_NATS_URL={server.url} SURGE_STREAM_REPLICAS={cluster}); Ctrl-C stops"
-        )
+        console.print(f"nats-server on {server.url} ({cluster} node(s)); Ctrl-C stops")
+        console.print("clients want:\n" + "\n".join(f"  export {k}={v}" for k, v in env.items()))
+        console.file.flush()  # a pipe (a supervisor, a test) sees it at once
         try:
             while True:
                 time.sleep(1)

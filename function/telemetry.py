@@ -1,7 +1,8 @@
 """Logs, metrics and traces.
 
-* Logs: one JSON object a line on stderr, with `job_id`, `trace_id`, `function` and
-  `model_version` on every line (from the record's `extra` or the current context).
+* Logs: one JSON object a line on stderr, with `job_id`, `trace_id`, `function`,
+  `model_version` and `tenant` (an authenticated HTTP caller) on every line (from the
+  record's `extra` or the current context).
 * Metrics: Prometheus collectors in the default registry (`METRICS`).
 * Traces: OpenTelemetry; the W3C `traceparent` travels in NATS headers. Spans are
   exported over OTLP/HTTP when an endpoint is configured, and dropped otherwise.
@@ -44,7 +45,7 @@ __all__ = [
 _context: contextvars.ContextVar[dict[str, str] | None] = contextvars.ContextVar(
     "surge_log", default=None
 )
-_FIELDS = ("job_id", "trace_id", "function", "model_version")
+_FIELDS = ("job_id", "trace_id", "function", "model_version", "tenant")
 
 
 _process_fields: dict[str, str] = {}

@@ -10,13 +10,17 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 
 from function.contract.settings import DEFAULT_FUNCTION, WorkerSettings
 from function.telemetry import configure_logging
+
+if TYPE_CHECKING:
+    from scaler.config import ScalerSettings
 
 __all__ = ["demo_command", "prewarm_command", "register", "scaler_app", "up_command"]
 
@@ -31,6 +35,12 @@ Function = Annotated[
 ]
 
 
+def _tls_option(flag: str, env: str, text: str) -> Any:
+    return typer.Option(
+        flag, help=f"{text} ({env}).", rich_help_panel="TLS to KEDA (default: plaintext)"
+    )
+
+
 @scaler_app.command("serve")
 def serve(
     grpc_port: Annotated[
@@ -39,19 +49,67 @@ def serve(
     metrics_port: Annotated[
         int | None, typer.Option(help="Prometheus port, 0 = off (default 8080).")
     ] = None,
+    tls_cert: Annotated[
+        Path | None,
+        _tls_option(
+            "--grpc-tls-cert", "SURGE_SCALER_TLS_CERT", "Serve TLS with this PEM certificate chain"
+        ),
+    ] = None,
+    tls_key: Annotated[
+        Path | None,
+        _tls_option("--grpc-tls-key", "SURGE_SCALER_TLS_KEY", "Its PEM private key, unencrypted"),
+    ] = None,
+    tls_client_ca: Annotated[
+        Path | None,
+        _tls_option(
+            "--grpc-tls-client-ca",
+            "SURGE_SCALER_TLS_CLIENT_CA",
+            "Mutual TLS: require client certificates signed by this PEM CA",
+        ),
+    ] = None,
 ) -> None:
     """Serve KEDA's external-push scaler contract until SIGTERM (NATS from SURGE_NATS_URL)."""
-    from scaler.config import ScalerSettings
+    from scaler.config import ScalerTlsError
     from scaler.server import run_scaler
 
+    overrides = {
+        "grpc_port": grpc_port,
+        "metrics_port": metrics_port,
+        "tls_cert": tls_cert,
+        "tls_key": tls_key,
+        "tls_client_ca": tls_client_ca,
+    }
+    settings = _checked_settings({k: v for k, v in overrides.items() if v is not None})
     worker = WorkerSettings()
     configure_logging(worker.log_level)
-    settings = ScalerSettings()
-    if grpc_port is not None:
-        settings.grpc_port = grpc_port
-    if metrics_port is not None:
-        settings.metrics_port = metrics_port
-    asyncio.run(run_scaler(settings, worker))
+    try:
+        asyncio.run(run_scaler(settings, worker))
+    except ScalerTlsError as exc:  # a file changed since the check
+        _fail(str(exc))
+
+
+def _checked_settings(overrides: dict[str, Any]) -> ScalerSettings:
+    """`ScalerSettings` from the environment and the flags, TLS files read and checked."""
+    from scaler.config import ScalerSettings, ScalerTlsError
+
+    try:
+        settings = ScalerSettings(**overrides)
+        settings.server_tls()
+    except ValidationError as exc:
+        _fail("; ".join(f"{_env_name(e['loc'])}: {e['msg']}" for e in exc.errors()))
+    except ScalerTlsError as exc:
+        _fail(str(exc))
+    return settings
+
+
+def _env_name(loc: tuple[int | str, ...]) -> str:
+    return "SURGE_SCALER_" + "_".join(str(part) for part in loc).upper()
+
+
+def _fail(message: str) -> NoReturn:
+    """One line on stderr and exit status 2: a setting to fix, not a crash."""
+    typer.echo(f"surge scaler serve: {message}", err=True)
+    raise typer.Exit(2)
 
 
 def up_command(

@@ -20,11 +20,18 @@ so the scaler creates consumers exactly as the workers would.
           maxReplicas: "4"               # cap on the demand (optional)
 
 Other keys (scalerAddress, enableTLS, ...) are ignored.
+
+TLS to KEDA: `tls_cert` + `tls_key` serve TLS; `tls_client_ca` also requires a client
+certificate signed by that CA (mutual TLS); none of them is plaintext. `server_tls()`
+reads and checks the files at start and raises `ScalerTlsError` in one line.
 """
 
 from __future__ import annotations
 
 import re
+import ssl
+from dataclasses import dataclass, field
+from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -32,7 +39,15 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from function.contract.errors import SurgeError
 from scaler.policy import Policy
 
-__all__ = ["MetadataError", "ScalerMetadata", "ScalerSettings", "metric_name"]
+__all__ = [
+    "MetadataError",
+    "ScalerMetadata",
+    "ScalerSettings",
+    "ScalerTlsError",
+    "ServerTls",
+    "load_server_tls",
+    "metric_name",
+]
 
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]+$")
 
@@ -50,6 +65,109 @@ class ScalerSettings(BaseSettings):
     stale_after_s: float = Field(default=5.0, gt=0)
     plan_refresh_s: float = Field(default=2.0, gt=0)
     grace_s: float = Field(default=5.0, ge=0, description="Shutdown grace for open streams.")
+    tls_cert: Path | None = Field(default=None, description="Server certificate chain (PEM).")
+    tls_key: Path | None = Field(default=None, description="Its private key (PEM, unencrypted).")
+    tls_client_ca: Path | None = Field(
+        default=None, description="CA bundle (PEM): require client certificates it signed."
+    )
+
+    @field_validator("tls_cert", "tls_key", "tls_client_ca", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
+
+    def server_tls(self) -> ServerTls | None:
+        """The checked TLS material, or None for plaintext; raises `ScalerTlsError`."""
+        return load_server_tls(self.tls_cert, self.tls_key, self.tls_client_ca)
+
+
+class ScalerTlsError(SurgeError):
+    """The scaler's TLS settings cannot be used: half a pair, or a file that does not load."""
+
+
+@dataclass(frozen=True)
+class ServerTls:
+    """The scaler's certificate, key and optional client CA: paths and their PEM bytes."""
+
+    cert: Path
+    key: Path
+    client_ca: Path | None
+    cert_pem: bytes = field(repr=False)
+    key_pem: bytes = field(repr=False)
+    client_ca_pem: bytes | None = field(repr=False)
+
+    def describe(self) -> str:
+        """The mode and its files, for the log (never a key's content)."""
+        if self.client_ca is None:
+            return f"TLS (certificate {self.cert})"
+        return f"mutual TLS (certificate {self.cert}, client CA {self.client_ca})"
+
+
+_CERT = (b"-----BEGIN CERTIFICATE-----", "certificate")
+_KEY = (b"PRIVATE KEY-----", "private key")
+
+
+def load_server_tls(
+    cert: Path | None, key: Path | None, client_ca: Path | None
+) -> ServerTls | None:
+    """Read and check the files (None: plaintext); `ScalerTlsError` names what is wrong."""
+    if cert is None and key is None:
+        if client_ca is not None:
+            raise ScalerTlsError(
+                "a client CA (SURGE_SCALER_TLS_CLIENT_CA, mutual TLS) needs a certificate and key"
+            )
+        return None
+    if cert is None or key is None:
+        raise ScalerTlsError(
+            "TLS needs both a certificate and its key (SURGE_SCALER_TLS_CERT and _KEY), not one"
+        )
+    cert_pem = _read(cert, "certificate", _CERT)
+    key_pem = _read(key, "key", _KEY)
+    if b"ENCRYPTED" in key_pem:
+        raise ScalerTlsError(f"TLS key file {str(key)!r} is encrypted: give it unencrypted")
+    _check_pair(cert, key)
+    ca_pem = None
+    if client_ca is not None:
+        ca_pem = _read(client_ca, "client CA", _CERT)
+        _check_ca(client_ca)
+    return ServerTls(cert, key, client_ca, cert_pem, key_pem, ca_pem)
+
+
+def _read(path: Path, what: str, pem: tuple[bytes, str]) -> bytes:
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ScalerTlsError(f"TLS {what} file {str(path)!r}: {exc.strerror or exc}") from None
+    if pem[0] not in data:
+        raise ScalerTlsError(f"TLS {what} file {str(path)!r} holds no PEM {pem[1]}")
+    return data
+
+
+def _check_pair(cert: Path, key: Path) -> None:
+    """Load the pair as a TLS server does, so that a mismatch fails here and not in gRPC."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        context.load_cert_chain(cert, key, password=_no_password)
+    except ssl.SSLError as exc:
+        why = "the key does not match the certificate"
+        if exc.reason != "KEY_VALUES_MISMATCH":
+            why = f"they do not load as a chain and its key ({exc.reason or exc.library})"
+        raise ScalerTlsError(f"TLS certificate {str(cert)!r} and key {str(key)!r}: {why}") from None
+
+
+def _check_ca(client_ca: Path) -> None:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        context.load_verify_locations(cafile=client_ca)
+    except ssl.SSLError as exc:
+        why = exc.reason or exc.library
+        raise ScalerTlsError(
+            f"TLS client CA file {str(client_ca)!r}: no usable CA ({why})"
+        ) from None
+
+
+def _no_password() -> bytes:
+    return b""  # an encrypted key then fails to load instead of prompting on a terminal
 
 
 class MetadataError(SurgeError):

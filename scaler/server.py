@@ -2,6 +2,10 @@
 
     surge scaler serve      # gRPC on :9090, Prometheus metrics on :8080
 
+gRPC is plaintext unless `SURGE_SCALER_TLS_CERT`/`_KEY` are set (TLS), and with
+`SURGE_SCALER_TLS_CLIENT_CA` it requires KEDA's client certificate (mutual TLS): the
+trigger's TriggerAuthentication gives KEDA `caCert`, `tlsClientCert`, `tlsClientKey`.
+
 Every call carries the trigger's `scalerMetadata` (see `scaler.config`). Status codes:
 INVALID_ARGUMENT for bad metadata or an unknown metric name, UNAVAILABLE when NATS
 cannot be reached (or the state is stale), INTERNAL when the JetStream API refuses.
@@ -26,13 +30,13 @@ from prometheus_client import start_http_server
 from function.contract.settings import WorkerSettings
 from scaler._proto import externalscaler_pb2 as pb
 from scaler._proto import externalscaler_pb2_grpc as pb_grpc
-from scaler.config import MetadataError, ScalerMetadata, ScalerSettings, metric_name
+from scaler.config import MetadataError, ScalerMetadata, ScalerSettings, ServerTls, metric_name
 from scaler.hub import ScalerHub
 from scaler.metrics import SCALER_METRICS as M
 from scaler.policy import Decision
 from scaler.watcher import FunctionWatcher, WatchError
 
-__all__ = ["ExternalScaler", "run_scaler", "start_grpc"]
+__all__ = ["ExternalScaler", "run_scaler", "server_credentials", "start_grpc"]
 
 log = logging.getLogger("surge.scaler.server")
 
@@ -137,13 +141,30 @@ class ExternalScaler(pb_grpc.ExternalScalerServicer):
         return pb.GetMetricsResponse(metricValues=[value])
 
 
-async def start_grpc(hub: ScalerHub, host: str, port: int) -> tuple[grpc.aio.Server, int]:
-    """Serve `ExternalScaler` on `host:port` (0: any free port); returns the bound port."""
+def server_credentials(tls: ServerTls) -> grpc.ServerCredentials:
+    """TLS credentials; with a client CA, client certificates are required and verified."""
+    return grpc.ssl_server_credentials(
+        [(tls.key_pem, tls.cert_pem)],
+        root_certificates=tls.client_ca_pem,
+        require_client_auth=tls.client_ca_pem is not None,
+    )
+
+
+async def start_grpc(
+    hub: ScalerHub, host: str, port: int, tls: ServerTls | None = None
+) -> tuple[grpc.aio.Server, int]:
+    """Serve `ExternalScaler` on `host:port` (0: any free port), over TLS when `tls` is
+    given; returns the bound port."""
     server = grpc.aio.server()
     pb_grpc.add_ExternalScalerServicer_to_server(ExternalScaler(hub), server)
-    bound = server.add_insecure_port(f"{host}:{port}")
+    address = f"{host}:{port}"
+    if tls is None:
+        bound = server.add_insecure_port(address)
+    else:
+        bound = server.add_secure_port(address, server_credentials(tls))
     await server.start()
-    log.info("KEDA external scaler listening on %s:%d", host, bound)
+    mode = "plaintext" if tls is None else tls.describe()
+    log.info("KEDA external scaler listening on %s:%d, %s", host, bound, mode)
     return server, bound
 
 
@@ -161,7 +182,10 @@ async def _connect(url: str, settings: ScalerSettings, worker: WorkerSettings) -
 async def run_scaler(
     settings: ScalerSettings, worker: WorkerSettings, stop: asyncio.Event | None = None
 ) -> None:
-    """Serve gRPC and metrics until `stop` is set or SIGTERM/SIGINT arrives."""
+    """Serve gRPC and metrics until `stop` is set or SIGTERM/SIGINT arrives.
+
+    Bad TLS settings raise `ScalerTlsError` at once, before NATS is waited for."""
+    tls = settings.server_tls()
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -171,7 +195,7 @@ async def run_scaler(
         start_http_server(settings.metrics_port, addr=settings.metrics_host)
         log.info("metrics on %s:%d", settings.metrics_host, settings.metrics_port)
     hub = await _connect(worker.nats_url, settings, worker)
-    server, _ = await start_grpc(hub, settings.grpc_host, settings.grpc_port)
+    server, _ = await start_grpc(hub, settings.grpc_host, settings.grpc_port, tls)
     try:
         await stop.wait()
     finally:

@@ -5,14 +5,19 @@ from __future__ import annotations
 import asyncio
 import io
 import struct
+import time
 import zlib
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import onnx
 from nats.js import JetStreamContext
 from nats.js.api import ConsumerInfo
 from onnx import TensorProto, helper
 from PIL import Image
+
+if TYPE_CHECKING:
+    from function.http.func import Function
 
 
 def png_bytes(
@@ -82,3 +87,12 @@ def bomb_webp(width: int = 16_384, height: int = 16_384) -> bytes:
     vp8x = b"VP8X" + struct.pack("<I", 10) + bytes(4) + canvas
     body = b"WEBP" + vp8x + vp8
     return b"RIFF" + struct.pack("<I", len(body)) + body
+
+
+async def until_ready(function: Function, timeout: float = 120) -> None:
+    """Wait for `function` to report ready; fail at once if it stops being alive."""
+    deadline = time.monotonic() + timeout
+    while not function.ready()[0]:
+        assert function.alive()[0], function.alive()
+        assert time.monotonic() < deadline, "function never became ready"
+        await asyncio.sleep(0.05)

@@ -1,4 +1,4 @@
-"""Throw-away NATS security material made in the test: a PKI, nkeys, and operator-mode JWTs.
+"""Throw-away NATS security material made in the test: nkeys and operator-mode JWTs.
 
 JWTs follow nats-io/jwt v2: `base64url(header).base64url(claims).base64url(ed25519 sig)`,
 signed by the issuer's nkey; `jti` is the base32 SHA-512/256 of the claims without it.
@@ -7,105 +7,18 @@ signed by the issuer's nkey; `jti` is the base32 SHA-512/256 of the claims witho
 from __future__ import annotations
 
 import base64
-import datetime as dt
 import hashlib
-import ipaddress
 import json
 import os
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import nkeys
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+
+from function.local.throwaway_pki import Pki, make_pki
 
 __all__ = ["Pki", "make_pki", "new_nkey", "operator_setup"]
-
-
-def _key() -> ec.EllipticCurvePrivateKey:
-    return ec.generate_private_key(ec.SECP256R1())
-
-
-def _write_key(key: ec.EllipticCurvePrivateKey, path: Path) -> Path:
-    path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return path
-
-
-def _cert(
-    subject: str,
-    key: ec.EllipticCurvePrivateKey,
-    issuer: tuple[x509.Certificate, ec.EllipticCurvePrivateKey] | None,
-    *,
-    ca: bool = False,
-    server: bool = False,
-) -> x509.Certificate:
-    now = dt.datetime.now(dt.UTC)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(issuer[0].subject if issuer else name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-    )
-    if server:
-        sans = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-        builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
-    signer = issuer[1] if issuer else key
-    return builder.sign(signer, hashes.SHA256())
-
-
-def _write_cert(cert: x509.Certificate, path: Path) -> Path:
-    path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    return path
-
-
-@dataclass(frozen=True)
-class Pki:
-    ca: Path
-    server_cert: Path
-    server_key: Path
-    client_cert: Path
-    client_key: Path
-    other_ca: Path  # trusts nothing the server has
-
-    def server_tls(self, *, verify_clients: bool) -> str:
-        verify = "verify: true\n" if verify_clients else ""
-        return (
-            f'tls {{\n  cert_file: "{self.server_cert}"\n  key_file: "{self.server_key}"\n'
-            f'  ca_file: "{self.ca}"\n  {verify}  timeout: 2\n}}\n'
-        )
-
-
-def make_pki(folder: Path) -> Pki:
-    folder.mkdir(parents=True, exist_ok=True)
-    ca_key = _key()
-    ca = _cert("surge-test-ca", ca_key, None, ca=True)
-    server_key, client_key = _key(), _key()
-    other_key = _key()
-    return Pki(
-        ca=_write_cert(ca, folder / "ca.pem"),
-        server_cert=_write_cert(
-            _cert("nats-server", server_key, (ca, ca_key), server=True), folder / "server.pem"
-        ),
-        server_key=_write_key(server_key, folder / "server-key.pem"),
-        client_cert=_write_cert(_cert("tenant-a", client_key, (ca, ca_key)), folder / "client.pem"),
-        client_key=_write_key(client_key, folder / "client-key.pem"),
-        other_ca=_write_cert(_cert("other-ca", other_key, None, ca=True), folder / "other-ca.pem"),
-    )
 
 
 def new_nkey(prefix: int) -> nkeys.KeyPair:

@@ -7,6 +7,7 @@ wire       pydantic models on the wire: envelopes in; `Result`, `ErrorInfo`, `De
 parse      bytes to `JobRequest` (`parse_job`), and back to headers (`job_headers`)
 heartbeat  `Heartbeat`, the state each worker publishes
 nats_auth  `NatsAuth`: credentials and TLS from `SURGE_NATS_*` (secrets never printed)
+http_auth  who may call the HTTP surface: API-key tenants file, JWT keys (`SURGE_HTTP_AUTH_*`)
 """
 
 from __future__ import annotations
@@ -37,6 +38,15 @@ from function.contract.errors import (
 from function.contract.heartbeat import (
     Heartbeat,
     WorkerState,
+)
+from function.contract.http_auth import (
+    ASYMMETRIC_ALGORITHMS,
+    HTTP_AUTH_ENV_PREFIX,
+    HttpAuthError,
+    HttpAuthSettings,
+    Tenant,
+    TenantsFile,
+    load_tenants,
 )
 from function.contract.nats_auth import (
     NatsAuth,
@@ -102,6 +112,7 @@ from function.contract.wire import (
 
 __all__ = [
     "ADVISORIES_STREAM",
+    "ASYMMETRIC_ALGORITHMS",
     "CLOUDEVENTS_JSON",
     "CONSUMER_PREFIX",
     "DEAD_STREAM",
@@ -110,6 +121,7 @@ __all__ = [
     "ENV_PREFIX",
     "FUNCTIONS",
     "HEARTBEAT_SUBJECT_PREFIX",
+    "HTTP_AUTH_ENV_PREFIX",
     "JOBS_STREAM",
     "JOBS_SUBJECT_PREFIX",
     "MAX_CONTENT_TYPE_CHARS",
@@ -132,6 +144,8 @@ __all__ = [
     "ErrorInfo",
     "Header",
     "Heartbeat",
+    "HttpAuthError",
+    "HttpAuthSettings",
     "ImageOutput",
     "JobEnvelope",
     "JobError",
@@ -146,6 +160,8 @@ __all__ = [
     "Result",
     "ScoresOutput",
     "SurgeError",
+    "Tenant",
+    "TenantsFile",
     "Timings",
     "TransientError",
     "WorkerSettings",
@@ -162,6 +178,7 @@ __all__ = [
     "job_headers",
     "job_id_for",
     "job_subject",
+    "load_tenants",
     "loads_bounded",
     "max_deliveries_subject",
     "message_size",

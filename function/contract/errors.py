@@ -38,6 +38,8 @@ class ErrorCode(StrEnum):
     MAX_DELIVER_EXCEEDED = "max_deliver_exceeded"
     NOT_READY = "not_ready"
     RESULT_TOO_LARGE = "result_too_large"
+    UNAUTHORIZED = "unauthorized"  # HTTP only: no valid credential
+    FORBIDDEN = "forbidden"  # HTTP only: the tenant may not call this function
 
 
 MAX_MESSAGE_CHARS = 1024

@@ -7,7 +7,9 @@
     POST /                    CloudEvents (binary or structured) -> a CloudEvent with the result
     GET  /docs                OpenAPI
 
-Bodies over `SURGE_MAX_PAYLOAD_BYTES` are refused before they are read whole.
+Bodies over `SURGE_MAX_PAYLOAD_BYTES` are refused before they are read whole. With
+`SURGE_HTTP_AUTH_*` configured, `/v1/infer` and `POST /` need `Authorization: Bearer`
+(`function.http.auth`); probes, `/metrics` and `/docs` stay open.
 """
 
 from __future__ import annotations
@@ -16,16 +18,18 @@ import time
 import uuid
 from typing import TYPE_CHECKING, Annotated
 
-from fastapi import FastAPI, Header, Path, Request, Response
+from fastapi import Depends, FastAPI, Header, Path, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 from opentelemetry import trace
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from function.contract.errors import BadInput, ErrorCode, JobError
+from function.contract.http_auth import HttpAuthSettings
 from function.contract.parse import parse_job
 from function.contract.settings import Header as H
 from function.contract.settings import Priority, job_subject
 from function.contract.wire import ErrorInfo, JobStatus, Result, Timings
+from function.http.auth import Authenticator, AuthRejected, bearer_auth, rejection_response
 from function.telemetry import METRICS, bind, context_from_headers, trace_id_of
 
 if TYPE_CHECKING:
@@ -46,6 +50,8 @@ HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.MAX_DELIVER_EXCEEDED: 503,
     ErrorCode.NOT_READY: 503,
     ErrorCode.RESULT_TOO_LARGE: 500,
+    ErrorCode.UNAUTHORIZED: 401,
+    ErrorCode.FORBIDDEN: 403,
 }
 _tracer = trace.get_tracer("surge")
 
@@ -64,13 +70,23 @@ async def _read_limited(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def create_app(fn: Function) -> FastAPI:
-    """The FastAPI application serving `fn`."""
+def create_app(fn: Function, auth: HttpAuthSettings | None = None) -> FastAPI:
+    """The FastAPI application serving `fn`; `auth` (default: from `SURGE_HTTP_AUTH_*`) is
+    loaded here, once, and a broken configuration raises `HttpAuthError`."""
+    authenticator = Authenticator.from_settings(auth or HttpAuthSettings.from_env())
     app = FastAPI(
         title="Surge function",
         summary="Scale-to-zero ONNX inference; the same jobs as the NATS queue, over HTTP.",
         version="0.1.0",
     )
+    authenticated = [Depends(bearer_auth(authenticator, lambda: fn.settings.function))]
+
+    async def refused(request: Request, exc: Exception) -> Response:
+        if not isinstance(exc, AuthRejected):
+            raise exc
+        return rejection_response(exc, fn.settings.function)
+
+    app.add_exception_handler(AuthRejected, refused)
 
     def _probe(result: tuple[bool, str], bad_status: int) -> PlainTextResponse:
         ok, message = result
@@ -96,7 +112,7 @@ def create_app(fn: Function) -> FastAPI:
         job_id = given_id or uuid.uuid4().hex
         with (
             _tracer.start_as_current_span("surge.job", context=ctx, kind=trace.SpanKind.SERVER),
-            bind(job_id=job_id),
+            bind(job_id=job_id, tenant=getattr(request.state, "tenant", None)),
         ):
             trace_id = trace_id_of(trace.get_current_span())
             base = {"job_id": job_id, "function": function, "trace_id": trace_id}
@@ -165,6 +181,7 @@ def create_app(fn: Function) -> FastAPI:
         "/v1/infer/{function}",
         summary="Synchronous inference: image bytes or a JSON envelope",
         response_model=Result,
+        dependencies=authenticated,
     )
     async def infer(
         request: Request,
@@ -181,7 +198,11 @@ def create_app(fn: Function) -> FastAPI:
             result.model_dump(mode="json"), status_code=_status(result), headers=headers
         )
 
-    @app.post("/", summary="CloudEvents (binary or structured mode); replies with a CloudEvent")
+    @app.post(
+        "/",
+        summary="CloudEvents (binary or structured mode); replies with a CloudEvent",
+        dependencies=authenticated,
+    )
     async def cloudevent(request: Request) -> Response:
         structured = request.headers.get("content-type", "").startswith(
             "application/cloudevents+json"

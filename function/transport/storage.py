@@ -19,6 +19,7 @@ import base64
 import logging
 
 from nats.aio.client import Client as NATS
+from nats.errors import NoRespondersError
 from nats.js import JetStreamContext
 from nats.js.errors import Error as JetStreamError
 from nats.js.errors import NotFoundError, ServerError, ServiceUnavailableError
@@ -47,7 +48,7 @@ async def fetch_result(js: JetStreamContext, job_id: str) -> Result | None:
     """The stored result of `job_id`, or None when there is none (yet, or any more)."""
     try:
         raw = await js.get_last_msg(RESULTS_STREAM, result_subject(job_id), direct=True)
-    except NotFoundError:
+    except (NotFoundError, NoRespondersError):  # no such result, or no results stream yet
         return None
     assert raw.data is not None
     return Result.model_validate_json(raw.data)

@@ -44,7 +44,14 @@ __all__ = [
 MAX_PAYLOAD = 1024 * 1024  # the test server's max_payload (tests/conftest.py)
 MAX_HEADERS = 65_535  # JetStream refuses a larger header block (err_code 10097)
 WIRE_MARGIN = 128  # room left for the Nats-Msg-Id and Surge-Reply-To the test adds
-NOT_ANSWERS = frozenset({ErrorCode.MAX_DELIVER_EXCEEDED, ErrorCode.INFERENCE_FAILED})
+NOT_ANSWERS = frozenset(
+    {
+        ErrorCode.MAX_DELIVER_EXCEEDED,
+        ErrorCode.INFERENCE_FAILED,
+        ErrorCode.UNAUTHORIZED,  # HTTP only
+        ErrorCode.FORBIDDEN,
+    }
+)
 ANY_BAD_INPUT = frozenset(ErrorCode) - NOT_ANSWERS - {ErrorCode.NOT_READY}
 
 E = ErrorCode

@@ -11,6 +11,7 @@ import logging
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,11 +24,12 @@ from function.contract.nats_auth import NatsAuth, NatsConnectError
 from function.contract.settings import WorkerSettings, heartbeat_subject
 from function.contract.wire import JobStatus
 from function.local.nats_server import EmbeddedNats, free_port
+from function.local.throwaway_pki import Pki, make_pki
 from function.transport.connect import open_nats
 from function.worker import Worker
 from scaler.hub import ScalerHub
 from tests.helpers import png_bytes
-from tests.nats_security import Pki, make_pki, new_nkey, operator_setup
+from tests.nats_security import new_nkey, operator_setup
 
 pytestmark = pytest.mark.nats
 
@@ -256,3 +258,40 @@ def test_a_worker_with_a_wrong_password_exits_instead_of_retrying(
     output = done.stdout + done.stderr
     assert "refused the credentials" in output
     assert "Traceback" not in output and "not-the-password" not in output
+
+
+def _exports(log: Path, want: str, timeout: float = 30) -> dict[str, str]:
+    """The `export NAME=value` lines `surge nats` printed, once `want` is among them."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        lines = log.read_text().splitlines() if log.exists() else []
+        found = dict(
+            line.strip().removeprefix("export ").partition("=")[::2]
+            for line in lines
+            if line.strip().startswith("export ")
+        )
+        if want in found:
+            return found
+        time.sleep(0.1)
+    raise AssertionError(f"no {want} in {log.read_text() if log.exists() else 'nothing'}")
+
+
+def test_surge_nats_secure_makes_a_server_only_its_credentials_open(tmp_path: Path) -> None:
+    port = free_port()
+    args = [sys.executable, "-m", "function", "nats", "--secure", "--port", str(port)]
+    args += ["--monitor-port", str(free_port()), "--store-dir", str(tmp_path / "store")]
+    args += ["--secrets-dir", str(tmp_path / "secrets")]
+    log = tmp_path / "nats.err"
+    with log.open("w") as err:
+        server = subprocess.Popen(args, stderr=err, env={**os.environ, "COLUMNS": "300"})
+    try:
+        env = _exports(log, "SURGE_NATS_TLS_KEY")
+        assert env["SURGE_NATS_URL"] == f"nats://127.0.0.1:{port}"
+        found = _surge(["result", "no-such-job"], env)
+        assert found.returncode == 1 and "no stored result" in found.stderr, found.stderr
+        bare = {"SURGE_NATS_URL": env["SURGE_NATS_URL"]}
+        refused = _surge(["result", "no-such-job"], bare)
+        assert refused.returncode == 2 and "TLS" in refused.stderr, refused.stderr
+    finally:
+        server.terminate()
+        server.wait(timeout=10)

@@ -31,11 +31,14 @@ from function.contract.settings import (
     max_deliveries_subject,
     sweeper_name,
 )
+from scaler.config import ScalerSettings
 from tests.manifests import contract
 from tests.manifests.kube import Doc, containers, go_duration, name_of, override_of, workloads
 
 Docs = Sequence[Doc]
 SETTINGS_ENV = {ENV_PREFIX + field.upper() for field in WorkerSettings.model_fields}
+SCALER_ENV_PREFIX = str(ScalerSettings.model_config.get("env_prefix"))
+SCALER_ENV = {SCALER_ENV_PREFIX + field.upper() for field in ScalerSettings.model_fields}
 
 
 # --- finding things ------------------------------------------------------------------
@@ -149,15 +152,19 @@ def longest_batch_s(settings: WorkerSettings) -> float:
 
 
 def check_env_names(docs: Docs) -> list[str]:
-    """Every SURGE_* variable, and every key of an envFrom ConfigMap, is a WorkerSettings field."""
+    """Every SURGE_* variable, and every key of an envFrom ConfigMap, is a WorkerSettings field
+    (or, in the scaler's container, a ScalerSettings field)."""
     errors = []
     maps = config_maps(docs)
     for workload, pod in workloads(docs):
         for c in containers(pod):
             where = f"{name_of(workload)} container {c['name']}"
+            scaler = tuple(c.get("command", [])) == contract.SCALER_COMMAND
+            known = SETTINGS_ENV | SCALER_ENV if scaler else SETTINGS_ENV
             for var in c.get("env", []):
-                if var["name"].startswith(ENV_PREFIX) and var["name"] not in SETTINGS_ENV:
-                    errors.append(f"{where}: {var['name']} is not a WorkerSettings field")
+                if var["name"].startswith(ENV_PREFIX) and var["name"] not in known:
+                    kinds = "WorkerSettings or ScalerSettings" if scaler else "WorkerSettings"
+                    errors.append(f"{where}: {var['name']} is not a {kinds} field")
             for source in c.get("envFrom", []):
                 if source.get("prefix"):
                     errors.append(f"{where}: envFrom prefix {source['prefix']!r} renames settings")

@@ -35,3 +35,6 @@ BATCH_SAFETY_FACTOR: Final = 10.0
 
 # The KEDA scalers need these parameters from metadata or a TriggerAuthentication.
 NATS_JETSTREAM_AUTH_PARAMS: Final = ("natsServerMonitoringEndpoint", "account")
+
+# KEDA's external-push trigger takes these from a TriggerAuthentication for (mutual) TLS.
+KEDA_TLS_PARAMS: Final = ("caCert", "tlsClientCert", "tlsClientKey")

@@ -154,7 +154,9 @@ SCHEMA_MUTATIONS: dict[str, tuple[str, str, Mutation]] = {
         "knative",
         "'parameter' is a required property",
         lambda d: rename(
-            one(d, "TriggerAuthentication")["spec"]["secretTargetRef"][0], "parameter", "param"
+            one(d, "TriggerAuthentication", "surge-nats")["spec"]["secretTargetRef"][0],
+            "parameter",
+            "param",
         ),
     ),
     "deployment-misspelt-field": (

@@ -45,7 +45,11 @@ def test_one_edit_reaches_every_overlay(tmp_path: Path) -> None:
             for c in containers(pod):
                 env = checks.container_env(docs, c)
                 assert env["SURGE_NATS_URL"] == f"nats://{NATS_ADDRESS}", (overlay, c["name"])
-        (auth,) = checks.find(docs, "TriggerAuthentication")
+        (auth,) = [
+            a
+            for a in checks.find(docs, "TriggerAuthentication")
+            if a["metadata"]["name"] == "surge-nats"
+        ]
         (ref,) = [
             r for r in auth["spec"]["configMapTargetRef"] if r["key"] == "monitoring-endpoint"
         ]

@@ -23,18 +23,10 @@ from function.http.func import Function, new
 from function.local.nats_server import EmbeddedNats
 from function.models import LoadedModel
 from function.telemetry import JsonFormatter, configure_tracing
-from tests.helpers import gif_bytes, png_bytes
+from tests.helpers import gif_bytes, png_bytes, until_ready
 
 _EXPORTER = InMemorySpanExporter()
 configure_tracing("surge-tests", processor=SimpleSpanProcessor(_EXPORTER))
-
-
-async def _started(function: Function, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while not function.ready()[0]:
-        assert function.alive()[0], function.alive()
-        assert time.monotonic() < deadline, "function never became ready"
-        await asyncio.sleep(0.05)
 
 
 @pytest.fixture
@@ -43,7 +35,7 @@ async def nsfw_function(nats_server: EmbeddedNats, model_dir: Path) -> AsyncIter
         WorkerSettings(nats_url=nats_server.url, function="nsfw", model_dir=model_dir)
     )
     function.start()
-    await _started(function)
+    await until_ready(function)
     yield function
     await function.drain()
 
@@ -85,7 +77,7 @@ async def test_start_returns_at_once_and_readiness_follows_warmup(
         warming = await http.post("/v1/infer/remove-bg", content=png_bytes())
         assert warming.status_code == 503 and warming.headers["retry-after"] == "1"
         assert warming.json()["error"]["code"] == "not_ready"
-        await _started(function)
+        await until_ready(function)
         assert (await http.get("/health/readiness")).status_code == 200
         metrics = (await http.get("/metrics")).text
     assert seen == ["u2netp"]
@@ -200,7 +192,7 @@ async def test_error_statuses(
     )
     function = Function(settings)
     function.start()
-    await _started(function)
+    await until_ready(function)
     async with _http(function) as http:
         response = await http.post(path, content=body, headers=headers)
         assert response.status_code == status, response.text
