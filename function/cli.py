@@ -29,7 +29,12 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from function.contract.nats_auth import NatsConnectError
-from function.contract.settings import DEFAULT_FUNCTION, Priority, WorkerSettings
+from function.contract.settings import (
+    DEFAULT_FUNCTION,
+    Priority,
+    WorkerSettings,
+    is_valid_tenant,
+)
 from function.contract.wire import ImageOutput, JobStatus, Result, ScoresOutput
 
 __all__ = ["COMMAND_GROUP", "app", "full_app", "load_commands", "main"]
@@ -52,7 +57,13 @@ NATS_AUTH_OPTIONS = {
     "--tls-ca": ("SURGE_NATS_TLS_CA", "CA bundle that signed the NATS server's certificate."),
     "--tls-cert": ("SURGE_NATS_TLS_CERT", "Client certificate for mutual TLS."),
     "--tls-key": ("SURGE_NATS_TLS_KEY", "Client key for mutual TLS."),
+    "--tenant": ("SURGE_TENANT", "Your tenant: jobs, results and replies scoped to it."),
 }
+
+
+def _tenant() -> str | None:
+    """The tenant `surge --tenant` (or SURGE_TENANT) names, if any."""
+    return os.environ.get("SURGE_TENANT") or None
 
 
 def _auth_option(flag: str) -> Any:
@@ -70,9 +81,10 @@ def _nats_credentials(
     tls_ca: Annotated[Path | None, _auth_option("--tls-ca")] = None,
     tls_cert: Annotated[Path | None, _auth_option("--tls-cert")] = None,
     tls_key: Annotated[Path | None, _auth_option("--tls-key")] = None,
+    tenant: Annotated[str | None, _auth_option("--tenant")] = None,
 ) -> None:
     """Surge: scale-to-zero GPU inference on NATS JetStream."""
-    given = [creds, nkey, user, password_file, token_file, tls_ca, tls_cert, tls_key]
+    given = [creds, nkey, user, password_file, token_file, tls_ca, tls_cert, tls_key, tenant]
     for (env, _), value in zip(NATS_AUTH_OPTIONS.values(), given, strict=True):
         if value is not None:
             os.environ[env] = str(value)
@@ -147,7 +159,7 @@ async def _submit(
 ) -> list[Result]:
     from function.client import SurgeClient
 
-    async with await SurgeClient.connect(nats_url) as client:
+    async with await SurgeClient.connect(nats_url, tenant=_tenant()) as client:
         inbox = await client.inbox()
         ids: dict[str, Path] = {}
         with _progress() as progress:
@@ -232,7 +244,7 @@ def result(
     from function.client import SurgeClient
 
     async def fetch() -> Result | None:
-        async with await SurgeClient.connect(nats_url) as client:
+        async with await SurgeClient.connect(nats_url, tenant=_tenant()) as client:
             return await client.result(job_id)
 
     found = asyncio.run(fetch())
@@ -284,6 +296,14 @@ def nats_server(
     secrets_dir: Annotated[
         Path, typer.Option(help="Where --secure keeps its keys, certificates and password.")
     ] = Path(".cache/surge/secure"),
+    tenants: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--tenants",
+            help="With --secure: a NATS user for each tenant (comma-separated), with the "
+            "permissions that keep tenants apart.",
+        ),
+    ] = None,
 ) -> None:
     """Run nats-server with JetStream on 127.0.0.1 (or a cluster of N) until Ctrl-C/SIGTERM."""
     from function.local.nats_cluster import embedded_server
@@ -301,13 +321,27 @@ def nats_server(
     env = {"SURGE_NATS_URL": server.url, "SURGE_STREAM_REPLICAS": str(cluster)}
     if secure:
         from function.local.nats_server import EmbeddedNats
-        from function.local.throwaway_pki import client_env, local_secrets, secure_server_config
+        from function.local.throwaway_pki import (
+            client_env,
+            local_secrets,
+            password_file,
+            secure_server_config,
+        )
 
         assert isinstance(server, EmbeddedNats)  # one node
         secrets_dir.mkdir(parents=True, exist_ok=True)
         pki, password = local_secrets(secrets_dir)
-        server.extra_config = secure_server_config(pki, password)
+        names = [t.strip() for t in ",".join(tenants or []).split(",") if t.strip()]
+        bad = [name for name in names if not is_valid_tenant(name)]
+        if bad:
+            raise typer.BadParameter(f"not tenant ids: {', '.join(bad)}", param_hint="--tenants")
+        users = {name: password_file(secrets_dir, name) for name in names}
+        server.extra_config = secure_server_config(pki, password, tenants=users)
         env |= client_env(pki, password, server.url)
+        for name, secret in users.items():
+            console.print(
+                f"tenant {name}: surge --tenant {name} --user {name} --password-file {secret}"
+            )
     with server:
         console.print(f"nats-server on {server.url} ({cluster} node(s)); Ctrl-C stops")
         console.print("clients want:\n" + "\n".join(f"  export {k}={v}" for k, v in env.items()))

@@ -28,13 +28,20 @@ from nats.js.object_store import ObjectStore
 from opentelemetry import trace
 
 from function.contract.nats_auth import NatsAuth
-from function.contract.parse import is_valid_job_id, job_headers, sniff_image_type
+from function.contract.parse import (
+    is_valid_job_id,
+    job_headers,
+    sniff_image_type,
+    tenant_blob_prefix,
+)
 from function.contract.settings import (
     DEFAULT_FUNCTION,
     Header,
     Priority,
     WorkerSettings,
+    is_valid_tenant,
     job_subject,
+    tenant_inbox_prefix,
 )
 from function.contract.wire import ImageOutput, JobEnvelope, Result
 from function.telemetry import trace_headers
@@ -111,7 +118,12 @@ class ResultInbox:
 class SurgeClient:
     """Publishes jobs to JetStream and reads results."""
 
-    def __init__(self, nc: NATS, *, own_connection: bool = False) -> None:
+    def __init__(
+        self, nc: NATS, *, own_connection: bool = False, tenant: str | None = None
+    ) -> None:
+        if tenant is not None and not is_valid_tenant(tenant):
+            raise ValueError(f"tenant {tenant!r}: lower-case letters, digits, '-' and '_'")
+        self.tenant = tenant
         self.nc = nc
         self.js = nc.jetstream()
         self._own = own_connection
@@ -119,11 +131,21 @@ class SurgeClient:
 
     @classmethod
     async def connect(
-        cls, url: str, auth: NatsAuth | None = None, *, wait_s: float = 10.0
+        cls,
+        url: str,
+        auth: NatsAuth | None = None,
+        *,
+        tenant: str | None = None,
+        wait_s: float = 10.0,
     ) -> SurgeClient:
-        """Connect with `auth` (default: the `SURGE_NATS_*` environment); see `open_nats`."""
-        nc = await open_nats(url, auth, name="surge-client", wait_s=wait_s)
-        return cls(nc, own_connection=True)
+        """Connect with `auth` (default: the `SURGE_NATS_*` environment); see `open_nats`.
+
+        A `tenant`'s client publishes on its tenant's job subjects, receives replies on
+        `_INBOX_<tenant>.>` and reads `surge.results.<tenant>.>`: what its NATS user may do.
+        """
+        prefix = tenant_inbox_prefix(tenant) if tenant else None
+        nc = await open_nats(url, auth, name="surge-client", wait_s=wait_s, inbox_prefix=prefix)
+        return cls(nc, own_connection=True, tenant=tenant)
 
     async def __aenter__(self) -> SurgeClient:
         return self
@@ -229,23 +251,24 @@ class SurgeClient:
             reply_to=reply_to,
             deadline=deadline,
             outputs=outputs,
+            tenant=self.tenant,
         )
         payload = image
         if len(image) > self.nc.max_payload - 4096:
-            ref = f"inputs/{job_id}"
+            ref = f"{tenant_blob_prefix(self.tenant) if self.tenant else ''}inputs/{job_id}"
             store = await self._blobs()
             await store.put(ref, image)
             envelope = JobEnvelope(image_ref=ref, content_type=content_type)
             payload = envelope.model_dump_json(exclude_none=True).encode()
             headers[Header.CONTENT_TYPE] = "application/json"
-        return job_id, job_subject(priority, function), payload, headers
+        return job_id, job_subject(priority, function, self.tenant), payload, headers
 
     async def _blobs(self) -> ObjectStore:
         return await ensure_blob_store(self.js, WorkerSettings())
 
     async def result(self, job_id: str) -> Result | None:
         """The stored result of a job, if any."""
-        return await fetch_result(self.js, job_id)
+        return await fetch_result(self.js, job_id, self.tenant)
 
     async def output_bytes(self, output: ImageOutput) -> bytes:
         """An image output's bytes, inline or from the Object Store."""

@@ -16,6 +16,8 @@ from nats.js.api import ConsumerInfo
 from onnx import TensorProto, helper
 from PIL import Image
 
+from function.contract.settings import WorkerSettings
+
 if TYPE_CHECKING:
     from function.http.func import Function
 
@@ -96,3 +98,15 @@ async def until_ready(function: Function, timeout: float = 120) -> None:
         assert function.alive()[0], function.alive()
         assert time.monotonic() < deadline, "function never became ready"
         await asyncio.sleep(0.05)
+
+
+def tiny_settings(nats_url: str, model_dir: Path) -> WorkerSettings:
+    """A quick `tiny` worker for tests: no warmup, short pulls, frequent heartbeats."""
+    return WorkerSettings(
+        nats_url=nats_url,
+        model_dir=model_dir,
+        function="tiny",
+        warmup_batch_sizes=[],
+        heartbeat_interval_s=0.2,
+        fetch_timeout_s=0.5,
+    )

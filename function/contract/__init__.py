@@ -7,6 +7,7 @@ wire       pydantic models on the wire: envelopes in; `Result`, `ErrorInfo`, `De
 parse      bytes to `JobRequest` (`parse_job`), and back to headers (`job_headers`)
 heartbeat  `Heartbeat`, the state each worker publishes
 nats_auth  `NatsAuth`: credentials and TLS from `SURGE_NATS_*` (secrets never printed)
+tenancy    tenants enforced by the NATS server: each tenant user's permissions
 http_auth  who may call the HTTP surface: API-key tenants file, JWT keys (`SURGE_HTTP_AUTH_*`)
 """
 
@@ -56,14 +57,19 @@ from function.contract.nats_auth import (
 )
 from function.contract.parse import (
     CLOUDEVENTS_JSON,
+    AnswerAddress,
+    JobSubject,
     answer_address,
     derive_job_id,
     is_valid_job_id,
     job_headers,
     job_id_for,
+    msg_id_for,
     parse_job,
     parse_subject,
     sniff_image_type,
+    tenant_blob_prefix,
+    tenant_of,
 )
 from function.contract.settings import (
     ADVISORIES_STREAM,
@@ -87,11 +93,20 @@ from function.contract.settings import (
     consumer_name,
     dead_subject,
     heartbeat_subject,
+    is_valid_tenant,
     job_subject,
     max_deliveries_subject,
     result_subject,
     servers_from,
     sweeper_name,
+    tenant_inbox_prefix,
+)
+from function.contract.tenancy import (
+    Permissions,
+    User,
+    authorization_config,
+    tenant_permissions,
+    trusted,
 )
 from function.contract.wire import (
     SUPPORTED_IMAGE_TYPES,
@@ -137,6 +152,7 @@ __all__ = [
     "RESULTS_STREAM",
     "RESULTS_SUBJECT_PREFIX",
     "SUPPORTED_IMAGE_TYPES",
+    "AnswerAddress",
     "BadInput",
     "CloudEvent",
     "DeadLetter",
@@ -151,11 +167,13 @@ __all__ = [
     "JobError",
     "JobRequest",
     "JobStatus",
+    "JobSubject",
     "ModelInfo",
     "NatsAuth",
     "NatsAuthError",
     "NatsConnectError",
     "Output",
+    "Permissions",
     "Priority",
     "Result",
     "ScoresOutput",
@@ -164,10 +182,12 @@ __all__ = [
     "TenantsFile",
     "Timings",
     "TransientError",
+    "User",
     "WorkerSettings",
     "WorkerState",
     "answer_address",
     "as_utc",
+    "authorization_config",
     "check_reply_subject",
     "clip",
     "consumer_name",
@@ -175,6 +195,7 @@ __all__ = [
     "derive_job_id",
     "heartbeat_subject",
     "is_valid_job_id",
+    "is_valid_tenant",
     "job_headers",
     "job_id_for",
     "job_subject",
@@ -182,6 +203,7 @@ __all__ = [
     "loads_bounded",
     "max_deliveries_subject",
     "message_size",
+    "msg_id_for",
     "parse_job",
     "parse_subject",
     "quote",
@@ -192,4 +214,9 @@ __all__ = [
     "servers_from",
     "sniff_image_type",
     "sweeper_name",
+    "tenant_blob_prefix",
+    "tenant_inbox_prefix",
+    "tenant_of",
+    "tenant_permissions",
+    "trusted",
 ]

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 from function.contract.errors import BadInput, ErrorCode
-from function.contract.settings import RESERVED_SUBJECT_PREFIXES, Header
+from function.contract.settings import RESERVED_SUBJECT_PREFIXES, Header, tenant_inbox_prefix
 
 __all__ = [
     "MAX_CONTENT_TYPE_CHARS",
@@ -51,8 +51,9 @@ def quote(value: object, limit: int = QUOTE_CHARS) -> str:
     return f"{text[:limit]!r}... ({len(text)} characters)"
 
 
-def reply_subject_problem(subject: str) -> str | None:
-    """Why `subject` cannot be replied to, or None when it is a safe publish subject."""
+def reply_subject_problem(subject: str, tenant: str | None = None) -> str | None:
+    """Why `subject` cannot be replied to, or None when it is a safe publish subject
+    (for a tenant's job: one under the tenant's own inbox prefix)."""
     if len(subject) > MAX_REPLY_SUBJECT_CHARS:
         return f"is {len(subject)} characters, limit {MAX_REPLY_SUBJECT_CHARS}"
     if not _TOKEN.match(subject):
@@ -63,21 +64,23 @@ def reply_subject_problem(subject: str) -> str | None:
         return "has an empty token"
     if subject.startswith("$") or subject.startswith(RESERVED_SUBJECT_PREFIXES):
         return "is reserved for Surge or the NATS server"
+    if tenant is not None and not subject.startswith(tenant_inbox_prefix(tenant) + "."):
+        return f"is outside tenant {tenant}'s inbox {tenant_inbox_prefix(tenant)}.>"
     return None
 
 
-def check_reply_subject(subject: str, where: str) -> str:
+def check_reply_subject(subject: str, where: str, tenant: str | None = None) -> str:
     """`subject` when it is a safe reply subject; raise `BadInput(bad_envelope)` if not."""
-    problem = reply_subject_problem(subject)
+    problem = reply_subject_problem(subject, tenant)
     if problem is not None:
         raise BadInput(ErrorCode.BAD_ENVELOPE, f"{where} {quote(subject)} {problem}")
     return subject
 
 
-def safe_reply_to(headers: Mapping[str, str] | None) -> str | None:
+def safe_reply_to(headers: Mapping[str, str] | None, tenant: str | None = None) -> str | None:
     """The `Surge-Reply-To` header when it is safe to publish to, else None."""
     subject = (headers or {}).get(Header.REPLY_TO)
-    if not subject or reply_subject_problem(subject) is not None:
+    if not subject or reply_subject_problem(subject, tenant) is not None:
         return None
     return subject
 

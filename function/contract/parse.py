@@ -20,7 +20,7 @@ import math
 import re
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, NamedTuple, ParamSpec, TypeVar
 
 from pydantic import (
     BaseModel,
@@ -38,7 +38,7 @@ from function.contract.bounds import (
     safe_reply_to,
 )
 from function.contract.errors import BadInput, ErrorCode, SurgeError
-from function.contract.settings import JOBS_SUBJECT_PREFIX, Header, Priority
+from function.contract.settings import JOBS_SUBJECT_PREFIX, Header, Priority, is_valid_tenant
 from function.contract.wire import (
     CloudEvent,
     JobEnvelope,
@@ -48,14 +48,19 @@ from function.contract.wire import (
 
 __all__ = [
     "CLOUDEVENTS_JSON",
+    "AnswerAddress",
+    "JobSubject",
     "answer_address",
     "derive_job_id",
     "is_valid_job_id",
     "job_headers",
     "job_id_for",
+    "msg_id_for",
     "parse_job",
     "parse_subject",
     "sniff_image_type",
+    "tenant_blob_prefix",
+    "tenant_of",
 ]
 
 P = ParamSpec("P")
@@ -75,9 +80,10 @@ def job_headers(
     reply_to: str | None = None,
     deadline: datetime | None = None,
     outputs: Iterable[str] = (),
+    tenant: str | None = None,
 ) -> dict[str, str]:
     """The headers a job is published with: what `parse_job` reads back."""
-    headers = {Header.MSG_ID: job_id}
+    headers = {Header.MSG_ID: msg_id_for(job_id, tenant)}
     if content_type:
         headers[Header.CONTENT_TYPE] = content_type
     if reply_to:
@@ -90,13 +96,43 @@ def job_headers(
     return headers
 
 
-def parse_subject(subject: str) -> tuple[Priority, str]:
-    """Split `surge.jobs.<priority>.<function>` into its parts."""
+def msg_id_for(job_id: str, tenant: str | None) -> str:
+    """A job's `Nats-Msg-Id`: a tenant's carries its tenant, so two tenants' jobs with the
+    same id are not one job to JetStream's de-duplication."""
+    return f"{tenant}:{job_id}" if tenant else job_id
+
+
+def _job_id_in(msg_id: str, tenant: str | None) -> str:
+    """The job id inside a `Nats-Msg-Id` (without its tenant's `<tenant>:`)."""
+    if tenant and msg_id.startswith(f"{tenant}:"):
+        return msg_id[len(tenant) + 1 :]
+    return msg_id
+
+
+class JobSubject(NamedTuple):
+    priority: Priority
+    function: str
+    tenant: str | None
+
+
+def parse_subject(subject: str) -> JobSubject:
+    """Split `surge.jobs.<priority>.<function>[.<tenant>]` into its parts."""
     prefix = JOBS_SUBJECT_PREFIX + "."
     parts = subject[len(prefix) :].split(".") if subject.startswith(prefix) else []
-    if len(parts) != 2 or parts[0] not in Priority.__members__.values():
+    if len(parts) not in (2, 3) or parts[0] not in Priority.__members__.values():
         raise BadInput(ErrorCode.BAD_ENVELOPE, f"not a job subject: {quote(subject)}")
-    return Priority(parts[0]), parts[1]
+    tenant = parts[2] if len(parts) == 3 else None
+    if tenant is not None and not is_valid_tenant(tenant):
+        raise BadInput(ErrorCode.BAD_ENVELOPE, f"not a tenant id: {quote(tenant)}")
+    return JobSubject(Priority(parts[0]), parts[1], tenant)
+
+
+def tenant_of(subject: str) -> str | None:
+    """The tenant a job subject names, or None (open, or not a job subject at all)."""
+    try:
+        return parse_subject(subject).tenant
+    except BadInput:
+        return None
 
 
 _JOB_ID = re.compile(r"^[!-~]{1,256}$")  # printable ASCII, no space
@@ -113,10 +149,12 @@ def derive_job_id(stream: str, sequence: int) -> str:
     return f"j-{digest[:24]}"
 
 
-def job_id_for(headers: Mapping[str, str] | None, stream: str, sequence: int) -> str:
+def job_id_for(
+    headers: Mapping[str, str] | None, stream: str, sequence: int, tenant: str | None = None
+) -> str:
     """The job id a message answers to: its valid `Nats-Msg-Id`, else one derived from
     its stream sequence (for error results and dead letters of unparsable messages)."""
-    given = (headers or {}).get(Header.MSG_ID, "")
+    given = _job_id_in((headers or {}).get(Header.MSG_ID, ""), tenant)
     return given if given and is_valid_job_id(given) else derive_job_id(stream, sequence)
 
 
@@ -251,21 +289,22 @@ def parse_job(
 ) -> JobRequest:
     """Turn one NATS message into a `JobRequest`; raise `BadInput` for anything malformed."""
     headers = headers or {}
-    priority, function = parse_subject(subject)
+    priority, function, tenant = parse_subject(subject)
     if max_payload is not None and len(data) > max_payload:
         raise BadInput(
             ErrorCode.PAYLOAD_TOO_LARGE, f"payload is {len(data)} bytes, limit {max_payload}"
         )
     base: dict[str, Any] = {
-        "job_id": headers.get(Header.MSG_ID) or headers.get(Header.JOB_ID),
+        "job_id": _job_id_in(headers.get(Header.MSG_ID, ""), tenant) or headers.get(Header.JOB_ID),
         "function": function,
         "priority": priority,
+        "tenant": tenant,
         "reply_to": headers.get(Header.REPLY_TO),
         "deadline": _deadline(headers.get(Header.DEADLINE)),
         "outputs": _outputs(headers.get(Header.OUTPUTS, "")),
     }
     if base["reply_to"] is not None:
-        check_reply_subject(base["reply_to"], Header.REPLY_TO)
+        check_reply_subject(base["reply_to"], Header.REPLY_TO, tenant)
     declared = headers.get(Header.CONTENT_TYPE)
     if declared is not None and len(declared) > MAX_CONTENT_TYPE_CHARS:
         raise BadInput(
@@ -298,19 +337,43 @@ def parse_job(
             "without '.', '*', '>' or spaces",
         )
     if fields.get("reply_to") is not None:
-        check_reply_subject(fields["reply_to"], "reply_to")
+        check_reply_subject(fields["reply_to"], "reply_to", tenant)
+    if tenant is not None and fields.get("image_ref") is not None:
+        _check_tenant_blob(fields["image_ref"], tenant)
     if fields.get("image") is not None and not fields["image"]:
         raise BadInput(ErrorCode.BAD_IMAGE, "empty image payload")
     return JobRequest.model_validate(fields)
 
 
+def tenant_blob_prefix(tenant: str) -> str:
+    """Where a tenant's uploads live in the blob bucket: its jobs may name nothing else."""
+    return f"tenants/{tenant}/"
+
+
+def _check_tenant_blob(name: str, tenant: str) -> None:
+    if not name.startswith(tenant_blob_prefix(tenant)) or ".." in name:
+        raise BadInput(
+            ErrorCode.BAD_ENVELOPE,
+            f"image_ref {quote(name)} is outside tenant {tenant}'s {tenant_blob_prefix(tenant)}",
+        )
+
+
+class AnswerAddress(NamedTuple):
+    job_id: str
+    reply_to: str | None
+    tenant: str | None
+
+
 def answer_address(
     subject: str, headers: Mapping[str, str] | None, data: bytes, *, stream: str, sequence: int
-) -> tuple[str, str | None]:
-    """The job id and reply subject a raw job message answers to: parsed where it parses
-    (an envelope's or CloudEvent's own id and reply subject), else from its headers."""
+) -> AnswerAddress:
+    """The job id, reply subject and tenant a raw job message answers to: parsed where it
+    parses (an envelope's or CloudEvent's own id and reply subject), else from its headers."""
     try:
         request = parse_job(subject, headers, data, stream=stream, sequence=sequence)
     except BadInput:
-        return job_id_for(headers, stream, sequence), safe_reply_to(headers)
-    return request.job_id, request.reply_to
+        tenant = tenant_of(subject)
+        return AnswerAddress(
+            job_id_for(headers, stream, sequence, tenant), safe_reply_to(headers, tenant), tenant
+        )
+    return AnswerAddress(request.job_id, request.reply_to, request.tenant)

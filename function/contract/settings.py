@@ -7,7 +7,12 @@ by a test) all import or mirror these values; nothing else spells them out.
 Subjects::
 
     surge.jobs.<priority>.<function>   jobs, on stream SURGE_JOBS (WorkQueue retention)
+    surge.jobs.<priority>.<function>.<tenant>
+                                       a tenant's jobs: the server's permissions let a
+                                       tenant's user publish only with its own token
     surge.results.<job id>             results, on stream SURGE_RESULTS (one per job id)
+    surge.results.<tenant>.<job id>    a tenant's results (only it may read them)
+    _INBOX_<tenant>.>                  a tenant's replies (its clients' inbox prefix)
     surge.dead.<function>              dead letters, on stream SURGE_DEAD
     surge.heartbeat.<function>         worker state (core NATS, not stored)
     $JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.SURGE_JOBS.<consumer>
@@ -18,6 +23,7 @@ Subjects::
 
 from __future__ import annotations
 
+import re
 from enum import StrEnum
 from pathlib import Path
 from typing import Literal
@@ -47,11 +53,13 @@ __all__ = [
     "consumer_name",
     "dead_subject",
     "heartbeat_subject",
+    "is_valid_tenant",
     "job_subject",
     "max_deliveries_subject",
     "result_subject",
     "servers_from",
     "sweeper_name",
+    "tenant_inbox_prefix",
 ]
 
 ENV_PREFIX = "SURGE_"
@@ -108,14 +116,32 @@ class Header:
     CE_SPECVERSION = "ce-specversion"
 
 
-def job_subject(priority: Priority | str, function: str) -> str:
-    """The subject a client publishes a job to."""
-    return f"{JOBS_SUBJECT_PREFIX}.{Priority(priority).value}.{function}"
+_TENANT = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 
 
-def result_subject(job_id: str) -> str:
+def is_valid_tenant(tenant: str) -> bool:
+    """A tenant id: one subject token of lower-case letters, digits, `-` and `_`."""
+    return bool(_TENANT.match(tenant))
+
+
+def job_subject(priority: Priority | str, function: str, tenant: str | None = None) -> str:
+    """The subject a client publishes a job to (a tenant's, with its token last)."""
+    base = f"{JOBS_SUBJECT_PREFIX}.{Priority(priority).value}.{function}"
+    return f"{base}.{tenant}" if tenant else base
+
+
+def result_subject(job_id: str, tenant: str | None = None) -> str:
     """The results-stream subject that holds a job's final result."""
-    return f"{RESULTS_SUBJECT_PREFIX}.{job_id}"
+    return (
+        f"{RESULTS_SUBJECT_PREFIX}.{tenant}.{job_id}"
+        if tenant
+        else f"{RESULTS_SUBJECT_PREFIX}.{job_id}"
+    )
+
+
+def tenant_inbox_prefix(tenant: str) -> str:
+    """The inbox prefix of a tenant's clients: the only replies the worker sends it."""
+    return f"_INBOX_{tenant}"
 
 
 def dead_subject(function: str) -> str:

@@ -111,6 +111,7 @@ class Result(_Wire):
     job_id: str
     status: JobStatus
     function: str
+    tenant: str | None = Field(default=None, description="The tenant whose job this was.")
     error: ErrorInfo | None = None
     outputs: dict[str, Output] = Field(default_factory=dict)
     model: ModelInfo | None = None
@@ -172,6 +173,7 @@ class DeadLetter(_Wire):
 
     job_id: str
     function: str
+    tenant: str | None = None
     original_subject: str
     attempts: int
     last_error: ErrorInfo
@@ -192,6 +194,7 @@ class JobRequest(BaseModel):
     job_id: str
     function: str
     priority: Priority
+    tenant: str | None = None
     reply_to: str | None = None
     deadline: Deadline = None
     outputs: tuple[str, ...] = ()

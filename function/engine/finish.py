@@ -66,6 +66,7 @@ class Settler:
             {
                 "job_id": job.job_id,
                 "function": self._function,
+                "tenant": job.tenant,
                 "model": self._model,
                 "timings": timings,
                 "trace_id": job.trace_id,
@@ -86,7 +87,9 @@ class Settler:
     def _reply_to(job: InFlightJob) -> str | None:
         """Where a job is answered: its parsed reply subject, or for a job that did not
         parse, its reply header when that is a safe subject."""
-        return job.request.reply_to if job.request else safe_reply_to(job.msg.headers)
+        if job.request is not None:
+            return job.request.reply_to
+        return safe_reply_to(job.msg.headers, job.tenant)
 
     def _done(self, job: InFlightJob, status: str, code: str = "") -> None:
         job.settled = True
@@ -141,6 +144,7 @@ class Settler:
         letter = DeadLetter(
             job_id=job.job_id,
             function=self._function,
+            tenant=job.tenant,
             original_subject=job.msg.subject,
             attempts=job.attempts,
             last_error=ErrorInfo(code=ErrorCode.INFERENCE_FAILED, message=message),

@@ -27,7 +27,7 @@ from opentelemetry.trace import Span
 from PIL import Image
 
 from function.contract.errors import BadInput, ErrorCode, JobError
-from function.contract.parse import job_id_for, parse_job
+from function.contract.parse import job_id_for, parse_job, tenant_of
 from function.contract.settings import JOBS_STREAM, Priority, WorkerSettings
 from function.contract.wire import JobRequest, as_utc
 from function.engine.batchmodel import BatchModel, run_in
@@ -89,7 +89,13 @@ class InFlightJob:
     @property
     def fallback_id(self) -> str:
         meta = self.msg.metadata
-        return job_id_for(self.msg.headers, meta.stream or "", int(meta.sequence.stream or 0))
+        sequence = int(meta.sequence.stream or 0)
+        return job_id_for(self.msg.headers, meta.stream or "", sequence, self.tenant)
+
+    @property
+    def tenant(self) -> str | None:
+        """The tenant the job's subject names (the server vouches for it), or None."""
+        return self.request.tenant if self.request else tenant_of(self.msg.subject)
 
     @property
     def trace_id(self) -> str | None:
@@ -240,7 +246,7 @@ class Admission:
         request = job.request or self.parse(job)
         if job.attempts > 1:
             METRICS.redeliveries.labels(self._settings.function).inc()
-            stored = await self._results.lookup(request.job_id)
+            stored = await self._results.lookup(request.job_id, request.tenant)
             if stored is not None:
                 await self._settler.replay(job, stored)
                 return

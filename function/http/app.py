@@ -110,12 +110,13 @@ def create_app(fn: Function, auth: HttpAuthSettings | None = None) -> FastAPI:
         headers = dict(request.headers)
         ctx = context_from_headers(headers)
         job_id = given_id or uuid.uuid4().hex
+        tenant = getattr(request.state, "tenant", None)
         with (
             _tracer.start_as_current_span("surge.job", context=ctx, kind=trace.SpanKind.SERVER),
-            bind(job_id=job_id, tenant=getattr(request.state, "tenant", None)),
+            bind(job_id=job_id, tenant=tenant),
         ):
             trace_id = trace_id_of(trace.get_current_span())
-            base = {"job_id": job_id, "function": function, "trace_id": trace_id}
+            base = {"job_id": job_id, "function": function, "trace_id": trace_id, "tenant": tenant}
             try:
                 if function != settings.function:
                     raise JobError(

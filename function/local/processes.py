@@ -15,6 +15,7 @@ from pathlib import Path
 from nats.aio.msg import Msg
 
 from function.contract.heartbeat import Heartbeat, WorkerState
+from function.contract.nats_auth import NatsAuth
 from function.contract.settings import heartbeat_subject
 from function.transport.connect import open_nats
 
@@ -50,9 +51,11 @@ def stop_worker_processes(procs: list[subprocess.Popen[bytes]], timeout: float =
             proc.wait()
 
 
-async def wait_ready(nats_url: str, function: str, count: int, timeout: float) -> list[Heartbeat]:
+async def wait_ready(
+    nats_url: str, function: str, count: int, timeout: float, auth: NatsAuth | None = None
+) -> list[Heartbeat]:
     """Wait until `count` workers of `function` report ready in their heartbeats."""
-    nc = await open_nats(nats_url, name="surge-wait-ready")
+    nc = await open_nats(nats_url, auth, name="surge-wait-ready")
     ready: dict[str, Heartbeat] = {}
     done = asyncio.Event()
 

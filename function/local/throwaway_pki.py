@@ -11,6 +11,7 @@ import dataclasses
 import datetime as dt
 import ipaddress
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +20,17 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-__all__ = ["LOCAL_USER", "Pki", "client_env", "local_secrets", "make_pki", "secure_server_config"]
+from function.contract.tenancy import User, authorization_config, tenant_permissions, trusted
+
+__all__ = [
+    "LOCAL_USER",
+    "Pki",
+    "client_env",
+    "local_secrets",
+    "make_pki",
+    "password_file",
+    "secure_server_config",
+]
 
 LOCAL_USER = "surge"
 
@@ -126,12 +137,26 @@ def local_secrets(folder: Path) -> tuple[Pki, Path]:
     return pki, password
 
 
-def secure_server_config(pki: Pki, password: Path, user: str = LOCAL_USER) -> str:
-    """nats-server settings: mutual TLS and one user whose password is in `password`."""
-    secret = password.read_text().strip()
-    return pki.server_tls(verify_clients=True) + (
-        f'authorization {{ users = [ {{ user: "{user}", password: "{secret}" }} ] }}\n'
-    )
+def password_file(folder: Path, name: str) -> Path:
+    """`folder/<name>.password`, made with a random password the first time."""
+    path = folder / f"{name}.password"
+    if not path.is_file():
+        path.write_text(secrets.token_urlsafe(24) + "\n")
+        path.chmod(0o600)
+    return path
+
+
+def secure_server_config(
+    pki: Pki, password: Path, user: str = LOCAL_USER, tenants: Mapping[str, Path] | None = None
+) -> str:
+    """nats-server settings: mutual TLS, one trusted user (workers, the scaler) whose
+    password is in `password`, and each tenant's user with its permissions."""
+    users = {user: trusted(user, password.read_text().strip())}
+    for tenant, secret in (tenants or {}).items():
+        users[tenant] = User(
+            user=tenant, password=secret.read_text().strip(), permissions=tenant_permissions(tenant)
+        )
+    return pki.server_tls(verify_clients=True) + authorization_config(users)
 
 
 def client_env(pki: Pki, password: Path, url: str, user: str = LOCAL_USER) -> dict[str, str]:

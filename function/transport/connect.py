@@ -108,6 +108,7 @@ async def open_nats(
     name: str,
     wait_s: float = 10.0,
     reconnect: bool = True,
+    inbox_prefix: str | None = None,
     error_cb: ErrorCallback | None = None,
     **callbacks: Any,
 ) -> NATS:
@@ -116,12 +117,15 @@ async def open_nats(
     Raises `NatsConnectError` at once for refused credentials or TLS trouble, and after
     `wait_s` when no server answers. Once connected, `error_cb` and `callbacks` (nats-py's
     `disconnected_cb` and friends) take over, and reconnects never give up if `reconnect`.
+    `inbox_prefix` replaces `_INBOX` (a tenant's clients receive replies under their own).
     """
     auth = auth if auth is not None else NatsAuth()
     try:
         options = connect_options(auth)
     except (NatsAuthError, ssl.SSLError, OSError) as exc:
         raise NatsConnectError(f"NATS credentials unusable: {exc}") from exc
+    if inbox_prefix is not None:
+        options["inbox_prefix"] = inbox_prefix
     servers = servers_from(url)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait_s

@@ -54,6 +54,12 @@ def subject_matches(pattern: str, subject: str) -> bool:
     return len(want) == len(have)
 
 
+def _function_of(subject: str) -> str:
+    """The function token of `surge.jobs.<priority>.<function>[.<tenant>]`."""
+    parts = subject.split(".")
+    return parts[3] if len(parts) > 3 else parts[-1]
+
+
 def _age_s(stamp: datetime) -> float:
     """Seconds since `stamp` (a server time; without a zone it is UTC)."""
     return (datetime.now(UTC) - as_utc(stamp)).total_seconds()
@@ -134,10 +140,10 @@ class OrphanSweeper(Periodic):
     async def _answer(self, subject: str, raw: RawStreamMsg) -> None:
         sequence = raw.seq or 0
         headers = dict(raw.headers or {})
-        job_id, reply_to = answer_address(
+        job_id, reply_to, tenant = answer_address(
             subject, headers, raw.data or b"", stream=JOBS_STREAM, sequence=sequence
         )
-        function = subject.rsplit(".", 1)[-1]
+        function = _function_of(subject)
         message = (
             f"no worker serves function {quote(function)}: nothing consumes {quote(subject)}; "
             "publish to a deployed function's subject"
@@ -146,6 +152,7 @@ class OrphanSweeper(Periodic):
             job_id=job_id,
             status=JobStatus.ERROR,
             function=function,
+            tenant=tenant,
             error=ErrorInfo(code=ErrorCode.UNKNOWN_FUNCTION, message=message),
             trace_id=trace_id_in(headers),
         )

@@ -125,15 +125,16 @@ class PoisonSweeper:
         except NotFoundError:
             return
         headers = dict(raw.headers or {})
-        job_id, reply_to = answer_address(
+        job_id, reply_to, tenant = answer_address(
             raw.subject or "", headers, raw.data or b"", stream=JOBS_STREAM, sequence=sequence
         )
         attempts = deliveries or self._max_deliver
-        if await self._results.lookup(job_id) is None:
+        if await self._results.lookup(job_id, tenant) is None:
             message = f"no worker finished this job in {attempts} attempts (crash or timeout)"
             letter = DeadLetter(
                 job_id=job_id,
                 function=self._function,
+                tenant=tenant,
                 original_subject=raw.subject or "",
                 attempts=attempts,
                 last_error=ErrorInfo(code=ErrorCode.MAX_DELIVER_EXCEEDED, message=message),
@@ -148,6 +149,7 @@ class PoisonSweeper:
                 job_id=job_id,
                 status=JobStatus.ERROR,
                 function=self._function,
+                tenant=tenant,
                 error=letter.last_error,
                 model=self._model,
                 trace_id=trace_id_in(headers),

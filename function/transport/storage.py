@@ -27,6 +27,7 @@ from nats.js.object_store import ObjectStore
 
 from function.contract.bounds import message_size, quote
 from function.contract.errors import BadInput, ErrorCode, TransientError
+from function.contract.parse import tenant_blob_prefix
 from function.contract.settings import (
     RESULTS_STREAM,
     Header,
@@ -44,14 +45,28 @@ BLOB_TIMEOUT_S = 30.0
 _HEADER_VALUE_CHARS = 256
 
 
-async def fetch_result(js: JetStreamContext, job_id: str) -> Result | None:
-    """The stored result of `job_id`, or None when there is none (yet, or any more)."""
+async def fetch_result(
+    js: JetStreamContext, job_id: str, tenant: str | None = None
+) -> Result | None:
+    """The stored result of `job_id` (a tenant's, when given), or None when there is none
+    (yet, or any more). A direct get names the subject, so permissions can scope it."""
     try:
-        raw = await js.get_last_msg(RESULTS_STREAM, result_subject(job_id), direct=True)
+        subject = result_subject(job_id, tenant)
+        raw = await js.get_last_msg(RESULTS_STREAM, subject, direct=True)
     except (NotFoundError, NoRespondersError):  # no such result, or no results stream yet
         return None
     assert raw.data is not None
     return Result.model_validate_json(raw.data)
+
+
+def _scoped_id(kind: str, job_id: str, tenant: str | None) -> str:
+    """A de-duplication id that no other tenant's job with the same id can take."""
+    return f"{kind}.{tenant}.{job_id}" if tenant else f"{kind}-{job_id}"
+
+
+def _blob_home(tenant: str | None) -> str:
+    """Where a job's offloaded outputs go: under its tenant's own prefix, if it has one."""
+    return tenant_blob_prefix(tenant) if tenant else ""
 
 
 class ResultStore:
@@ -78,8 +93,8 @@ class ResultStore:
         """Whether a message is within the server's `max_payload`, headers included."""
         return message_size(body, headers) <= self._nc.max_payload
 
-    async def lookup(self, job_id: str) -> Result | None:
-        return await fetch_result(self._js, job_id)
+    async def lookup(self, job_id: str, tenant: str | None = None) -> Result | None:
+        return await fetch_result(self._js, job_id, tenant)
 
     async def fetch_input(self, ref: str) -> bytes:
         """Read a job input from the blob bucket; missing or unreadable is the client's error.
@@ -124,7 +139,7 @@ class ResultStore:
             return
         for name, output in result.outputs.items():
             if isinstance(output, ImageOutput) and output.data is not None:
-                ref = f"results/{result.job_id}/{name}"
+                ref = f"{_blob_home(result.tenant)}results/{result.job_id}/{name}"
                 await self._blobs.put(ref, base64.b64decode(output.data))
                 output.data, output.ref = None, ref
 
@@ -146,7 +161,10 @@ class ResultStore:
             body, headers, stored = self._encode(result, trace_headers)
         # Store first: a client never sees a result that is not the final one.
         await self._js.publish(
-            result_subject(result.job_id), body, headers=stored, timeout=STORE_TIMEOUT_S
+            result_subject(result.job_id, result.tenant),
+            body,
+            headers=stored,
+            timeout=STORE_TIMEOUT_S,
         )
         await self._reply(reply_to, body, headers, result.job_id)
 
@@ -163,7 +181,7 @@ class ResultStore:
         }
         if result.error is not None:
             headers[Header.ERROR_CODE] = result.error.code.value
-        stored = {**headers, Header.MSG_ID: f"result-{result.job_id}"}
+        stored = {**headers, Header.MSG_ID: _scoped_id("result", result.job_id, result.tenant)}
         return result.model_dump_json().encode(), headers, stored
 
     def _too_large(self, result: Result, size: int) -> Result:
@@ -209,7 +227,7 @@ class ResultStore:
             Header.LAST_ERROR: letter.last_error.message[:512],
             Header.ATTEMPTS: str(letter.attempts),
             Header.ORIGINAL_SUBJECT: letter.original_subject[:_HEADER_VALUE_CHARS],
-            Header.MSG_ID: f"dead-{letter.job_id}",
+            Header.MSG_ID: _scoped_id("dead", letter.job_id, letter.tenant),
         }
         body = self._fitted(letter, headers)
         await self._js.publish(

@@ -55,6 +55,7 @@ __all__ = [
     "ensure_consumers",
     "ensure_streams",
     "ensure_topology",
+    "job_filters",
     "jobs_subjects",
     "missing_topology",
     "stream_configs",
@@ -80,12 +81,23 @@ class Topology:
 
 
 def jobs_subjects() -> list[str]:
-    """The jobs stream takes `surge.jobs.<high|normal>.<one token>` and nothing else."""
-    return [f"{JOBS_SUBJECT_PREFIX}.{priority.value}.*" for priority in Priority]
+    """The jobs stream takes `surge.jobs.<high|normal>.<function>[.<tenant>]`, nothing else."""
+    open_ = [f"{JOBS_SUBJECT_PREFIX}.{priority.value}.*" for priority in Priority]
+    return open_ + [f"{subject}.*" for subject in open_]
 
 
-# The jobs stream as created before its subjects were narrowed: upgraded in place.
-_LEGACY_JOBS_SUBJECTS = [f"{JOBS_SUBJECT_PREFIX}.>"]
+def job_filters(function: str, priority: Priority) -> list[str]:
+    """A function's jobs of one priority: open ones and every tenant's."""
+    subject = job_subject(priority, function)
+    return [subject, f"{subject}.*"]
+
+
+# Jobs streams as created by earlier versions (any subject; no tenant subjects): upgraded
+# in place, keeping their jobs.
+_LEGACY_JOBS_SUBJECTS = (
+    [f"{JOBS_SUBJECT_PREFIX}.>"],
+    [f"{JOBS_SUBJECT_PREFIX}.{priority.value}.*" for priority in Priority],
+)
 
 
 def stream_configs(settings: WorkerSettings) -> list[StreamConfig]:
@@ -137,7 +149,7 @@ def consumer_config(settings: WorkerSettings, priority: Priority) -> ConsumerCon
     return ConsumerConfig(
         durable_name=name,
         name=name,
-        filter_subject=job_subject(priority, settings.function),
+        filter_subjects=job_filters(settings.function, priority),
         deliver_policy=DeliverPolicy.ALL,
         ack_policy=AckPolicy.EXPLICIT,
         ack_wait=settings.ack_wait_s,
@@ -163,7 +175,7 @@ def sweeper_config(settings: WorkerSettings) -> ConsumerConfig:
 
 
 _STREAM_FIELDS = ("subjects", "retention", "max_msgs_per_subject")
-_CONSUMER_FIELDS = ("filter_subject", "ack_policy", "ack_wait", "max_deliver", "max_ack_pending")
+_CONSUMER_FIELDS = ("filter_subjects", "ack_policy", "ack_wait", "max_deliver", "max_ack_pending")
 
 
 def _differences(want: Any, have: Any, fields: tuple[str, ...]) -> list[str]:
@@ -189,7 +201,7 @@ async def ensure_streams(js: JetStreamContext, settings: WorkerSettings) -> None
             await js.add_stream(config=config)
             log.info("created stream %s", config.name)
             continue
-        if config.name == JOBS_STREAM and info.config.subjects == _LEGACY_JOBS_SUBJECTS:
+        if config.name == JOBS_STREAM and info.config.subjects in _LEGACY_JOBS_SUBJECTS:
             await _upgrade_jobs_stream(js, config, info.config)
             continue
         diffs = _differences(config, info.config, _STREAM_FIELDS)
@@ -198,7 +210,8 @@ async def ensure_streams(js: JetStreamContext, settings: WorkerSettings) -> None
 
 
 async def _upgrade_jobs_stream(js: JetStreamContext, want: StreamConfig, have: Any) -> None:
-    """Narrow a pre-0.2 jobs stream's subjects, keeping its jobs.
+    """Set an earlier version's jobs stream subjects (narrowed, with tenant subjects),
+    keeping its jobs.
 
     Its maximum age is left as it was: adding one would drop queued jobs without an
     answer. Set it with `nats stream edit` (or NACK) once the backlog is drained.
@@ -236,6 +249,11 @@ async def missing_topology(js: JetStreamContext, settings: WorkerSettings) -> li
     return missing
 
 
+def _single_filter(have: ConsumerConfig, priority: Priority, function: str) -> bool:
+    """An earlier version's consumer: one filter, without tenants' subjects."""
+    return have.filter_subject == job_subject(priority, function) and not have.filter_subjects
+
+
 async def ensure_consumers(js: JetStreamContext, settings: WorkerSettings) -> dict[Priority, str]:
     """Create missing consumers (high, then normal); raise `TopologyMismatch` on differences."""
     names: dict[Priority, str] = {}
@@ -248,6 +266,10 @@ async def ensure_consumers(js: JetStreamContext, settings: WorkerSettings) -> di
             await js.add_consumer(JOBS_STREAM, config=config)
             log.info("created consumer %s", config.durable_name)
         else:
+            if _single_filter(info.config, priority, settings.function):
+                await js.add_consumer(JOBS_STREAM, config=config)  # takes tenants' jobs too
+                log.info("consumer %s now also takes tenants' jobs", config.durable_name)
+                info = await js.consumer_info(JOBS_STREAM, config.durable_name)
             diffs = _differences(config, info.config, _CONSUMER_FIELDS)
             if diffs:
                 raise TopologyMismatch(

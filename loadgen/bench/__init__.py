@@ -7,4 +7,5 @@ profile    where the time goes in one worker (a sampling profile of the job path
 hotspots   a profile flattened to its top functions
 record     the benchmark's JSON record
 coldstart  `surge worker` start-to-ready against a bare session (`-m loadgen.bench.coldstart`)
+tls        round trips with and without mutual TLS + password (`-m loadgen.bench.tls`)
 """

@@ -22,9 +22,11 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, RetentionPolicy, StreamConfig
 
+from function.contract.nats_auth import NatsAuth
 from function.contract.parse import job_headers
 from function.models import fetch_photos, load_model, load_task
 from function.models.imaging import decode_image
+from function.transport.connect import connect_options
 
 __all__ = [
     "BARE_CONSUMER",
@@ -119,9 +121,11 @@ def bare_cold_start(function: str, threads: int, model_dir: Path) -> tuple[float
     return float(elapsed), int(rss)
 
 
-async def bare_request_reply(url: str, count: int, payload: bytes) -> list[float]:
+async def bare_request_reply(
+    url: str, count: int, payload: bytes, auth: NatsAuth | None = None
+) -> list[float]:
     """Round trips (ms) of a nats-py request to an echo responder in the same process."""
-    nc = await nats.connect(url)
+    nc = await nats.connect(url, **connect_options(auth or NatsAuth()))
 
     async def echo(msg: Msg) -> None:
         await msg.respond(b'{"status":"ok"}')

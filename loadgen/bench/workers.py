@@ -10,6 +10,7 @@ import nats
 
 from function.client import SurgeClient
 from function.contract.heartbeat import Heartbeat
+from function.contract.nats_auth import NatsAuth
 from function.contract.settings import Priority, WorkerSettings, job_subject
 from function.local.nats_server import free_port
 from function.local.processes import start_worker_process, stop_worker_processes, wait_ready
@@ -90,9 +91,11 @@ async def surge_message_path(
         await nc.drain()
 
 
-async def surge_round_trips(url: str, count: int, payload: bytes) -> list[float]:
+async def surge_round_trips(
+    url: str, count: int, payload: bytes, auth: NatsAuth | None = None
+) -> list[float]:
     """Milliseconds from publish to result, one `tiny` job at a time (`SurgeClient.call`)."""
-    async with await SurgeClient.connect(url) as client:
+    async with await SurgeClient.connect(url, auth) as client:
         times = []
         for _ in range(count):
             start = time.perf_counter()

@@ -189,7 +189,7 @@ async def test_jobs_for_unserved_functions_are_answered_and_removed(
     """Finding 8: before, they were accepted and kept forever."""
     await start_worker(function="tiny", orphan_grace_s=0.5, warmup_batch_sizes=[])
     inbox = await client.inbox()
-    for subject in ("surge.jobs.urgent.tiny", "surge.jobs.normal.tiny.extra", "surge.jobs.x"):
+    for subject in ("surge.jobs.urgent.tiny", "surge.jobs.normal.tiny.a.b", "surge.jobs.x"):
         with pytest.raises((NoRespondersError, NoStreamResponseError)):
             await client.js.publish(subject, png_bytes(), timeout=1)
     await client.js.publish(

@@ -21,14 +21,14 @@ from nats.aio.msg import Msg
 
 from function.client import SurgeClient
 from function.contract.nats_auth import NatsAuth, NatsConnectError
-from function.contract.settings import WorkerSettings, heartbeat_subject
+from function.contract.settings import heartbeat_subject
 from function.contract.wire import JobStatus
 from function.local.nats_server import EmbeddedNats, free_port
 from function.local.throwaway_pki import Pki, make_pki
 from function.transport.connect import open_nats
 from function.worker import Worker
 from scaler.hub import ScalerHub
-from tests.helpers import png_bytes
+from tests.helpers import png_bytes, tiny_settings
 from tests.nats_security import new_nkey, operator_setup
 
 pytestmark = pytest.mark.nats
@@ -76,15 +76,7 @@ async def test_a_job_runs_end_to_end_over_mutual_tls_with_a_password(
 ) -> None:
     caplog.set_level(logging.INFO)
     auth = _alice(tmp_path, pki)
-    settings = WorkerSettings(
-        nats_url=secure_server.url,
-        model_dir=model_dir,
-        function="tiny",
-        warmup_batch_sizes=[],
-        heartbeat_interval_s=0.2,
-        fetch_timeout_s=0.5,
-    )
-    worker = Worker(settings, auth=auth)
+    worker = Worker(tiny_settings(secure_server.url, model_dir), auth=auth)
     await worker.start()
     try:
         async with await SurgeClient.connect(secure_server.url, auth) as client:
@@ -280,7 +272,7 @@ def test_surge_nats_secure_makes_a_server_only_its_credentials_open(tmp_path: Pa
     port = free_port()
     args = [sys.executable, "-m", "function", "nats", "--secure", "--port", str(port)]
     args += ["--monitor-port", str(free_port()), "--store-dir", str(tmp_path / "store")]
-    args += ["--secrets-dir", str(tmp_path / "secrets")]
+    args += ["--secrets-dir", str(tmp_path / "secrets"), "--tenants", "tenant-a"]
     log = tmp_path / "nats.err"
     with log.open("w") as err:
         server = subprocess.Popen(args, stderr=err, env={**os.environ, "COLUMNS": "300"})
@@ -289,6 +281,14 @@ def test_surge_nats_secure_makes_a_server_only_its_credentials_open(tmp_path: Pa
         assert env["SURGE_NATS_URL"] == f"nats://127.0.0.1:{port}"
         found = _surge(["result", "no-such-job"], env)
         assert found.returncode == 1 and "no stored result" in found.stderr, found.stderr
+        tenant = {
+            **env,
+            "SURGE_TENANT": "tenant-a",
+            "SURGE_NATS_USER": "tenant-a",
+            "SURGE_NATS_PASSWORD_FILE": str(tmp_path / "secrets" / "tenant-a.password"),
+        }
+        scoped = _surge(["result", "no-such-job"], tenant)
+        assert scoped.returncode == 1 and "no stored result" in scoped.stderr, scoped.stderr
         bare = {"SURGE_NATS_URL": env["SURGE_NATS_URL"]}
         refused = _surge(["result", "no-such-job"], bare)
         assert refused.returncode == 2 and "TLS" in refused.stderr, refused.stderr

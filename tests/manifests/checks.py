@@ -15,22 +15,22 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from function.contract.nats_auth import NATS_ENV_PREFIX, NatsAuth
 from function.contract.settings import (
     ADVISORIES_STREAM,
     DEAD_STREAM,
     DEAD_SUBJECT_PREFIX,
     ENV_PREFIX,
     JOBS_STREAM,
-    JOBS_SUBJECT_PREFIX,
     RESULTS_STREAM,
     RESULTS_SUBJECT_PREFIX,
     Priority,
     WorkerSettings,
     consumer_name,
-    job_subject,
     max_deliveries_subject,
     sweeper_name,
 )
+from function.transport.topology import job_filters, jobs_subjects
 from scaler.config import ScalerSettings
 from tests.manifests import contract
 from tests.manifests.kube import Doc, containers, go_duration, name_of, override_of, workloads
@@ -39,6 +39,8 @@ Docs = Sequence[Doc]
 SETTINGS_ENV = {ENV_PREFIX + field.upper() for field in WorkerSettings.model_fields}
 SCALER_ENV_PREFIX = str(ScalerSettings.model_config.get("env_prefix"))
 SCALER_ENV = {SCALER_ENV_PREFIX + field.upper() for field in ScalerSettings.model_fields}
+# How the worker and the scaler authenticate to NATS (components/nats-auth sets some).
+NATS_AUTH_ENV = {NATS_ENV_PREFIX + field.upper() for field in NatsAuth.model_fields}
 
 
 # --- finding things ------------------------------------------------------------------
@@ -153,18 +155,18 @@ def longest_batch_s(settings: WorkerSettings) -> float:
 
 def check_env_names(docs: Docs) -> list[str]:
     """Every SURGE_* variable, and every key of an envFrom ConfigMap, is a WorkerSettings field
-    (or, in the scaler's container, a ScalerSettings field)."""
+    (or, in the scaler's container, a ScalerSettings field; in both, a NatsAuth field)."""
     errors = []
     maps = config_maps(docs)
     for workload, pod in workloads(docs):
         for c in containers(pod):
             where = f"{name_of(workload)} container {c['name']}"
             scaler = tuple(c.get("command", [])) == contract.SCALER_COMMAND
-            known = SETTINGS_ENV | SCALER_ENV if scaler else SETTINGS_ENV
+            known = SETTINGS_ENV | NATS_AUTH_ENV | (SCALER_ENV if scaler else set())
             for var in c.get("env", []):
                 if var["name"].startswith(ENV_PREFIX) and var["name"] not in known:
                     kinds = "WorkerSettings or ScalerSettings" if scaler else "WorkerSettings"
-                    errors.append(f"{where}: {var['name']} is not a {kinds} field")
+                    errors.append(f"{where}: {var['name']} is not a {kinds} or NatsAuth field")
             for source in c.get("envFrom", []):
                 if source.get("prefix"):
                     errors.append(f"{where}: envFrom prefix {source['prefix']!r} renames settings")
@@ -199,7 +201,7 @@ def check_jetstream(docs: Docs) -> list[str]:
     settings = worker_settings(docs)
     streams = {d["spec"].get("name"): d["spec"] for d in find(docs, "Stream")}
     want_subjects = {
-        JOBS_STREAM: [f"{JOBS_SUBJECT_PREFIX}.{p.value}.*" for p in Priority],
+        JOBS_STREAM: jobs_subjects(),
         RESULTS_STREAM: [f"{RESULTS_SUBJECT_PREFIX}.>"],
         DEAD_STREAM: [f"{DEAD_SUBJECT_PREFIX}.>"],
         ADVISORIES_STREAM: [max_deliveries_subject("*")],
@@ -242,7 +244,7 @@ def check_jetstream(docs: Docs) -> list[str]:
             continue
         expected: dict[str, Any] = {
             "streamName": JOBS_STREAM,
-            "filterSubject": job_subject(priority, settings.function),
+            "filterSubjects": job_filters(settings.function, priority),
             "ackPolicy": "explicit",
             "maxDeliver": settings.max_deliver,
             "maxAckPending": settings.max_ack_pending,

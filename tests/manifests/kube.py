@@ -33,7 +33,9 @@ Doc = dict[str, Any]
 REPO: Final = Path(__file__).resolve().parents[2]
 MANIFESTS: Final = REPO / "manifests"
 SCHEMAS: Final = MANIFESTS / "schemas"
-OVERLAYS: Final = ("knative", "raw", "knative-cpu", "raw-cpu")
+OVERLAYS: Final = ("knative", "raw", "knative-cpu", "raw-cpu", "knative-secure")
+# Overlays with components/nats-auth: the worker and scaler connect to a secured NATS.
+SECURE_OVERLAYS: Final = ("knative-secure",)
 
 # Oldest Kubernetes the manifests target (Knative Serving 1.21+ needs 1.33) and
 # the newest one kubernetes-validate ships.

@@ -228,9 +228,9 @@ CONTRACT_MUTATIONS: dict[str, tuple[str, str, Mutation]] = {
     ),
     "nack-filter-subject": (
         "raw",
-        "filterSubject 'surge.jobs.remove-bg'",
+        "filterSubjects ['surge.jobs.remove-bg']",
         lambda d: one(d, "Consumer", "surge-remove-bg-high")["spec"].update(
-            filterSubject="surge.jobs.remove-bg"
+            filterSubjects=["surge.jobs.remove-bg"]
         ),
     ),
     "nack-stream-memory-storage": (

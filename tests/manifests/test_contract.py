@@ -90,7 +90,7 @@ def test_nack_matches_worker_topology(docs: tuple[Doc, ...]) -> None:
         config = consumer_config(settings, priority)
         spec = consumers[config.durable_name]
         assert spec["streamName"] == JOBS_STREAM
-        assert spec["filterSubject"] == config.filter_subject
+        assert spec["filterSubjects"] == config.filter_subjects
         assert spec["ackPolicy"] == config.ack_policy.value
         assert spec.get("deliverPolicy", "all") == config.deliver_policy.value
         assert go_duration(spec["ackWait"]) == pytest.approx(config.ack_wait)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import posixpath
 from collections.abc import Callable
 from typing import Any
 
@@ -25,9 +26,9 @@ def test_checks_pass(docs: tuple[Doc, ...]) -> None:
 def test_scaler_pod_reads_tls_from_a_read_only_secret(docs: tuple[Doc, ...]) -> None:
     ((_, pod, container),) = tls_checks.scaler_pods(docs)
     env = {v["name"]: v.get("value") for v in container["env"]}
-    mounts = {m["name"]: m for m in container["volumeMounts"]}
-    (volume,) = [v for v in pod["volumes"] if "secret" in v]
-    mount = mounts[volume["name"]]
+    folder = posixpath.dirname(env["SURGE_SCALER_TLS_CERT"])
+    (mount,) = [m for m in container["volumeMounts"] if m["mountPath"] == folder]
+    (volume,) = [v for v in pod["volumes"] if v["name"] == mount["name"]]
     assert mount["readOnly"] is True
     assert volume["secret"]["secretName"] == "surge-scaler-tls"
     for name, key in (("CERT", "tls.crt"), ("KEY", "tls.key"), ("CLIENT_CA", "ca.crt")):

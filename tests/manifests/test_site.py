@@ -9,7 +9,14 @@ from pathlib import Path
 import yaml
 
 from tests.manifests import checks
-from tests.manifests.kube import MANIFESTS, OVERLAYS, containers, render, workloads
+from tests.manifests.kube import (
+    MANIFESTS,
+    OVERLAYS,
+    SECURE_OVERLAYS,
+    containers,
+    render,
+    workloads,
+)
 
 IMAGE = "ghcr.io/acme/surge"
 TAG = "9.9.9"
@@ -39,12 +46,13 @@ def test_one_edit_reaches_every_overlay(tmp_path: Path) -> None:
     old_host = old_address.partition(":")[0]
     for overlay in OVERLAYS:
         docs = render(copy / "overlays" / overlay)
+        scheme = "tls" if overlay in SECURE_OVERLAYS else "nats"  # components/nats-auth
         images = {c["image"] for _, pod in workloads(docs) for c in containers(pod)}
         assert images == {f"{IMAGE}:{TAG}"}, overlay
         for _, pod in workloads(docs):
             for c in containers(pod):
                 env = checks.container_env(docs, c)
-                assert env["SURGE_NATS_URL"] == f"nats://{NATS_ADDRESS}", (overlay, c["name"])
+                assert env["SURGE_NATS_URL"] == f"{scheme}://{NATS_ADDRESS}", (overlay, c["name"])
         (auth,) = [
             a
             for a in checks.find(docs, "TriggerAuthentication")

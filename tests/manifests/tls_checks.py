@@ -66,7 +66,7 @@ def _readable(pod: Mapping[str, Any], secret: Mapping[str, Any], path: str) -> l
     mode = secret.get("defaultMode", DEFAULT_SECRET_MODE)
     if mode & 0o004 or (mode & 0o040 and "fsGroup" in pod.get("securityContext", {})):
         return []
-    return [f"{path}: mode {mode:#o} and no fsGroup: the scaler's user cannot read it"]
+    return [f"{path}: mode {mode:#o} and no fsGroup: the container's user cannot read it"]
 
 
 def check_scaler_serves_mutual_tls(docs: Docs) -> list[str]:

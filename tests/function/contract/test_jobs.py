@@ -12,6 +12,7 @@ from function.contract.errors import BadInput, ErrorCode
 from function.contract.parse import (
     derive_job_id,
     is_valid_job_id,
+    job_headers,
     parse_job,
     parse_subject,
     sniff_image_type,
@@ -24,8 +25,15 @@ PNG = b"\x89PNG\r\n\x1a\n" + b"rest"
 
 
 def test_subject_parts() -> None:
-    assert parse_subject(SUBJECT) == (Priority.HIGH, "remove-bg")
-    for bad in ("surge.jobs.urgent.remove-bg", "surge.jobs.high", "other.high.x"):
+    assert parse_subject(SUBJECT) == (Priority.HIGH, "remove-bg", None)
+    assert parse_subject(SUBJECT + ".acme") == (Priority.HIGH, "remove-bg", "acme")
+    for bad in (
+        "surge.jobs.urgent.remove-bg",
+        "surge.jobs.high",
+        "other.high.x",
+        "surge.jobs.high.remove-bg.Acme",  # tenant ids are lower case
+        "surge.jobs.high.remove-bg.acme.x",
+    ):
         with pytest.raises(BadInput) as info:
             parse_subject(bad)
         assert info.value.code is ErrorCode.BAD_ENVELOPE
@@ -156,3 +164,27 @@ def test_result_round_trips_and_tolerates_unknown_fields() -> None:
     assert again == result
     mask = again.outputs["mask"]
     assert isinstance(mask, ImageOutput) and mask.payload() == b"hi"
+
+
+def test_a_tenant_job_carries_its_tenant_and_msg_id_scope() -> None:
+    headers = job_headers("order-1", reply_to="_INBOX_acme.x", tenant="acme")
+    assert headers[Header.MSG_ID] == "acme:order-1"
+    job = parse_job(SUBJECT + ".acme", headers, PNG)
+    assert (job.tenant, job.job_id, job.reply_to) == ("acme", "order-1", "_INBOX_acme.x")
+
+
+@pytest.mark.parametrize(
+    "reply_to", ["_INBOX.x", "_INBOX_other.x", "_INBOX_acmex.y", "replies.acme"]
+)
+def test_a_tenant_job_replies_only_under_its_inbox(reply_to: str) -> None:
+    with pytest.raises(BadInput, match="outside tenant acme's inbox") as info:
+        parse_job(SUBJECT + ".acme", {Header.REPLY_TO: reply_to}, PNG)
+    assert info.value.code is ErrorCode.BAD_ENVELOPE
+
+
+@pytest.mark.parametrize("ref", ["inputs/x", "tenants/other/x", "tenants/acme/../other/x"])
+def test_a_tenant_job_reads_only_its_blobs(ref: str) -> None:
+    envelope = json.dumps({"image_ref": ref}).encode()
+    with pytest.raises(BadInput, match="outside tenant acme") as info:
+        parse_job(SUBJECT + ".acme", {Header.CONTENT_TYPE: "application/json"}, envelope)
+    assert info.value.code is ErrorCode.BAD_ENVELOPE

@@ -1,0 +1,233 @@
+"""Two tenants on one NATS server: what the server refuses, and what the worker refuses.
+
+A real nats-server whose users are a trusted worker and two tenants with the
+permissions of `function.contract.tenancy`; a real `tiny` worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import nats.errors
+import pytest
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.js.api import AckPolicy, ConsumerConfig, RetentionPolicy, StreamConfig
+
+from function.client import SurgeClient
+from function.contract.errors import ErrorCode
+from function.contract.nats_auth import NatsAuth
+from function.contract.parse import job_headers
+from function.contract.settings import (
+    JOBS_STREAM,
+    Header,
+    Priority,
+    consumer_name,
+    job_subject,
+    tenant_inbox_prefix,
+)
+from function.contract.tenancy import User, authorization_config, tenant_permissions, trusted
+from function.contract.wire import JobStatus, Result
+from function.local.nats_server import EmbeddedNats
+from function.transport.connect import open_nats
+from function.transport.storage import fetch_result
+from function.transport.topology import job_filters
+from function.worker import Worker
+from tests.conftest import WorkerFactory
+from tests.helpers import png_bytes, tiny_settings
+
+pytestmark = pytest.mark.nats
+
+A, B = "tenant-a", "tenant-b"
+USERS = {
+    "surge": trusted("surge", "worker-pw"),
+    A: User(user=A, password="a-pw", permissions=tenant_permissions(A)),
+    B: User(user=B, password="b-pw", permissions=tenant_permissions(B)),
+}
+
+
+def _auth(name: str) -> NatsAuth:
+    user = USERS[name]
+    return NatsAuth(user=user.user, password=user.password)
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[EmbeddedNats]:
+    config = authorization_config(USERS)
+    with EmbeddedNats(store_dir=tmp_path / "nats", extra_config=config) as started:
+        yield started
+
+
+@pytest.fixture
+async def worker(server: EmbeddedNats, model_dir: Path) -> AsyncIterator[Worker]:
+    started = Worker(tiny_settings(server.url, model_dir), auth=_auth("surge"))
+    await started.start()
+    yield started
+    await started.stop(timeout=10)
+
+
+@pytest.fixture
+async def tenant_a(server: EmbeddedNats, worker: Worker) -> AsyncIterator[SurgeClient]:
+    async with await SurgeClient.connect(server.url, _auth(A), tenant=A) as client:
+        yield client
+
+
+@pytest.fixture
+async def tenant_b(server: EmbeddedNats, worker: Worker) -> AsyncIterator[SurgeClient]:
+    async with await SurgeClient.connect(server.url, _auth(B), tenant=B) as client:
+        yield client
+
+
+async def test_a_tenant_gets_its_result_scoped_to_it(tenant_a: SurgeClient) -> None:
+    result = await tenant_a.call(png_bytes(), function="tiny", timeout=20)
+    assert result.status is JobStatus.OK and result.tenant == A
+    stored = await tenant_a.result(result.job_id)
+    assert stored is not None and stored.tenant == A
+
+
+async def test_two_tenants_may_use_the_same_job_id(
+    tenant_a: SurgeClient, tenant_b: SurgeClient
+) -> None:
+    """De-duplication ids carry the tenant: B's `order-1` is not A's `order-1`."""
+    inbox_a, inbox_b = await tenant_a.inbox(), await tenant_b.inbox()
+    await tenant_a.submit(png_bytes(), function="tiny", job_id="order-1", reply_to=inbox_a.subject)
+    await tenant_b.submit(png_bytes(), function="tiny", job_id="order-1", reply_to=inbox_b.subject)
+    got_a = (await inbox_a.wait(["order-1"], timeout=20))["order-1"]
+    got_b = (await inbox_b.wait(["order-1"], timeout=20))["order-1"]
+    assert (got_a.tenant, got_b.tenant) == (A, B)
+    assert got_a.status is got_b.status is JobStatus.OK
+
+
+async def _refused_publish(client: SurgeClient, subject: str) -> None:
+    """The server drops the message (a permissions violation): no stream ever acks it."""
+    with pytest.raises((nats.errors.TimeoutError, nats.errors.NoRespondersError)):
+        await client.js.publish(subject, png_bytes(), timeout=1.5)
+
+
+async def test_the_server_keeps_a_tenant_out_of_other_queues(tenant_a: SurgeClient) -> None:
+    for subject in (
+        job_subject(Priority.NORMAL, "tiny", B),  # another tenant's queue
+        job_subject(Priority.NORMAL, "tiny"),  # the open queue
+        "surge.results.tenant-b.order-1",  # a forged result
+    ):
+        await _refused_publish(tenant_a, subject)
+
+
+async def test_the_server_keeps_a_tenant_out_of_other_results_and_replies(
+    server: EmbeddedNats, tenant_b: SurgeClient
+) -> None:
+    b_result = await tenant_b.call(png_bytes(), function="tiny", timeout=20)
+    errors: list[str] = []
+
+    async def seen(exc: Exception) -> None:
+        errors.append(str(exc))
+
+    spy = await open_nats(server.url, _auth(A), name="spy", error_cb=seen)
+    try:
+        heard: list[Msg] = []
+
+        async def keep(msg: Msg) -> None:
+            heard.append(msg)
+
+        for subject in ("surge.results.>", f"_INBOX_{B}.>", "_INBOX.>"):
+            await spy.subscribe(subject, cb=keep)
+        await spy.flush()
+        await tenant_b.call(png_bytes(), function="tiny", timeout=20)
+        await asyncio.sleep(0.3)
+        assert heard == []
+        assert sum("permissions violation" in e.lower() for e in errors) >= 3, errors
+        stolen = await _direct_get(spy, b_result.job_id)
+        assert stolen is None
+    finally:
+        await spy.close()
+
+
+async def _direct_get(nc: NATS, job_id: str) -> object:
+    """B's stored result as A would read it: refused, so nothing (or a timeout)."""
+    try:
+        return await fetch_result(nc.jetstream(timeout=1.5), job_id, B)
+    except TimeoutError:
+        return None
+
+
+async def test_the_worker_replies_to_a_tenant_only_under_its_own_inbox(
+    tenant_a: SurgeClient, tenant_b: SurgeClient
+) -> None:
+    """The confused deputy: A names B's inbox as its reply subject."""
+    inbox_b = await tenant_b.inbox()
+    job = await tenant_a.submit(png_bytes(), function="tiny", reply_to=inbox_b.subject)
+    assert await inbox_b.wait([job], timeout=2) == {}
+    stored = None
+    for _ in range(100):
+        stored = await tenant_a.result(job)
+        if stored is not None:
+            break
+        await asyncio.sleep(0.1)
+    assert stored is not None and stored.error is not None
+    assert stored.error.code is ErrorCode.BAD_ENVELOPE and "inbox" in stored.error.message
+
+
+async def test_a_tenant_job_may_not_name_another_tenants_blob(tenant_a: SurgeClient) -> None:
+    inbox = await tenant_a.inbox()
+    envelope = b'{"image_ref": "tenants/tenant-b/inputs/x", "content_type": "image/png"}'
+    headers = {
+        Header.MSG_ID: f"{A}:blob-1",
+        Header.CONTENT_TYPE: "application/json",
+        Header.REPLY_TO: inbox.subject,
+    }
+    await tenant_a.js.publish(job_subject(Priority.NORMAL, "tiny", A), envelope, headers=headers)
+    result = (await inbox.wait(["blob-1"], timeout=20))["blob-1"]
+    assert result.error is not None and result.error.code is ErrorCode.BAD_ENVELOPE
+    assert "outside tenant tenant-a" in result.error.message
+
+
+async def test_an_earlier_versions_queue_is_upgraded_in_place(
+    nats_server: EmbeddedNats, client: SurgeClient, start_worker: WorkerFactory
+) -> None:
+    """Streams and consumers made before tenants keep their jobs and start taking tenants'."""
+    js = client.js
+    await js.add_stream(
+        StreamConfig(
+            name=JOBS_STREAM,
+            subjects=[job_subject(p, "*") for p in Priority],
+            retention=RetentionPolicy.WORK_QUEUE,
+            max_age=7 * 24 * 3600.0,
+            duplicate_window=120.0,
+        )
+    )
+    for priority in Priority:
+        name = consumer_name("tiny", priority)
+        old = ConsumerConfig(
+            durable_name=name,
+            name=name,
+            filter_subject=job_subject(priority, "tiny"),
+            ack_policy=AckPolicy.EXPLICIT,
+            ack_wait=10.0,
+            max_deliver=5,
+            max_ack_pending=256,
+        )
+        await js.add_consumer(JOBS_STREAM, config=old)
+    inbox = await client.inbox()
+    queued = await client.submit(png_bytes(), function="tiny", reply_to=inbox.subject)
+    await start_worker(function="tiny", warmup_batch_sizes=[])
+    info = await js.consumer_info(JOBS_STREAM, consumer_name("tiny", Priority.NORMAL))
+    assert info.config.filter_subjects == job_filters("tiny", Priority.NORMAL)
+    tenant_inbox = f"{tenant_inbox_prefix(A)}.upgrade"
+    answers: list[Msg] = []
+
+    async def keep(msg: Msg) -> None:
+        answers.append(msg)
+
+    await client.nc.subscribe(tenant_inbox, cb=keep)
+    headers = job_headers("t-1", content_type="image/png", reply_to=tenant_inbox, tenant=A)
+    await js.publish(job_subject(Priority.NORMAL, "tiny", A), png_bytes(), headers=headers)
+    assert (await inbox.wait([queued], timeout=20))[queued].status is JobStatus.OK
+    for _ in range(200):
+        if answers:
+            break
+        await asyncio.sleep(0.05)
+    tenant_result = Result.model_validate_json(answers[0].data)
+    assert (tenant_result.job_id, tenant_result.tenant) == ("t-1", A)
+    assert tenant_result.status is JobStatus.OK
