@@ -84,6 +84,8 @@ def _nats_credentials(
     tenant: Annotated[str | None, _auth_option("--tenant")] = None,
 ) -> None:
     """Surge: scale-to-zero GPU inference on NATS JetStream."""
+    if tenant is not None and not is_valid_tenant(tenant):
+        raise typer.BadParameter("lower-case letters, digits, '-' and '_'", param_hint="--tenant")
     given = [creds, nkey, user, password_file, token_file, tls_ca, tls_cert, tls_key, tenant]
     for (env, _), value in zip(NATS_AUTH_OPTIONS.values(), given, strict=True):
         if value is not None:
@@ -332,7 +334,7 @@ def nats_server(
         secrets_dir.mkdir(parents=True, exist_ok=True)
         pki, password = local_secrets(secrets_dir)
         names = [t.strip() for t in ",".join(tenants or []).split(",") if t.strip()]
-        bad = [name for name in names if not is_valid_tenant(name)]
+        bad = [name for name in names if not is_valid_tenant(name) or name == "surge"]
         if bad:
             raise typer.BadParameter(f"not tenant ids: {', '.join(bad)}", param_hint="--tenants")
         users = {name: password_file(secrets_dir, name) for name in names}

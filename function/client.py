@@ -143,6 +143,8 @@ class SurgeClient:
         A `tenant`'s client publishes on its tenant's job subjects, receives replies on
         `_INBOX_<tenant>.>` and reads `surge.results.<tenant>.>`: what its NATS user may do.
         """
+        if tenant is not None and not is_valid_tenant(tenant):
+            raise ValueError(f"tenant {tenant!r}: lower-case letters, digits, '-' and '_'")
         prefix = tenant_inbox_prefix(tenant) if tenant else None
         nc = await open_nats(url, auth, name="surge-client", wait_s=wait_s, inbox_prefix=prefix)
         return cls(nc, own_connection=True, tenant=tenant)

@@ -37,7 +37,12 @@ from function.contract.errors import SurgeError
 from function.contract.heartbeat import Heartbeat, WorkerState
 from function.contract.settings import JOBS_STREAM, Priority, WorkerSettings, heartbeat_subject
 from function.transport.periodic import end_task
-from function.transport.topology import TopologyMismatch, consumer_config, ensure_streams
+from function.transport.topology import (
+    TopologyMismatch,
+    consumer_config,
+    ensure_streams,
+    upgrade_consumer,
+)
 from scaler.config import ScalerSettings
 from scaler.estimate import ArrivalRate, ReplicaStats
 from scaler.metrics import SCALER_METRICS as M
@@ -151,10 +156,12 @@ class FunctionWatcher:
         for config in self.consumers.values():
             assert config.durable_name is not None
             try:
-                await self.js.consumer_info(JOBS_STREAM, config.durable_name)
+                info = await self.js.consumer_info(JOBS_STREAM, config.durable_name)
             except NotFoundError:
                 await self.js.add_consumer(JOBS_STREAM, config=config)
                 log.info("created consumer %s", config.durable_name)
+            else:  # a function at zero: its consumers must count tenants' jobs too
+                await upgrade_consumer(self.js, config, info)
 
     async def _on_beat(self, msg: Msg) -> None:
         try:

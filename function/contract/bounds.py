@@ -14,7 +14,12 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 from function.contract.errors import BadInput, ErrorCode
-from function.contract.settings import RESERVED_SUBJECT_PREFIXES, Header, tenant_inbox_prefix
+from function.contract.settings import (
+    RESERVED_SUBJECT_PREFIXES,
+    TENANT_INBOX_MARK,
+    Header,
+    tenant_inbox_prefix,
+)
 
 __all__ = [
     "MAX_CONTENT_TYPE_CHARS",
@@ -66,6 +71,8 @@ def reply_subject_problem(subject: str, tenant: str | None = None) -> str | None
         return "is reserved for Surge or the NATS server"
     if tenant is not None and not subject.startswith(tenant_inbox_prefix(tenant) + "."):
         return f"is outside tenant {tenant}'s inbox {tenant_inbox_prefix(tenant)}.>"
+    if tenant is None and subject.startswith(TENANT_INBOX_MARK):
+        return "is a tenant's inbox; a tenant's jobs go to its own subjects"
     return None
 
 

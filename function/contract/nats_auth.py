@@ -16,7 +16,6 @@ names only the kind of credential and the files it came from.
 from __future__ import annotations
 
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -132,14 +131,15 @@ def _secret(value: SecretStr | None, path: Path | None) -> str | None:
 
 def redact_url(url: str) -> str:
     """`nats://user:pass@host` as `nats://user:***@host` (each of a comma-separated list)."""
-    parts = []
-    for one in url.split(","):
-        split = urlsplit(one.strip())
-        if split.password is None and not (split.username and "@" in split.netloc):
-            parts.append(one.strip())
-            continue
-        host = split.netloc.rsplit("@", 1)[1]
-        user = split.username if split.password is not None else None
-        netloc = f"{user}:***@{host}" if user else f"***@{host}"
-        parts.append(urlunsplit(split._replace(netloc=netloc)))
-    return ",".join(parts)
+    return ",".join(_redact_one(one.strip()) for one in url.split(","))
+
+
+def _redact_one(url: str) -> str:
+    scheme, _, rest = url.rpartition("://")
+    authority, slash, path = rest.partition("/")
+    if "@" not in authority:
+        return url
+    userinfo, host = authority.rsplit("@", 1)
+    user, colon, _ = userinfo.partition(":")
+    shown = f"{user}:***" if colon else "***"
+    return f"{scheme}{'://' if scheme else ''}{shown}@{host}{slash}{path}"

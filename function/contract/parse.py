@@ -51,6 +51,7 @@ __all__ = [
     "AnswerAddress",
     "JobSubject",
     "answer_address",
+    "check_tenant_blob",
     "derive_job_id",
     "is_valid_job_id",
     "job_headers",
@@ -339,7 +340,7 @@ def parse_job(
     if fields.get("reply_to") is not None:
         check_reply_subject(fields["reply_to"], "reply_to", tenant)
     if tenant is not None and fields.get("image_ref") is not None:
-        _check_tenant_blob(fields["image_ref"], tenant)
+        check_tenant_blob(fields["image_ref"], tenant)
     if fields.get("image") is not None and not fields["image"]:
         raise BadInput(ErrorCode.BAD_IMAGE, "empty image payload")
     return JobRequest.model_validate(fields)
@@ -350,7 +351,8 @@ def tenant_blob_prefix(tenant: str) -> str:
     return f"tenants/{tenant}/"
 
 
-def _check_tenant_blob(name: str, tenant: str) -> None:
+def check_tenant_blob(name: str, tenant: str) -> None:
+    """Raise `BadInput` unless blob `name` lies under `tenant`'s own prefix."""
     if not name.startswith(tenant_blob_prefix(tenant)) or ".." in name:
         raise BadInput(
             ErrorCode.BAD_ENVELOPE,

@@ -47,6 +47,7 @@ __all__ = [
     "RESERVED_SUBJECT_PREFIXES",
     "RESULTS_STREAM",
     "RESULTS_SUBJECT_PREFIX",
+    "TENANT_INBOX_MARK",
     "Header",
     "Priority",
     "WorkerSettings",
@@ -139,9 +140,12 @@ def result_subject(job_id: str, tenant: str | None = None) -> str:
     )
 
 
+TENANT_INBOX_MARK = "_INBOX_"
+
+
 def tenant_inbox_prefix(tenant: str) -> str:
     """The inbox prefix of a tenant's clients: the only replies the worker sends it."""
-    return f"_INBOX_{tenant}"
+    return f"{TENANT_INBOX_MARK}{tenant}"
 
 
 def dead_subject(function: str) -> str:

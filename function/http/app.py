@@ -25,7 +25,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from function.contract.errors import BadInput, ErrorCode, JobError
 from function.contract.http_auth import HttpAuthSettings
-from function.contract.parse import parse_job
+from function.contract.parse import check_tenant_blob, parse_job
 from function.contract.settings import Header as H
 from function.contract.settings import Priority, job_subject
 from function.contract.wire import ErrorInfo, JobStatus, Result, Timings
@@ -146,6 +146,8 @@ def create_app(fn: Function, auth: HttpAuthSettings | None = None) -> FastAPI:
                     max_payload=settings.max_payload_bytes,
                 )
                 base["job_id"] = job.job_id
+                if tenant is not None and job.image_ref is not None:
+                    check_tenant_blob(job.image_ref, tenant)  # its own uploads only
                 try:
                     outputs, timings = await worker.consumer.infer_direct(job)
                 except JobError:

@@ -151,6 +151,8 @@ def secure_server_config(
 ) -> str:
     """nats-server settings: mutual TLS, one trusted user (workers, the scaler) whose
     password is in `password`, and each tenant's user with its permissions."""
+    if user in (tenants or {}):
+        raise ValueError(f"a tenant may not be named {user!r}: that is the trusted user")
     users = {user: trusted(user, password.read_text().strip())}
     for tenant, secret in (tenants or {}).items():
         users[tenant] = User(

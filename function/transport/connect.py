@@ -41,6 +41,7 @@ logging.getLogger("asyncio").addFilter(_TlsCloseNoise())
 ErrorCallback = Callable[[Exception], Awaitable[None]]
 _RETRY_S = 0.25
 _CLOSE_S = 1.0
+_RECONNECT_WAIT_S = 2.0  # nats-py's default between reconnects
 
 
 def tls_context(auth: NatsAuth) -> ssl.SSLContext | None:
@@ -82,7 +83,7 @@ def _verdict(exc: BaseException, url: str, auth: NatsAuth) -> str | None:
         return f"{where}: its TLS certificate is not trusted ({reason}); check SURGE_NATS_TLS_CA"
     if isinstance(exc, ssl.SSLError):
         return f"{where}: TLS failed ({exc.reason or exc}); using {auth.describe()}"
-    if "authorization violation" in text or "authentication" in text:
+    if "authorization violation" in text or "authentication expired" in text:
         return f"{where} refused the credentials (authorization violation); using {auth.describe()}"
     if "tls" in text and ("required" in text or "handshake" in text):
         return f"{where}: {exc}; set SURGE_NATS_TLS_CA (and a client certificate if it asks)"
@@ -95,6 +96,16 @@ async def _discard(nc: NATS) -> None:
     """Close what a failed attempt left open (a refused connection keeps its socket)."""
     with contextlib.suppress(Exception):  # a failed TLS handshake can hang close(): bound it
         await asyncio.wait_for(nc.close(), _CLOSE_S)
+
+
+def _attach(nc: NATS, error_cb: ErrorCallback, callbacks: dict[str, Any]) -> None:
+    """Hand the connection's events to the caller (nats-py has no public setters)."""
+    nc._error_cb = error_cb
+    for name, callback in callbacks.items():
+        attribute = f"_{name}"
+        if not hasattr(nc, attribute):
+            raise TypeError(f"open_nats() got an unexpected callback {name!r}")
+        setattr(nc, attribute, callback)
 
 
 async def _quiet(exc: Exception) -> None:
@@ -133,14 +144,18 @@ async def open_nats(
     while True:
         nc = NATS()
         try:
+            # No callbacks yet: closing a failed attempt must not look like a lost
+            # connection. Each server is tried twice per attempt (nats-py would try 60
+            # times, 2 s apart); this loop keeps to `wait_s`.
             await nc.connect(
                 servers,
                 name=name,
                 allow_reconnect=False,
+                max_reconnect_attempts=1,
+                reconnect_time_wait=0,
                 connect_timeout=2,
                 error_cb=_quiet,
                 **options,
-                **callbacks,
             )
         except (TimeoutError, OSError, nats.errors.Error) as exc:
             last = exc
@@ -156,7 +171,8 @@ async def open_nats(
         # connect with these options (read from `options` at each disconnect).
         nc.options["allow_reconnect"] = reconnect
         nc.options["max_reconnect_attempts"] = -1 if reconnect else 0
-        nc._error_cb = error_cb or _quiet
+        nc.options["reconnect_time_wait"] = _RECONNECT_WAIT_S
+        _attach(nc, error_cb or _quiet, callbacks)
         return nc
     reason = type(last).__name__ if last is not None else "no answer"
     raise NatsConnectError(

@@ -54,6 +54,13 @@ def subject_matches(pattern: str, subject: str) -> bool:
     return len(want) == len(have)
 
 
+def _matched(filters: list[str], subject: str) -> bool:
+    """Whether a consumer takes `subject`; a tenant's job counts as taken by a function's
+    consumer from before tenants (it is widened when that function's worker starts)."""
+    open_subject = ".".join(subject.split(".")[:4])
+    return any(subject_matches(f, subject) or subject_matches(f, open_subject) for f in filters)
+
+
 def _function_of(subject: str) -> str:
     """The function token of `surge.jobs.<priority>.<function>[.<tenant>]`."""
     parts = subject.split(".")
@@ -98,7 +105,7 @@ class OrphanSweeper(Periodic):
 
     async def _served(self, subject: str) -> bool:
         filters = await self._filters()
-        return filters is None or any(subject_matches(f, subject) for f in filters)
+        return filters is None or _matched(filters, subject)
 
     async def orphan_subjects(self) -> list[str]:
         """Job subjects holding messages that no consumer of the jobs stream matches."""
@@ -109,7 +116,7 @@ class OrphanSweeper(Periodic):
         filters = await self._filters()
         if filters is None:
             return []
-        return [s for s in subjects if not any(subject_matches(f, s) for f in filters)]
+        return [s for s in subjects if not _matched(filters, s)]
 
     def _young(self, created: datetime | None) -> bool:
         """The stream was (re)created a moment ago: consumers may still be on their way."""

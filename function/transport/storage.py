@@ -27,7 +27,6 @@ from nats.js.object_store import ObjectStore
 
 from function.contract.bounds import message_size, quote
 from function.contract.errors import BadInput, ErrorCode, TransientError
-from function.contract.parse import tenant_blob_prefix
 from function.contract.settings import (
     RESULTS_STREAM,
     Header,
@@ -62,11 +61,6 @@ async def fetch_result(
 def _scoped_id(kind: str, job_id: str, tenant: str | None) -> str:
     """A de-duplication id that no other tenant's job with the same id can take."""
     return f"{kind}.{tenant}.{job_id}" if tenant else f"{kind}-{job_id}"
-
-
-def _blob_home(tenant: str | None) -> str:
-    """Where a job's offloaded outputs go: under its tenant's own prefix, if it has one."""
-    return tenant_blob_prefix(tenant) if tenant else ""
 
 
 class ResultStore:
@@ -137,9 +131,11 @@ class ResultStore:
         )
         if (inline <= self._inline_limit and not force) or self._blobs is None or not inline:
             return
+        if result.tenant is not None:  # a tenant cannot read the bucket: keep it inline
+            return
         for name, output in result.outputs.items():
             if isinstance(output, ImageOutput) and output.data is not None:
-                ref = f"{_blob_home(result.tenant)}results/{result.job_id}/{name}"
+                ref = f"results/{result.job_id}/{name}"
                 await self._blobs.put(ref, base64.b64decode(output.data))
                 output.data, output.ref = None, ref
 

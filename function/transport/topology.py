@@ -19,6 +19,7 @@ from nats.js import JetStreamContext
 from nats.js.api import (
     AckPolicy,
     ConsumerConfig,
+    ConsumerInfo,
     DeliverPolicy,
     DiscardPolicy,
     ObjectStoreConfig,
@@ -60,6 +61,7 @@ __all__ = [
     "missing_topology",
     "stream_configs",
     "sweeper_config",
+    "upgrade_consumer",
 ]
 
 log = logging.getLogger("surge.topology")
@@ -249,9 +251,19 @@ async def missing_topology(js: JetStreamContext, settings: WorkerSettings) -> li
     return missing
 
 
-def _single_filter(have: ConsumerConfig, priority: Priority, function: str) -> bool:
-    """An earlier version's consumer: one filter, without tenants' subjects."""
-    return have.filter_subject == job_subject(priority, function) and not have.filter_subjects
+async def upgrade_consumer(
+    js: JetStreamContext, config: ConsumerConfig, info: ConsumerInfo
+) -> ConsumerInfo:
+    """Widen an earlier version's consumer (`info`) to `config`'s filters, so it takes
+    tenants' jobs too; any other consumer is returned as it is."""
+    have = info.config
+    open_subject = (config.filter_subjects or [""])[0]
+    if have.filter_subject != open_subject or have.filter_subjects:
+        return info
+    await js.add_consumer(JOBS_STREAM, config=config)
+    log.info("consumer %s now also takes tenants' jobs", config.durable_name)
+    updated: ConsumerInfo = await js.consumer_info(JOBS_STREAM, config.durable_name or "")
+    return updated
 
 
 async def ensure_consumers(js: JetStreamContext, settings: WorkerSettings) -> dict[Priority, str]:
@@ -266,10 +278,7 @@ async def ensure_consumers(js: JetStreamContext, settings: WorkerSettings) -> di
             await js.add_consumer(JOBS_STREAM, config=config)
             log.info("created consumer %s", config.durable_name)
         else:
-            if _single_filter(info.config, priority, settings.function):
-                await js.add_consumer(JOBS_STREAM, config=config)  # takes tenants' jobs too
-                log.info("consumer %s now also takes tenants' jobs", config.durable_name)
-                info = await js.consumer_info(JOBS_STREAM, config.durable_name)
+            info = await upgrade_consumer(js, config, info)
             diffs = _differences(config, info.config, _CONSUMER_FIELDS)
             if diffs:
                 raise TopologyMismatch(

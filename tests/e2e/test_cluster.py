@@ -9,7 +9,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import nats
+import nats.errors
 import pytest
+from nats.js.errors import NotFoundError
 
 from function.client import SurgeClient
 from function.contract.settings import (
@@ -140,6 +142,15 @@ async def test_surge_up_cluster_runs_workers_on_replicated_streams(
                     raise
                 await asyncio.sleep(0.3)
         async with client:
+            # The scaler makes the streams (R3). A client that found none would make them
+            # itself with its own settings, so wait for the scaler's first.
+            while True:
+                try:
+                    await client.js.stream_info(JOBS_STREAM)
+                    break
+                except (NotFoundError, TimeoutError, nats.errors.Error):  # not yet, or electing
+                    assert time.monotonic() < deadline + 30, "the scaler made no streams"
+                    await asyncio.sleep(0.3)
             inbox = await client.inbox()
             job_id = await client.submit(png_bytes(), function="tiny", reply_to=inbox.subject)
             results = await inbox.wait([job_id], timeout=40)

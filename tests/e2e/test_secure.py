@@ -26,6 +26,7 @@ from function.contract.wire import JobStatus
 from function.local.nats_server import EmbeddedNats, free_port
 from function.local.throwaway_pki import Pki, make_pki
 from function.transport.connect import open_nats
+from function.transport.connection import ConnectionHealth
 from function.worker import Worker
 from scaler.hub import ScalerHub
 from tests.helpers import png_bytes, tiny_settings
@@ -295,3 +296,33 @@ def test_surge_nats_secure_makes_a_server_only_its_credentials_open(tmp_path: Pa
     finally:
         server.terminate()
         server.wait(timeout=10)
+
+
+async def test_an_absent_server_is_given_up_after_wait_s() -> None:
+    """Before, one first connect tried each server 60 times, 2 s apart (120 s)."""
+    with pytest.raises(NatsConnectError, match=r"no NATS server answered .* within 1 s"):
+        await asyncio.wait_for(
+            open_nats(f"nats://127.0.0.1:{free_port()}", NatsAuth(), name="t", wait_s=1), 15
+        )
+
+
+async def test_failed_first_attempts_are_not_a_lost_connection() -> None:
+    """A server that accepts and hangs up must not fire the worker's closed callback:
+    before, it marked the connection fatal and `surge worker` exited at once."""
+
+    async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.close()
+
+    server = await asyncio.start_server(hang_up, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    fatal: list[str] = []
+    health = ConnectionHealth(on_fatal=fatal.append)
+    try:
+        with pytest.raises(NatsConnectError):
+            await open_nats(
+                f"nats://127.0.0.1:{port}", NatsAuth(), name="t", wait_s=1.5, **health.callbacks()
+            )
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert fatal == [] and health.fatal is None

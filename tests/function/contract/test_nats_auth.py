@@ -60,3 +60,14 @@ def test_unusable_settings_are_named(fields: dict[str, str], problem: str) -> No
 )
 def test_urls_are_redacted(url: str, shown: str) -> None:
     assert redact_url(url) == shown
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("alice:s3cret@nats:4222", "alice:***@nats:4222"),  # nats-py takes it without a scheme
+        ("nats://alice:pa#ss@word@nats:4222", "nats://alice:***@nats:4222"),
+    ],
+)
+def test_odd_urls_are_redacted_too(url: str, shown: str) -> None:
+    assert redact_url(url) == shown

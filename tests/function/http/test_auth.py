@@ -393,3 +393,15 @@ async def test_auth_is_off_by_default(tmp_path: Path) -> None:
     async with _http(_function(tmp_path)) as http:
         response = await http.post("/v1/infer/tiny", content=png_bytes())
     assert response.status_code == 503 and response.json()["error"]["code"] == "not_ready"
+
+
+async def test_an_http_tenant_may_name_only_its_own_blobs(tiny: Function) -> None:
+    """Before, HTTP jobs were open jobs: tenant acme could have a worker read anyone's blob."""
+    headers = {**_bearer(ACME_KEY), "Content-Type": "application/json"}
+    async with _http(tiny) as http:
+        for ref in ("tenants/globex/inputs/x", "results/someone/cutout", "inputs/x"):
+            body = json.dumps({"image_ref": ref}).encode()
+            response = await http.post("/v1/infer/tiny", content=body, headers=headers)
+            assert response.status_code == 422, response.text
+            error = Result.model_validate(response.json()).error
+            assert error is not None and "outside tenant acme" in error.message
