@@ -14,7 +14,7 @@ import contextvars
 import json
 import logging
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -36,6 +36,7 @@ __all__ = [
     "context_from_headers",
     "current_trace_id",
     "set_process_fields",
+    "tenant_label",
     "trace_headers",
     "trace_id_in",
     "trace_id_of",
@@ -209,6 +210,16 @@ class Metrics:
             "Results or dead letters shrunk to fit the server's max_payload, by kind.",
             ["function", "kind"],
         )
+        self.tenant_jobs = Counter(
+            "surge_tenant_jobs_total",
+            "Jobs finished per tenant (SURGE_TENANTS by name, others 'other', open 'none').",
+            ["function", "tenant", "status"],
+        )
+        self.tenant_compute = Counter(
+            "surge_tenant_compute_seconds_total",
+            "Model (GPU) seconds per tenant: each batch's run time shared among its jobs.",
+            ["function", "tenant"],
+        )
         self.topology_recreated = Counter(
             "surge_topology_recreated_total",
             "Times the worker recreated streams or consumers the server had lost.",
@@ -217,3 +228,10 @@ class Metrics:
 
 
 METRICS = Metrics()
+
+
+def tenant_label(tenant: str | None, known: Collection[str]) -> str:
+    """A bounded metric label: a configured tenant's id, else `other`; `none` for open jobs."""
+    if tenant is None:
+        return "none"
+    return tenant if tenant in known else "other"

@@ -188,6 +188,9 @@ class WorkerSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
 
     nats_url: str = "nats://127.0.0.1:4222"
+    tenants: list[str] = Field(
+        default_factory=list, description="Tenants named in metrics; any other is 'other'."
+    )
     connect_wait_s: float = Field(
         default=30.0, gt=0, description="How long a first connection waits for NATS to answer."
     )

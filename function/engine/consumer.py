@@ -87,7 +87,7 @@ class JobConsumer:
         self._admission = Admission(
             model, results, self._settler, settings, self._cpu_pool, self._budget, self._stopping
         )
-        self._completion = Completion(model, self._settler, settings.function, self._cpu_pool)
+        self._completion = Completion(model, self._settler, settings, self._cpu_pool)
         self._main: asyncio.Task[None] | None = None
         self._feeds: dict[Priority, PullFeed] = {}
         self.failed: BaseException | None = None

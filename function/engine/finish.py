@@ -36,7 +36,7 @@ from function.contract.wire import (
 )
 from function.engine.batchmodel import BatchModel, run_in
 from function.engine.job import InFlightJob, wall_ns
-from function.telemetry import METRICS, bind, trace_headers
+from function.telemetry import METRICS, bind, tenant_label, trace_headers
 from function.transport.storage import ResultStore
 
 __all__ = ["SMALL_IMAGE_PIXELS", "Completion", "Settler"]
@@ -94,6 +94,8 @@ class Settler:
     def _done(self, job: InFlightJob, status: str, code: str = "") -> None:
         job.settled = True
         METRICS.jobs.labels(self._function, status, code).inc()
+        tenant = tenant_label(job.tenant, self._settings.tenants)
+        METRICS.tenant_jobs.labels(self._function, tenant, status).inc()
         latency = (wall_ns() - job.published_ns) / 1e9
         METRICS.latency.labels(self._function).observe(max(latency, 0.0))
         job.span.set_attribute("surge.status", status)
@@ -197,11 +199,16 @@ class Completion:
     """Postprocesses and settles batches for one consumer."""
 
     def __init__(
-        self, model: BatchModel, settler: Settler, function: str, cpu_pool: ThreadPoolExecutor
+        self,
+        model: BatchModel,
+        settler: Settler,
+        settings: WorkerSettings,
+        cpu_pool: ThreadPoolExecutor,
     ) -> None:
         self._model = model
         self._settler = settler
-        self._function = function
+        self._function = settings.function
+        self._tenants = settings.tenants
         self._cpu_pool = cpu_pool
         self.completed = 0
         self.first_job_at: float | None = None
@@ -246,6 +253,9 @@ class Completion:
         settling = []
         for index, job in enumerate(batch):
             self._spans(job, size, start_ns, end_ns)
+            share = infer_ms / 1000 / size  # this job's part of the batch's model time
+            tenant = tenant_label(job.tenant, self._tenants)
+            METRICS.tenant_compute.labels(self._function, tenant).inc(share)
             queued_ms = (start_ns - job.published_ns) / 1e6
             METRICS.queue_wait.labels(self._function).observe(max(queued_ms, 0.0) / 1000)
             timings = Timings(queued_ms=queued_ms, batch_size=size, inference_ms=infer_ms)

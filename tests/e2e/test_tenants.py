@@ -15,6 +15,7 @@ import pytest
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, RetentionPolicy, StreamConfig
+from prometheus_client import REGISTRY
 
 from function.client import SurgeClient
 from function.contract.errors import ErrorCode
@@ -62,7 +63,8 @@ def server(tmp_path: Path) -> Iterator[EmbeddedNats]:
 
 @pytest.fixture
 async def worker(server: EmbeddedNats, model_dir: Path) -> AsyncIterator[Worker]:
-    started = Worker(tiny_settings(server.url, model_dir), auth=_auth("surge"))
+    settings = tiny_settings(server.url, model_dir).model_copy(update={"tenants": [A]})
+    started = Worker(settings, auth=_auth("surge"))
     await started.start()
     yield started
     await started.stop(timeout=10)
@@ -231,3 +233,26 @@ async def test_an_earlier_versions_queue_is_upgraded_in_place(
     tenant_result = Result.model_validate_json(answers[0].data)
     assert (tenant_result.job_id, tenant_result.tenant) == ("t-1", A)
     assert tenant_result.status is JobStatus.OK
+
+
+def _sample(name: str, labels: dict[str, str]) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+async def test_jobs_and_model_seconds_are_counted_per_tenant(
+    tenant_a: SurgeClient, tenant_b: SurgeClient
+) -> None:
+    """Tenants named in SURGE_TENANTS by id, any other as `other`: bounded labels."""
+    jobs = "surge_tenant_jobs_total"
+    seconds = "surge_tenant_compute_seconds_total"
+    a_ok = {"function": "tiny", "tenant": A, "status": "ok"}
+    other_ok = {**a_ok, "tenant": "other"}
+    before = (_sample(jobs, a_ok), _sample(jobs, other_ok))
+    a_seconds = _sample(seconds, {"function": "tiny", "tenant": A})
+    for _ in range(3):
+        await tenant_a.call(png_bytes(), function="tiny", timeout=20)
+    await tenant_b.call(png_bytes(), function="tiny", timeout=20)
+    assert _sample(jobs, a_ok) - before[0] == 3
+    assert _sample(jobs, other_ok) - before[1] == 1  # tenant-b is not in SURGE_TENANTS
+    assert _sample(seconds, {"function": "tiny", "tenant": A}) > a_seconds
+    assert _sample(jobs, {**a_ok, "tenant": B}) == 0

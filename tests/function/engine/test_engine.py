@@ -123,7 +123,7 @@ def engine() -> Any:
     settings = WorkerSettings(function="fake", max_deliver=3, nak_delay_s=0.0)
     settler = Settler(store, settings, MODEL, lambda job: settled.append(job.job_id))  # type: ignore[arg-type]
     pool = ThreadPoolExecutor(1)
-    completion = Completion(FakeModel(), settler, "fake", pool)  # type: ignore[arg-type]
+    completion = Completion(FakeModel(), settler, settings, pool)  # type: ignore[arg-type]
     yield Engine(log, store, settler, completion, settled, pool)
     pool.shutdown()
 
