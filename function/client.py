@@ -115,14 +115,18 @@ class ResultInbox:
             await self._sub.unsubscribe()
 
 
+def _check_tenant(tenant: str | None) -> None:
+    if tenant is not None and not is_valid_tenant(tenant):
+        raise ValueError(f"tenant {tenant!r}: lower-case letters, digits, '-' and '_'")
+
+
 class SurgeClient:
     """Publishes jobs to JetStream and reads results."""
 
     def __init__(
         self, nc: NATS, *, own_connection: bool = False, tenant: str | None = None
     ) -> None:
-        if tenant is not None and not is_valid_tenant(tenant):
-            raise ValueError(f"tenant {tenant!r}: lower-case letters, digits, '-' and '_'")
+        _check_tenant(tenant)
         self.tenant = tenant
         self.nc = nc
         self.js = nc.jetstream()
@@ -143,8 +147,7 @@ class SurgeClient:
         A `tenant`'s client publishes on its tenant's job subjects, receives replies on
         `_INBOX_<tenant>.>` and reads `surge.results.<tenant>.>`: what its NATS user may do.
         """
-        if tenant is not None and not is_valid_tenant(tenant):
-            raise ValueError(f"tenant {tenant!r}: lower-case letters, digits, '-' and '_'")
+        _check_tenant(tenant)
         prefix = tenant_inbox_prefix(tenant) if tenant else None
         nc = await open_nats(url, auth, name="surge-client", wait_s=wait_s, inbox_prefix=prefix)
         return cls(nc, own_connection=True, tenant=tenant)

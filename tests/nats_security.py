@@ -16,9 +16,7 @@ from typing import Any
 
 import nkeys
 
-from function.local.throwaway_pki import Pki, make_pki
-
-__all__ = ["Pki", "make_pki", "new_nkey", "operator_setup"]
+__all__ = ["new_nkey", "operator_setup"]
 
 
 def new_nkey(prefix: int) -> nkeys.KeyPair:
