@@ -23,10 +23,11 @@ from types import TracebackType
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
-from nats.js.errors import NoStreamResponseError
+from nats.js.errors import APIError, NoStreamResponseError
 from nats.js.object_store import ObjectStore
 from opentelemetry import trace
 
+from function.contract.errors import SurgeError
 from function.contract.nats_auth import NatsAuth
 from function.contract.parse import (
     is_valid_job_id,
@@ -34,6 +35,7 @@ from function.contract.parse import (
     sniff_image_type,
     tenant_blob_prefix,
 )
+from function.contract.quota import QuotaExceeded, quota_refused
 from function.contract.settings import (
     DEFAULT_FUNCTION,
     Header,
@@ -190,10 +192,28 @@ class SurgeClient:
             try:
                 await self.js.publish(subject, payload, headers=headers)
             except NoStreamResponseError:
+                if self.tenant is not None:
+                    raise self._refusal(NoStreamResponseError()) from None
                 # Nothing has created the streams yet (no worker ever ran): create them.
                 await ensure_streams(self.js, WorkerSettings())
                 await self.js.publish(subject, payload, headers=headers)
+            except APIError as exc:
+                raise self._refusal(exc) from exc
         return job_id
+
+    def _refusal(self, exc: Exception) -> Exception:
+        """What a refused publish means for this client: a tenant's quota, its missing
+        stream, or the server's own error."""
+        quota = quota_refused(exc.err_code) if isinstance(exc, APIError) else None
+        if self.tenant is not None and quota is not None:
+            detail = getattr(exc, "description", None) or "refused by the server"
+            return QuotaExceeded(self.tenant, quota, detail)
+        if self.tenant is not None and isinstance(exc, NoStreamResponseError):
+            return SurgeError(
+                f"tenant {self.tenant} has no jobs stream on this server: "
+                f"an operator adds it with `surge tenants add {self.tenant}`"
+            )
+        return exc
 
     async def call(
         self,
@@ -221,7 +241,10 @@ class SurgeClient:
             headers.update(trace_headers())
             stored = await self.js.publish_async(subject, payload, headers=headers)
         try:
-            await asyncio.wait_for(stored, timeout)
+            try:
+                await asyncio.wait_for(stored, timeout)
+            except APIError as exc:
+                raise self._refusal(exc) from exc
             return await asyncio.wait_for(arrived, timeout)
         except TimeoutError:
             found = await self.result(job_id)

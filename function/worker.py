@@ -34,7 +34,7 @@ from function.transport.connection import ConnectionHealth, Trouble
 from function.transport.heartbeat import HeartbeatPublisher
 from function.transport.orphans import OrphanSweeper
 from function.transport.poison import PoisonSweeper
-from function.transport.recovery import TopologyWatch
+from function.transport.recovery import TenantConsumers, TopologyWatch
 from function.transport.storage import ResultStore
 from function.transport.topology import ensure_topology
 
@@ -156,11 +156,13 @@ class Worker:
         await self._sweeper.start(topology.sweeper)
         self.topology_watch = TopologyWatch(js, settings)
         self.consumer.on_pull_trouble = self.topology_watch.poke
-        await self.consumer.start()
-        self.topology_watch.start()
         self._orphans = OrphanSweeper(
             js, results, settings.function, grace_s=settings.orphan_grace_s
         )
+        self.topology_watch.on_tenants = self._tenants_changed
+        await self.consumer.start()
+        await self.topology_watch.follow_tenants()
+        self.topology_watch.start()
         self._orphans.start()
         self.phases["attach"] = time.perf_counter() - clock
         self.state = WorkerState.READY
@@ -178,6 +180,18 @@ class Worker:
             model.info.providers,
             {k: round(v, 3) for k, v in self.phases.items()},
         )
+
+    async def _tenants_changed(self, tenants: TenantConsumers) -> None:
+        """Fetch from every tenant's stream, with its rate quota; drop removed ones."""
+        consumer, orphans = self.consumer, self._orphans
+        assert consumer is not None and orphans is not None
+        consumer.rates.set_limits({t: quota.max_rate for t, (quota, _) in tenants.items()})
+        for tenant in consumer.tenants:
+            if tenant not in tenants:
+                await consumer.remove_tenant(tenant)
+        for tenant, (_, consumers) in tenants.items():
+            await consumer.add_tenant(tenant, consumers)
+        orphans.set_tenants(list(tenants))
 
     def trouble(self, *, for_liveness: bool = False) -> Trouble | None:
         """The oldest current problem (connection, lost topology, failing pulls), if any.

@@ -7,6 +7,7 @@ wire       pydantic models on the wire: envelopes in; `Result`, `ErrorInfo`, `De
 parse      bytes to `JobRequest` (`parse_job`), and back to headers (`job_headers`)
 heartbeat  `Heartbeat`, the state each worker publishes
 nats_auth  `NatsAuth`: credentials and TLS from `SURGE_NATS_*` (secrets never printed)
+quota      per-tenant quotas (`TenantQuota`) and `QuotaExceeded`
 tenancy    tenants enforced by the NATS server: each tenant user's permissions
 http_auth  who may call the HTTP surface: API-key tenants file, JWT keys (`SURGE_HTTP_AUTH_*`)
 """
@@ -60,6 +61,7 @@ from function.contract.parse import (
     AnswerAddress,
     JobSubject,
     answer_address,
+    check_tenant_blob,
     derive_job_id,
     is_valid_job_id,
     job_headers,
@@ -70,6 +72,13 @@ from function.contract.parse import (
     sniff_image_type,
     tenant_blob_prefix,
     tenant_of,
+)
+from function.contract.quota import (
+    RATE_METADATA_KEY,
+    QuotaExceeded,
+    QuotaName,
+    TenantQuota,
+    quota_refused,
 )
 from function.contract.settings import (
     ADVISORIES_STREAM,
@@ -87,6 +96,8 @@ from function.contract.settings import (
     RESERVED_SUBJECT_PREFIXES,
     RESULTS_STREAM,
     RESULTS_SUBJECT_PREFIX,
+    TENANT_INBOX_MARK,
+    TENANT_STREAM_PREFIX,
     Header,
     Priority,
     WorkerSettings,
@@ -100,6 +111,8 @@ from function.contract.settings import (
     servers_from,
     sweeper_name,
     tenant_inbox_prefix,
+    tenant_of_stream,
+    tenant_stream,
 )
 from function.contract.tenancy import (
     Permissions,
@@ -148,10 +161,13 @@ __all__ = [
     "MAX_OUTPUT_NAME_CHARS",
     "MAX_REPLY_SUBJECT_CHARS",
     "OBJECT_STORE_BUCKET",
+    "RATE_METADATA_KEY",
     "RESERVED_SUBJECT_PREFIXES",
     "RESULTS_STREAM",
     "RESULTS_SUBJECT_PREFIX",
     "SUPPORTED_IMAGE_TYPES",
+    "TENANT_INBOX_MARK",
+    "TENANT_STREAM_PREFIX",
     "AnswerAddress",
     "BadInput",
     "CloudEvent",
@@ -175,10 +191,13 @@ __all__ = [
     "Output",
     "Permissions",
     "Priority",
+    "QuotaExceeded",
+    "QuotaName",
     "Result",
     "ScoresOutput",
     "SurgeError",
     "Tenant",
+    "TenantQuota",
     "TenantsFile",
     "Timings",
     "TransientError",
@@ -189,6 +208,7 @@ __all__ = [
     "as_utc",
     "authorization_config",
     "check_reply_subject",
+    "check_tenant_blob",
     "clip",
     "consumer_name",
     "dead_subject",
@@ -206,6 +226,7 @@ __all__ = [
     "msg_id_for",
     "parse_job",
     "parse_subject",
+    "quota_refused",
     "quote",
     "redact_url",
     "reply_subject_problem",
@@ -217,6 +238,8 @@ __all__ = [
     "tenant_blob_prefix",
     "tenant_inbox_prefix",
     "tenant_of",
+    "tenant_of_stream",
     "tenant_permissions",
+    "tenant_stream",
     "trusted",
 ]

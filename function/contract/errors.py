@@ -40,6 +40,7 @@ class ErrorCode(StrEnum):
     RESULT_TOO_LARGE = "result_too_large"
     UNAUTHORIZED = "unauthorized"  # HTTP only: no valid credential
     FORBIDDEN = "forbidden"  # HTTP only: the tenant may not call this function
+    QUOTA_EXCEEDED = "quota_exceeded"  # the tenant's pending, payload or rate quota
 
 
 MAX_MESSAGE_CHARS = 1024

@@ -8,14 +8,16 @@ Subjects::
 
     surge.jobs.<priority>.<function>   jobs, on stream SURGE_JOBS (WorkQueue retention)
     surge.jobs.<priority>.<function>.<tenant>
-                                       a tenant's jobs: the server's permissions let a
-                                       tenant's user publish only with its own token
+                                       a tenant's jobs, on the tenant's own stream
+                                       SURGE_TENANT_<tenant> (its quotas, its dedupe
+                                       window); the server's permissions let a tenant's
+                                       user publish only with its own token
     surge.results.<job id>             results, on stream SURGE_RESULTS (one per job id)
     surge.results.<tenant>.<job id>    a tenant's results (only it may read them)
     _INBOX_<tenant>.>                  a tenant's replies (its clients' inbox prefix)
     surge.dead.<function>              dead letters, on stream SURGE_DEAD
     surge.heartbeat.<function>         worker state (core NATS, not stored)
-    $JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.SURGE_JOBS.<consumer>
+    $JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.<jobs stream>.<consumer>
                                        captured on stream SURGE_ADVISORIES, so a job
                                        whose every delivery died is dead-lettered even
                                        when no worker was running at that moment
@@ -48,6 +50,7 @@ __all__ = [
     "RESULTS_STREAM",
     "RESULTS_SUBJECT_PREFIX",
     "TENANT_INBOX_MARK",
+    "TENANT_STREAM_PREFIX",
     "Header",
     "Priority",
     "WorkerSettings",
@@ -61,11 +64,14 @@ __all__ = [
     "servers_from",
     "sweeper_name",
     "tenant_inbox_prefix",
+    "tenant_of_stream",
+    "tenant_stream",
 ]
 
 ENV_PREFIX = "SURGE_"
 
 JOBS_STREAM = "SURGE_JOBS"
+TENANT_STREAM_PREFIX = "SURGE_TENANT_"
 JOBS_SUBJECT_PREFIX = "surge.jobs"
 RESULTS_STREAM = "SURGE_RESULTS"
 RESULTS_SUBJECT_PREFIX = "surge.results"
@@ -158,9 +164,22 @@ def heartbeat_subject(function: str) -> str:
     return f"{HEARTBEAT_SUBJECT_PREFIX}.{function}"
 
 
-def max_deliveries_subject(consumer: str) -> str:
+def max_deliveries_subject(consumer: str, stream: str = JOBS_STREAM) -> str:
     """JetStream's advisory subject for a job consumer's messages that hit `max_deliver`."""
-    return f"{MAX_DELIVERIES_ADVISORY_PREFIX}.{JOBS_STREAM}.{consumer}"
+    return f"{MAX_DELIVERIES_ADVISORY_PREFIX}.{stream}.{consumer}"
+
+
+def tenant_stream(tenant: str) -> str:
+    """The stream that holds one tenant's jobs (its quotas and de-duplication are its own)."""
+    return f"{TENANT_STREAM_PREFIX}{tenant}"
+
+
+def tenant_of_stream(stream: str) -> str | None:
+    """The tenant whose jobs `stream` holds, or None for any other stream."""
+    if not stream.startswith(TENANT_STREAM_PREFIX):
+        return None
+    tenant = stream[len(TENANT_STREAM_PREFIX) :]
+    return tenant if is_valid_tenant(tenant) else None
 
 
 def sweeper_name(function: str) -> str:

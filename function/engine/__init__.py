@@ -5,7 +5,8 @@
     consumer    the pull loop: fetch (high before normal), admit, batch, infer, finish
     job         `InFlightJob` and `Admission`: parse, replay, read, decode, or settle early
     finish      `Settler`, `Completion`: postprocess, store, reply, ack; or fail, nak, dead-letter
-    batcher     dynamic batching across priorities
+    batcher     dynamic batching across priorities, sources served in turn
+    ratelimit   each tenant's `max_rate`, counted from its stream's sequence numbers
     budget      `PixelBudget`: decoded pixels a worker may hold at once
     batchmodel  `BatchModel`, what the job path needs from a model, and `run_in`
 """
@@ -38,6 +39,9 @@ from function.engine.job import (
     InFlightJob,
     wall_ns,
 )
+from function.engine.ratelimit import (
+    TenantRates,
+)
 
 __all__ = [
     "DEFAULT_PIXELS_PER_JOB",
@@ -51,6 +55,7 @@ __all__ = [
     "PixelBudget",
     "PriorityBatcher",
     "Settler",
+    "TenantRates",
     "pixel_budget",
     "run_in",
     "wall_ns",

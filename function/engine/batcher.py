@@ -4,7 +4,9 @@ JetStream's `fetch(n)` returns what is there at once, so batches are built here:
 `take()` waits for the first ready item, then up to `max_wait` seconds more for the
 batch to fill to `max_batch` (Triton's `max_queue_delay` idea), but only while
 `more_expected()` says more work is on its way (JetStream tells each message how many
-are still pending), so a lone job never waits. It always takes `high` before `normal`.
+are still pending), so a lone job never waits. It always takes `high` before `normal`;
+within a priority it takes from each source (the open queue, each tenant) in turn, one
+job at a time, so one tenant's backlog never holds back another's jobs.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ _ORDER = (Priority.HIGH, Priority.NORMAL)
 
 
 class PriorityBatcher(Generic[T]):
-    """Per-priority FIFO buffers with a batch-forming `take()`."""
+    """Per-priority, per-source FIFO buffers with a batch-forming, fair `take()`."""
 
     def __init__(
         self, max_batch: int, max_wait: float, more_expected: Callable[[], bool] = lambda: True
@@ -34,18 +36,29 @@ class PriorityBatcher(Generic[T]):
         self.max_batch = max_batch
         self.max_wait = max_wait
         self._more_expected = more_expected
-        self._buffers: dict[Priority, deque[T]] = {p: deque() for p in _ORDER}
+        self._buffers: dict[Priority, dict[str, deque[T]]] = {p: {} for p in _ORDER}
+        self._turns: dict[Priority, deque[str]] = {p: deque() for p in _ORDER}
+        self._count = 0
         self._changed = asyncio.Event()
         self._closed = False
 
     def __len__(self) -> int:
-        return sum(len(b) for b in self._buffers.values())
+        return self._count
 
-    def pending(self, priority: Priority) -> int:
-        return len(self._buffers[priority])
+    def pending(self, priority: Priority, source: str | None = None) -> int:
+        """Items buffered for `priority` (from one `source`, or from all)."""
+        buffers = self._buffers[priority]
+        if source is not None:
+            return len(buffers.get(source, ()))
+        return sum(len(b) for b in buffers.values())
 
-    def put(self, priority: Priority, item: T) -> None:
-        self._buffers[priority].append(item)
+    def put(self, priority: Priority, item: T, source: str = "") -> None:
+        """Buffer `item`; `source` is whose turn it waits for (the open queue is "")."""
+        buffer = self._buffers[priority].setdefault(source, deque())
+        if not buffer:
+            self._turns[priority].append(source)
+        buffer.append(item)
+        self._count += 1
         self._changed.set()
 
     def close(self) -> None:
@@ -57,8 +70,11 @@ class PriorityBatcher(Generic[T]):
         """Remove and return every buffered item (high first)."""
         items: list[T] = []
         for priority in _ORDER:
-            items.extend(self._buffers[priority])
+            for buffer in self._buffers[priority].values():
+                items.extend(buffer)
             self._buffers[priority].clear()
+            self._turns[priority].clear()
+        self._count = 0
         return items
 
     async def _wait_change(self, timeout: float | None) -> None:
@@ -86,11 +102,16 @@ class PriorityBatcher(Generic[T]):
     def _pop(self, count: int) -> list[T]:
         batch: list[T] = []
         for priority in _ORDER:
-            buffer = self._buffers[priority]
-            while buffer and len(batch) < count:
+            turns, buffers = self._turns[priority], self._buffers[priority]
+            while turns and len(batch) < count:
+                source = turns.popleft()
+                buffer = buffers[source]
                 batch.append(buffer.popleft())
+                if buffer:
+                    turns.append(source)
+        self._count -= len(batch)
         return batch
 
-    def extend(self, priority: Priority, items: Iterable[T]) -> None:
+    def extend(self, priority: Priority, items: Iterable[T], source: str = "") -> None:
         for item in items:
-            self.put(priority, item)
+            self.put(priority, item, source)

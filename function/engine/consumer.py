@@ -2,11 +2,12 @@
 
 Stages, all in one event loop; blocking work runs in thread pools:
 
-1. one pull feed per priority keeps at most `max_batch` admitted-but-unbatched jobs
-   (and the worker at most `4 x max_batch` unsettled ones), each handed over on arrival;
+1. one pull feed per priority and source (the open jobs stream, each tenant's stream)
+   keeps at most `max_batch` admitted-but-unbatched jobs (and each source at most
+   `4 x max_batch` unsettled ones), each handed over on arrival;
 2. admission parses, answers redeliveries from the result store, reads blob inputs,
    and decodes + preprocesses (small inputs inline, others in the CPU pool);
-3. the batch loop takes up to `max_batch` ready jobs (high first, waiting at most
+3. the batch loop takes up to `max_batch` ready jobs (high first, sources in turn, waiting at most
    `max_batch_wait_ms` to fill while more are pending) and runs one inference in a
    dedicated thread;
 4. completion postprocesses, stores the result, replies and acks, while the next batch
@@ -33,13 +34,14 @@ from nats.aio.msg import Msg
 from opentelemetry import trace
 
 from function.contract.errors import ErrorCode, JobError
-from function.contract.settings import JOBS_STREAM, Priority, WorkerSettings
+from function.contract.settings import JOBS_STREAM, Priority, WorkerSettings, tenant_stream
 from function.contract.wire import JobRequest, Output, Timings
 from function.engine.batcher import PriorityBatcher
 from function.engine.batchmodel import BatchModel, run_in
 from function.engine.budget import PixelBudget, pixel_budget
 from function.engine.finish import Completion, Settler
 from function.engine.job import Admission, InFlightJob, wall_ns
+from function.engine.ratelimit import TenantRates
 from function.telemetry import METRICS, context_from_headers
 from function.transport.connection import Trouble
 from function.transport.pull import PullFeed
@@ -52,9 +54,13 @@ _tracer = trace.get_tracer("surge")
 
 _MAX_BACKOFF_S = 2.0
 
+# A pull feed: its priority and source ("" for the open jobs stream, else the tenant).
+FeedKey = tuple[Priority, str]
+
 
 class JobConsumer:
-    """Consumes one function's jobs from both priority consumers until stopped."""
+    """Consumes one function's jobs from both priority consumers of the open jobs stream
+    and of every tenant's stream added, until stopped."""
 
     def __init__(
         self,
@@ -73,10 +79,12 @@ class JobConsumer:
         self._batcher: PriorityBatcher[InFlightJob] = PriorityBatcher(
             settings.max_batch, settings.max_batch_wait_ms / 1000, self._more_expected
         )
-        self._pending_hint: dict[Priority, int] = {p: 0 for p in Priority}
+        self._pending_hint: dict[FeedKey, int] = {}
         self._in_flight: set[InFlightJob] = set()
-        self._by_sequence: dict[int, InFlightJob] = {}
-        self._admitting: dict[Priority, int] = {p: 0 for p in Priority}
+        self._held: dict[str, int] = {}
+        self._by_sequence: dict[tuple[str, int], InFlightJob] = {}
+        self._admitting: dict[FeedKey, int] = {}
+        self.rates = TenantRates()
         self._room = asyncio.Event()
         self._stopping = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -85,27 +93,40 @@ class JobConsumer:
         self._settler = Settler(results, settings, model.info, self._forget)
         self._budget = PixelBudget(pixel_budget(settings.pixel_budget, settings.max_batch))
         self._admission = Admission(
-            model, results, self._settler, settings, self._cpu_pool, self._budget, self._stopping
+            model,
+            results,
+            self._settler,
+            settings,
+            self._cpu_pool,
+            self._budget,
+            self._stopping,
+            self.rates,
         )
         self._completion = Completion(model, self._settler, settings, self._cpu_pool)
         self._main: asyncio.Task[None] | None = None
-        self._feeds: dict[Priority, PullFeed] = {}
+        self._feeds: dict[FeedKey, PullFeed] = {}
+        self._tenant_loops: dict[str, list[asyncio.Task[None]]] = {}
         self.failed: BaseException | None = None
         self.inference_started_ns: int | None = None
         self.on_pull_trouble: Callable[[], None] | None = None
-        self._pull_trouble: dict[Priority, Trouble] = {}
+        self._pull_trouble: dict[FeedKey, Trouble] = {}
+
+    @property
+    def tenants(self) -> list[str]:
+        """The tenants whose streams this consumer fetches from."""
+        return sorted({source for _, source in self._feeds if source})
 
     @property
     def pull_trouble(self) -> Trouble | None:
         """The oldest failing pull (a missing stream or consumer, an error status)."""
         return min(self._pull_trouble.values(), key=lambda t: t[1], default=None)
 
-    def _pulled(self, priority: Priority, problem: str | None) -> None:
+    def _pulled(self, key: FeedKey, problem: str | None) -> None:
         if problem is None:
-            self._pull_trouble.pop(priority, None)
+            self._pull_trouble.pop(key, None)
             return
-        if priority not in self._pull_trouble:
-            self._pull_trouble[priority] = (problem, time.monotonic())
+        if key not in self._pull_trouble:
+            self._pull_trouble[key] = (problem, time.monotonic())
         if self.on_pull_trouble is not None:
             self.on_pull_trouble()
 
@@ -126,10 +147,12 @@ class JobConsumer:
         return list(self._completion.batch_sizes)
 
     def _forget(self, job: InFlightJob) -> None:
-        self._in_flight.discard(job)
-        sequence = int(job.msg.metadata.sequence.stream or 0)
-        if self._by_sequence.get(sequence) is job:
-            del self._by_sequence[sequence]
+        if job in self._in_flight:
+            self._in_flight.discard(job)
+            self._held[job.source] -= 1
+        key = _stream_position(job.msg)
+        if self._by_sequence.get(key) is job:
+            del self._by_sequence[key]
         METRICS.in_flight.labels(self._settings.function).set(len(self._in_flight))
         self._admission.release(job)
         self._room.set()
@@ -139,47 +162,76 @@ class JobConsumer:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    async def _open_feed(self, key: FeedKey, stream: str, consumer: str) -> PullFeed:
+        feed = PullFeed(
+            self._nc,
+            stream,
+            consumer,
+            lambda msg: self._admit(key, msg),
+            expires=self._settings.fetch_timeout_s,
+        )
+        await feed.start()
+        self._feeds[key] = feed
+        return feed
+
     async def start(self) -> None:
         """Open one pull feed per priority and start fetching."""
         for priority, name in self._consumers.items():
-            feed = PullFeed(
-                self._nc,
-                JOBS_STREAM,
-                name,
-                lambda msg, p=priority: self._admit(p, msg),  # type: ignore[misc]
-                expires=self._settings.fetch_timeout_s,
-            )
-            await feed.start()
-            self._feeds[priority] = feed
-        loops = [self._fetch_loop(p, feed) for p, feed in self._feeds.items()]
+            await self._open_feed((priority, ""), JOBS_STREAM, name)
+        loops = [self._fetch_loop(key, feed) for key, feed in self._feeds.items()]
         loops += [self._batch_loop(), self._progress_loop()]
         self._main = asyncio.create_task(self._run(loops))
         self._main.add_done_callback(self._on_main_done)
 
+    async def add_tenant(self, tenant: str, consumers: dict[Priority, str]) -> None:
+        """Also fetch `tenant`'s jobs (from its stream), taking turns with the others."""
+        if self._stopping.is_set() or any(source == tenant for _, source in self._feeds):
+            return
+        loops = self._tenant_loops.setdefault(tenant, [])
+        for priority, name in consumers.items():
+            key = (priority, tenant)
+            feed = await self._open_feed(key, tenant_stream(tenant), name)
+            task = asyncio.create_task(self._fetch_loop(key, feed), name=f"fetch-{tenant}")
+            loops.append(task)
+            task.add_done_callback(self._on_main_done)
+        log.info("fetching tenant %s's jobs", tenant)
+
+    async def remove_tenant(self, tenant: str) -> None:
+        """Stop fetching `tenant`'s jobs (its stream is gone); jobs in hand still finish."""
+        for task in self._tenant_loops.pop(tenant, []):
+            task.cancel()
+        for key in [k for k in self._feeds if k[1] == tenant]:
+            await self._feeds.pop(key).stop()
+            self._pull_trouble.pop(key, None)
+        log.info("stopped fetching tenant %s's jobs", tenant)
+
     async def _run(self, loops: list[Any]) -> None:
         await asyncio.gather(*loops)
 
-    def _on_main_done(self, task: asyncio.Task[None]) -> None:
+    def _on_main_done(self, task: asyncio.Task[Any]) -> None:
         if not task.cancelled() and task.exception() is not None:
             self.failed = task.exception()
             log.error("consumer loop died: %r", self.failed, exc_info=self.failed)
 
     # -- fetch and admit -------------------------------------------------------------
 
-    def _room_for(self, priority: Priority) -> int:
+    def _room_for(self, key: FeedKey) -> int:
         """Jobs to fetch now: none while jobs of this priority (or higher) wait for pixels."""
+        priority, source = key
         if self._budget.waiting_ahead(high=priority is Priority.HIGH):
             return 0
-        buffered = self._batcher.pending(priority) + self._admitting[priority]
-        total = 4 * self._settings.max_batch - len(self._in_flight)
+        buffered = self._batcher.pending(priority, source) + self._admitting.get(key, 0)
+        total = 4 * self._settings.max_batch - self._held.get(source, 0)
         return min(self._settings.max_batch - buffered, total)
 
-    async def _fetch_loop(self, priority: Priority, feed: PullFeed) -> None:
-        """Keep a pull request open for as many jobs as this priority has room for."""
+    async def _fetch_loop(self, key: FeedKey, feed: PullFeed) -> None:
+        """Keep a pull request open for as many jobs as this feed has room for."""
+        priority, source = key
+        where = f"{priority.value}{f' of tenant {source}' if source else ''}"
         poll = self._settings.fetch_timeout_s
         backoff = 0.0
         while not self._stopping.is_set():
-            room = self._room_for(priority)
+            room = self._room_for(key)
             if not self._nc.is_connected:
                 self._pull_trouble.clear()  # the connection is the problem, and says so
             if room <= 0 or not self._nc.is_connected:
@@ -190,36 +242,38 @@ class JobConsumer:
             try:
                 await feed.request(room)
             except Exception as exc:  # connection trouble: the client reconnects, try again
-                log.warning("pull request failed on %s: %r", priority.value, exc)
-                self._pulled(priority, f"pull request on {priority.value} failed: {exc!r}"[:256])
+                log.warning("pull request failed on %s: %r", where, exc)
+                self._pulled(key, f"pull request on {where} failed: {exc!r}"[:256])
                 await asyncio.sleep(poll)
                 continue
             await feed.wait_ended(poll)
             if feed.ended_normally:
                 backoff = 0.0
-                self._pulled(priority, None)
+                self._pulled(key, None)
                 continue
             backoff = min(max(backoff * 2, 0.05), _MAX_BACKOFF_S)
-            log.warning("pull on %s ended with status %s", priority.value, feed.last_status)
-            self._pulled(priority, f"pull on {priority.value} ended with status {feed.last_status}")
+            log.warning("pull on %s ended with status %s", where, feed.last_status)
+            self._pulled(key, f"pull on {where} ended with status {feed.last_status}")
             await asyncio.sleep(backoff)
 
     def _more_expected(self) -> bool:
         """Jobs are being prepared, or the stream said more were pending at last delivery."""
         return any(self._admitting.values()) or any(self._pending_hint.values())
 
-    def _admit(self, priority: Priority, msg: Msg) -> None:
+    def _admit(self, key: FeedKey, msg: Msg) -> None:
+        priority, source = key
         with contextlib.suppress(Exception):
-            self._pending_hint[priority] = int(msg.metadata.num_pending or 0)
-        sequence = int(msg.metadata.sequence.stream or 0)
-        held = self._by_sequence.get(sequence)
+            self._pending_hint[key] = int(msg.metadata.num_pending or 0)
+        position = _stream_position(msg)
+        held = self._by_sequence.get(position)
         if held is not None and not held.settled:
             return  # a redelivery of a job this worker still holds: that copy settles it
         ctx = context_from_headers(msg.headers)
         span = _tracer.start_span("surge.job", context=ctx, kind=trace.SpanKind.CONSUMER)
-        job = InFlightJob(msg=msg, priority=priority, span=span, context=ctx)
+        job = InFlightJob(msg=msg, priority=priority, span=span, context=ctx, source=source)
         self._in_flight.add(job)
-        self._by_sequence[sequence] = job
+        self._held[source] = self._held.get(source, 0) + 1
+        self._by_sequence[position] = job
         METRICS.in_flight.labels(self._settings.function).set(len(self._in_flight))
         if self._stopping.is_set():
             self._spawn(self._settler.hand_back(job))
@@ -227,14 +281,14 @@ class JobConsumer:
         if self._admission.fast_path(job):
             try:
                 if self._admission.prepare_now(job):
-                    self._batcher.put(priority, job)
+                    self._batcher.put(priority, job, source)
                     return
             except JobError as exc:
                 self._spawn(self._completion.fail(job, exc))
                 return
             except Exception:
                 log.exception("fast preparation failed; retrying on the full path")
-        self._admitting[priority] += 1
+        self._admitting[key] = self._admitting.get(key, 0) + 1
         self._spawn(self._prepare(job))
 
     async def _prepare(self, job: InFlightJob) -> None:
@@ -247,7 +301,7 @@ class JobConsumer:
             log.exception("preparing job failed")
             await self._completion.guarded(job, exc)
         finally:
-            self._admitting[job.priority] -= 1
+            self._admitting[(job.priority, job.source)] -= 1
         if job.settled:
             return
         if self._stopping.is_set():
@@ -255,7 +309,7 @@ class JobConsumer:
         elif job.sample is None:
             await self._settler.abandon(job)
         else:
-            self._batcher.put(job.priority, job)
+            self._batcher.put(job.priority, job, job.source)
 
     # -- batch and infer ----------------------------------------------------------------
 
@@ -370,6 +424,9 @@ class JobConsumer:
         if self._main is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(asyncio.shield(self._main), left())
+        tenant_loops = [task for tasks in self._tenant_loops.values() for task in tasks]
+        if tenant_loops:
+            await asyncio.wait(tenant_loops, timeout=left())
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=left())
         for job in self._batcher.drain():
@@ -383,3 +440,9 @@ class JobConsumer:
         self._infer_pool.shutdown(wait=False, cancel_futures=True)
         self._cpu_pool.shutdown(wait=False, cancel_futures=True)
         log.info("drained: %d jobs completed", self.completed)
+
+
+def _stream_position(msg: Msg) -> tuple[str, int]:
+    """(stream, sequence): a job's identity on the server, across the jobs streams."""
+    meta = msg.metadata
+    return meta.stream or "", int(meta.sequence.stream or 0)

@@ -28,10 +28,11 @@ from PIL import Image
 
 from function.contract.errors import BadInput, ErrorCode, JobError
 from function.contract.parse import job_id_for, parse_job, tenant_of
-from function.contract.settings import JOBS_STREAM, Priority, WorkerSettings
+from function.contract.settings import JOBS_STREAM, Priority, WorkerSettings, tenant_of_stream
 from function.contract.wire import JobRequest, as_utc
 from function.engine.batchmodel import BatchModel, run_in
 from function.engine.budget import PixelBudget
+from function.engine.ratelimit import TenantRates
 from function.models.imaging import PendingImage, open_image
 from function.telemetry import METRICS, trace_id_of
 from function.transport.storage import ResultStore
@@ -62,6 +63,7 @@ class InFlightJob:
     pixels: int = 0  # decoded pixels this job holds in the worker's PixelBudget
     running_since: int | None = None
     settled: bool = False
+    source: str = ""  # the tenant whose stream it came from ("" for the open stream)
 
     @property
     def ready_sample(self) -> np.ndarray:
@@ -123,8 +125,10 @@ class Admission:
         cpu_pool: ThreadPoolExecutor,
         budget: PixelBudget,
         stopping: asyncio.Event,
+        rates: TenantRates | None = None,
     ) -> None:
         self._model = model
+        self._rates = rates if rates is not None else TenantRates()
         self._results = results
         self._settler = settler
         self._settings = settings
@@ -207,6 +211,17 @@ class Admission:
         job.span.set_attribute("surge.job_id", request.job_id)
         return request
 
+    def check_rate(self, job: InFlightJob) -> None:
+        """Raise `quota_exceeded` for a tenant's job past its stream's `max_rate`."""
+        meta = job.msg.metadata
+        tenant = tenant_of_stream(meta.stream or "")
+        if tenant is None or tenant != job.tenant:
+            return
+        if self._rates.over(tenant, int(meta.sequence.stream or 0), job.published_ns / 1e9):
+            limit = self._rates.limit(tenant)
+            message = f"tenant {tenant} is over its max_rate of {limit:g} jobs/s"
+            raise JobError(ErrorCode.QUOTA_EXCEEDED, message)
+
     def fast_path(self, job: InFlightJob) -> bool:
         """A first delivery with a small payload: prepare it synchronously."""
         return job.attempts == 1 and len(job.msg.data) <= SMALL_INPUT_BYTES
@@ -215,6 +230,7 @@ class Admission:
         """Fast path; False when the job must go async: a blob input, a picture over
         `FAST_PATH_PIXELS`, or pixels not free at once."""
         request = self.parse(job)
+        self.check_rate(job)
         if request.image is None:
             return False
         job.outputs = self._model.check_outputs(request.outputs)
@@ -250,6 +266,7 @@ class Admission:
             if stored is not None:
                 await self._settler.replay(job, stored)
                 return
+        self.check_rate(job)
         job.outputs = self._model.check_outputs(request.outputs)
         data = request.image
         if data is None and request.image_ref is not None:

@@ -8,7 +8,8 @@ heartbeat   the heartbeat publisher
 connection  what nats-py's callbacks say about the connection (`ConnectionHealth`)
 poison      dead-letters jobs whose every worker died (MAX_DELIVERIES advisories)
 orphans     answers jobs for functions nobody serves
-recovery    recreates streams and consumers a server lost (`TopologyWatch`)
+recovery    recreates streams and consumers a server lost, follows tenants (`TopologyWatch`)
+tenants     each tenant's jobs stream: its quotas, its consumers (`add_tenant`, `list_tenants`)
 periodic    background loops, and stopping a task for sure (`end_task`)
 """
 
@@ -41,11 +42,21 @@ from function.transport.pull import (
     PullFeed,
 )
 from function.transport.recovery import (
+    TenantConsumers,
     TopologyWatch,
 )
 from function.transport.storage import (
     ResultStore,
     fetch_result,
+)
+from function.transport.tenants import (
+    TenantError,
+    add_tenant,
+    ensure_tenant_consumers,
+    list_tenants,
+    quota_of,
+    remove_tenant,
+    tenant_stream_config,
 )
 from function.transport.topology import (
     Topology,
@@ -60,6 +71,7 @@ from function.transport.topology import (
     missing_topology,
     stream_configs,
     sweeper_config,
+    upgrade_consumer,
 )
 
 __all__ = [
@@ -70,24 +82,33 @@ __all__ = [
     "PoisonSweeper",
     "PullFeed",
     "ResultStore",
+    "TenantConsumers",
+    "TenantError",
     "Topology",
     "TopologyMismatch",
     "TopologyWatch",
     "Trouble",
+    "add_tenant",
     "connect_options",
     "consumer_config",
     "end_task",
     "ensure_blob_store",
     "ensure_consumers",
     "ensure_streams",
+    "ensure_tenant_consumers",
     "ensure_topology",
     "fetch_result",
     "job_filters",
     "jobs_subjects",
+    "list_tenants",
     "missing_topology",
     "open_nats",
+    "quota_of",
+    "remove_tenant",
     "stream_configs",
     "subject_matches",
     "sweeper_config",
+    "tenant_stream_config",
     "tls_context",
+    "upgrade_consumer",
 ]

@@ -1,11 +1,12 @@
 """Answer jobs that no function will ever take.
 
-The jobs stream takes any `surge.jobs.<high|normal>.<token>`, so a job for a function
+The jobs streams take any `surge.jobs.<high|normal>.<token>[.<tenant>]`, so a job for a function
 nobody deployed (a typo, a retired function) would wait until the stream's maximum
 age and then vanish without an answer. Every function has durable consumers (created
 by NACK in a cluster, by the scaler or the first worker locally) that persist while it
 is scaled to zero, so a subject that no consumer's filter matches has no taker. Every
-worker runs an `OrphanSweeper`: jobs on such a subject older than `grace_s` get an
+worker runs an `OrphanSweeper` over the open jobs stream and every tenant's (the
+consumers of each stream decide): jobs on such a subject older than `grace_s` get an
 `unknown_function` error result (stored, and sent to a safe reply subject), then are
 deleted. The consumers are listed again right before each answer, so a function deployed
 meanwhile keeps its jobs, and nothing is swept while the jobs stream is younger than
@@ -27,7 +28,7 @@ from nats.js.errors import NotFoundError
 from function.contract.bounds import quote
 from function.contract.errors import ErrorCode
 from function.contract.parse import answer_address
-from function.contract.settings import JOBS_STREAM, JOBS_SUBJECT_PREFIX
+from function.contract.settings import JOBS_STREAM, JOBS_SUBJECT_PREFIX, tenant_stream
 from function.contract.wire import ErrorInfo, JobStatus, Result, as_utc
 from function.telemetry import METRICS, trace_id_in
 from function.transport.periodic import Periodic
@@ -55,10 +56,8 @@ def subject_matches(pattern: str, subject: str) -> bool:
 
 
 def _matched(filters: list[str], subject: str) -> bool:
-    """Whether a consumer takes `subject`; a tenant's job counts as taken by a function's
-    consumer from before tenants (it is widened when that function's worker starts)."""
-    open_subject = ".".join(subject.split(".")[:4])
-    return any(subject_matches(f, subject) or subject_matches(f, open_subject) for f in filters)
+    """Whether one of the consumers' `filters` takes `subject`."""
+    return any(subject_matches(f, subject) for f in filters)
 
 
 def _function_of(subject: str) -> str:
@@ -83,15 +82,20 @@ class OrphanSweeper(Periodic):
         self._results = results
         self._function = function
         self._grace_s = grace_s
+        self.streams: list[str] = [JOBS_STREAM]
+
+    def set_tenants(self, tenants: list[str]) -> None:
+        """Sweep these tenants' streams too."""
+        self.streams = [JOBS_STREAM] + [tenant_stream(t) for t in tenants]
 
     async def tick(self) -> None:
         await self.sweep()
 
-    async def _filters(self) -> list[str] | None:
-        """Every job consumer's filter subjects, all pages; None if any consumer takes all."""
+    async def _filters(self, stream: str) -> list[str] | None:
+        """Every consumer's filter subjects on `stream`, all pages; None if one takes all."""
         filters: list[str] = []
         for page in range(_MAX_PAGES):
-            consumers = await self._js.consumers_info(JOBS_STREAM, offset=page * _PAGE)
+            consumers = await self._js.consumers_info(stream, offset=page * _PAGE)
             for consumer in consumers:
                 config = consumer.config
                 found = [config.filter_subject] if config.filter_subject else []
@@ -103,17 +107,17 @@ class OrphanSweeper(Periodic):
                 return filters
         return None  # more consumers than we will list: sweep nothing
 
-    async def _served(self, subject: str) -> bool:
-        filters = await self._filters()
+    async def _served(self, stream: str, subject: str) -> bool:
+        filters = await self._filters(stream)
         return filters is None or _matched(filters, subject)
 
-    async def orphan_subjects(self) -> list[str]:
-        """Job subjects holding messages that no consumer of the jobs stream matches."""
-        info = await self._js.stream_info(JOBS_STREAM, subjects_filter=f"{JOBS_SUBJECT_PREFIX}.>")
+    async def orphan_subjects(self, stream: str = JOBS_STREAM) -> list[str]:
+        """Job subjects holding messages that no consumer of `stream` matches."""
+        info = await self._js.stream_info(stream, subjects_filter=f"{JOBS_SUBJECT_PREFIX}.>")
         subjects = list((info.state.subjects or {}).keys())
         if not subjects or self._young(info.created):
             return []
-        filters = await self._filters()
+        filters = await self._filters(stream)
         if filters is None:
             return []
         return [s for s in subjects if not _matched(filters, s)]
@@ -125,30 +129,37 @@ class OrphanSweeper(Periodic):
     async def sweep(self) -> int:
         """Answer orphaned jobs older than the grace; return how many were answered."""
         answered = 0
-        for subject in await self.orphan_subjects():
-            sequence = 1
-            while answered < _PER_SWEEP:
-                try:
-                    raw = await self._js.get_msg(
-                        JOBS_STREAM, seq=sequence, subject=subject, next=True
-                    )
-                except NotFoundError:
-                    break
-                if not self._old_enough(raw) or await self._served(subject):
-                    break
-                await self._answer(subject, raw)
-                answered += 1
-                sequence = (raw.seq or sequence) + 1
+        for stream in self.streams:
+            try:
+                subjects = await self.orphan_subjects(stream)
+            except NotFoundError:  # a tenant removed meanwhile
+                continue
+            for subject in subjects:
+                answered += await self._sweep_subject(stream, subject, _PER_SWEEP - answered)
+        return answered
+
+    async def _sweep_subject(self, stream: str, subject: str, most: int) -> int:
+        answered, sequence = 0, 1
+        while answered < most:
+            try:
+                raw = await self._js.get_msg(stream, seq=sequence, subject=subject, next=True)
+            except NotFoundError:
+                break
+            if not self._old_enough(raw) or await self._served(stream, subject):
+                break
+            await self._answer(stream, subject, raw)
+            answered += 1
+            sequence = (raw.seq or sequence) + 1
         return answered
 
     def _old_enough(self, raw: RawStreamMsg) -> bool:
         return raw.time is None or _age_s(raw.time) >= self._grace_s
 
-    async def _answer(self, subject: str, raw: RawStreamMsg) -> None:
+    async def _answer(self, stream: str, subject: str, raw: RawStreamMsg) -> None:
         sequence = raw.seq or 0
         headers = dict(raw.headers or {})
         job_id, reply_to, tenant = answer_address(
-            subject, headers, raw.data or b"", stream=JOBS_STREAM, sequence=sequence
+            subject, headers, raw.data or b"", stream=stream, sequence=sequence
         )
         function = _function_of(subject)
         message = (
@@ -165,6 +176,6 @@ class OrphanSweeper(Periodic):
         )
         await self._results.publish(result, reply_to, {})
         with contextlib.suppress(NotFoundError):  # another worker removed it first
-            await self._js.delete_msg(JOBS_STREAM, sequence)
+            await self._js.delete_msg(stream, sequence)
         METRICS.jobs.labels(self._function, "error", ErrorCode.UNKNOWN_FUNCTION.value).inc()
         log.info("answered a job for unserved function %s", quote(function))

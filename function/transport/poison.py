@@ -25,7 +25,7 @@ from nats.js.errors import NotFoundError
 
 from function.contract.errors import ErrorCode
 from function.contract.parse import answer_address
-from function.contract.settings import ADVISORIES_STREAM, JOBS_STREAM
+from function.contract.settings import ADVISORIES_STREAM, JOBS_STREAM, tenant_of_stream
 from function.contract.wire import DeadLetter, ErrorInfo, JobStatus, ModelInfo, Result
 from function.telemetry import METRICS, trace_id_in
 from function.transport.periodic import end_task
@@ -103,13 +103,16 @@ class PoisonSweeper:
         try:
             advisory = json.loads(msg.data)
             sequence, deliveries = int(advisory["stream_seq"]), int(advisory.get("deliveries", 0))
+            stream = str(advisory.get("stream") or JOBS_STREAM)
+            if stream != JOBS_STREAM and tenant_of_stream(stream) is None:
+                raise ValueError(f"not a jobs stream: {stream!r}")
         except Exception:  # not an advisory JetStream wrote: nothing to sweep, never retried
             log.warning("dropping a malformed MAX_DELIVERIES advisory on %s", msg.subject)
             with contextlib.suppress(Exception):
                 await msg.term()
             return
         try:
-            await self.sweep(sequence, deliveries)
+            await self.sweep(sequence, deliveries, stream)
         except Exception:
             log.exception("could not dead-letter after a MAX_DELIVERIES advisory; will retry")
             with contextlib.suppress(Exception):
@@ -118,15 +121,16 @@ class PoisonSweeper:
         with contextlib.suppress(Exception):
             await msg.ack()
 
-    async def sweep(self, sequence: int, deliveries: int) -> None:
-        """Dead-letter stream message `sequence` unless its result is already stored."""
+    async def sweep(self, sequence: int, deliveries: int, stream: str = JOBS_STREAM) -> None:
+        """Dead-letter message `sequence` of jobs stream `stream` (the open one or a
+        tenant's) unless its result is already stored."""
         try:
-            raw = await self._js.get_msg(JOBS_STREAM, seq=sequence)
+            raw = await self._js.get_msg(stream, seq=sequence)
         except NotFoundError:
             return
         headers = dict(raw.headers or {})
         job_id, reply_to, tenant = answer_address(
-            raw.subject or "", headers, raw.data or b"", stream=JOBS_STREAM, sequence=sequence
+            raw.subject or "", headers, raw.data or b"", stream=stream, sequence=sequence
         )
         attempts = deliveries or self._max_deliver
         if await self._results.lookup(job_id, tenant) is None:
@@ -157,4 +161,4 @@ class PoisonSweeper:
             )
             await self._results.publish(result, reply_to, {})
         with contextlib.suppress(NotFoundError):  # another worker swept it first
-            await self._js.delete_msg(JOBS_STREAM, sequence)
+            await self._js.delete_msg(stream, sequence)

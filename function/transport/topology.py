@@ -3,8 +3,9 @@
 `ensure_topology()` creates what is missing and compares what exists: a stream or
 consumer whose config differs from Surge's is reported as `TopologyMismatch`, never
 silently changed (other replicas, or an operator's NACK resources, may depend on it).
-The one exception is a known upgrade: a jobs stream from before subjects were narrowed
-to `surge.jobs.{high,normal}.<function>` gets the narrow subjects in place.
+The exceptions are known upgrades: a jobs stream from before subjects were narrowed
+to `surge.jobs.{high,normal}.<function>` gets the narrow subjects in place, and
+consumers and the advisories stream are widened for tenants' streams (`tenants.py`).
 `missing_topology()` says what a server lost (a wiped store, memory storage), so the
 worker can recreate it.
 """
@@ -83,22 +84,21 @@ class Topology:
 
 
 def jobs_subjects() -> list[str]:
-    """The jobs stream takes `surge.jobs.<high|normal>.<function>[.<tenant>]`, nothing else."""
-    open_ = [f"{JOBS_SUBJECT_PREFIX}.{priority.value}.*" for priority in Priority]
-    return open_ + [f"{subject}.*" for subject in open_]
+    """The open jobs stream takes `surge.jobs.<high|normal>.<function>`, nothing else
+    (each tenant's jobs go to the tenant's own stream)."""
+    return [f"{JOBS_SUBJECT_PREFIX}.{priority.value}.*" for priority in Priority]
 
 
-def job_filters(function: str, priority: Priority) -> list[str]:
-    """A function's jobs of one priority: open ones and every tenant's."""
-    subject = job_subject(priority, function)
-    return [subject, f"{subject}.*"]
+def job_filters(function: str, priority: Priority, tenant: str | None = None) -> list[str]:
+    """A function's jobs of one priority, open or of one tenant."""
+    return [job_subject(priority, function, tenant)]
 
 
-# Jobs streams as created by earlier versions (any subject; no tenant subjects): upgraded
-# in place, keeping their jobs.
+# Jobs streams as created by earlier versions (any subject; tenants' subjects in the
+# shared stream): narrowed in place, keeping their jobs.
 _LEGACY_JOBS_SUBJECTS = (
     [f"{JOBS_SUBJECT_PREFIX}.>"],
-    [f"{JOBS_SUBJECT_PREFIX}.{priority.value}.*" for priority in Priority],
+    jobs_subjects() + [f"{subject}.*" for subject in jobs_subjects()],
 )
 
 
@@ -145,13 +145,16 @@ def stream_configs(settings: WorkerSettings) -> list[StreamConfig]:
     ]
 
 
-def consumer_config(settings: WorkerSettings, priority: Priority) -> ConsumerConfig:
-    """Durable pull consumer for one priority of `settings.function`."""
+def consumer_config(
+    settings: WorkerSettings, priority: Priority, tenant: str | None = None
+) -> ConsumerConfig:
+    """Durable pull consumer for one priority of `settings.function` (on the open jobs
+    stream, or with `tenant` on that tenant's stream: same name, different stream)."""
     name = consumer_name(settings.function, priority)
     return ConsumerConfig(
         durable_name=name,
         name=name,
-        filter_subjects=job_filters(settings.function, priority),
+        filter_subjects=job_filters(settings.function, priority, tenant),
         deliver_policy=DeliverPolicy.ALL,
         ack_policy=AckPolicy.EXPLICIT,
         ack_wait=settings.ack_wait_s,
@@ -161,13 +164,14 @@ def consumer_config(settings: WorkerSettings, priority: Priority) -> ConsumerCon
 
 
 def sweeper_config(settings: WorkerSettings) -> ConsumerConfig:
-    """Durable pull consumer of the function's captured MAX_DELIVERIES advisories."""
+    """Durable pull consumer of the function's captured MAX_DELIVERIES advisories, from
+    the open jobs stream and every tenant's."""
     name = sweeper_name(settings.function)
     return ConsumerConfig(
         durable_name=name,
         name=name,
         filter_subjects=[
-            max_deliveries_subject(consumer_name(settings.function, p)) for p in Priority
+            max_deliveries_subject(consumer_name(settings.function, p), "*") for p in Priority
         ],
         deliver_policy=DeliverPolicy.ALL,
         ack_policy=AckPolicy.EXPLICIT,
@@ -206,6 +210,10 @@ async def ensure_streams(js: JetStreamContext, settings: WorkerSettings) -> None
         if config.name == JOBS_STREAM and info.config.subjects in _LEGACY_JOBS_SUBJECTS:
             await _upgrade_jobs_stream(js, config, info.config)
             continue
+        if config.name == ADVISORIES_STREAM and set(config.subjects or ()) <= set(
+            info.config.subjects or ()
+        ):
+            continue  # tenants' streams add their advisory subjects
         diffs = _differences(config, info.config, _STREAM_FIELDS)
         if diffs:
             raise TopologyMismatch(f"stream {config.name} differs: " + "; ".join(diffs))
@@ -254,14 +262,16 @@ async def missing_topology(js: JetStreamContext, settings: WorkerSettings) -> li
 async def upgrade_consumer(
     js: JetStreamContext, config: ConsumerConfig, info: ConsumerInfo
 ) -> ConsumerInfo:
-    """Widen an earlier version's consumer (`info`) to `config`'s filters, so it takes
-    tenants' jobs too; any other consumer is returned as it is."""
+    """Set an earlier version's open-jobs consumer (`info`: one `filter_subject`, or the
+    open subject plus every tenant's) to `config`'s filter; any other is returned as it is."""
     have = info.config
     open_subject = (config.filter_subjects or [""])[0]
-    if have.filter_subject != open_subject or have.filter_subjects:
+    single = have.filter_subject == open_subject and not have.filter_subjects
+    widened = have.filter_subjects == [open_subject, f"{open_subject}.*"]
+    if not (single or widened):
         return info
     await js.add_consumer(JOBS_STREAM, config=config)
-    log.info("consumer %s now also takes tenants' jobs", config.durable_name)
+    log.info("consumer %s upgraded to filter %s", config.durable_name, config.filter_subjects)
     updated: ConsumerInfo = await js.consumer_info(JOBS_STREAM, config.durable_name or "")
     return updated
 
@@ -287,10 +297,14 @@ async def ensure_consumers(js: JetStreamContext, settings: WorkerSettings) -> di
         names[priority] = config.durable_name
     sweeper = sweeper_config(settings)
     try:
-        await js.consumer_info(ADVISORIES_STREAM, sweeper.durable_name or "")
+        found = await js.consumer_info(ADVISORIES_STREAM, sweeper.durable_name or "")
     except NotFoundError:
         await js.add_consumer(ADVISORIES_STREAM, config=sweeper)
         log.info("created consumer %s", sweeper.durable_name)
+    else:
+        if found.config.filter_subjects != sweeper.filter_subjects:  # before tenants' streams
+            await js.add_consumer(ADVISORIES_STREAM, config=sweeper)
+            log.info("consumer %s now sweeps tenants' streams too", sweeper.durable_name)
     return names
 
 

@@ -21,6 +21,7 @@ from function.client import SurgeClient
 from function.contract.errors import ErrorCode
 from function.contract.nats_auth import NatsAuth
 from function.contract.parse import job_headers
+from function.contract.quota import TenantQuota
 from function.contract.settings import (
     JOBS_STREAM,
     Header,
@@ -28,12 +29,14 @@ from function.contract.settings import (
     consumer_name,
     job_subject,
     tenant_inbox_prefix,
+    tenant_stream,
 )
 from function.contract.tenancy import User, authorization_config, tenant_permissions, trusted
 from function.contract.wire import JobStatus, Result
 from function.local.nats_server import EmbeddedNats
 from function.transport.connect import open_nats
 from function.transport.storage import fetch_result
+from function.transport.tenants import add_tenant
 from function.transport.topology import job_filters
 from function.worker import Worker
 from tests.conftest import WorkerFactory
@@ -64,6 +67,10 @@ def server(tmp_path: Path) -> Iterator[EmbeddedNats]:
 @pytest.fixture
 async def worker(server: EmbeddedNats, model_dir: Path) -> AsyncIterator[Worker]:
     settings = tiny_settings(server.url, model_dir).model_copy(update={"tenants": [A]})
+    nc = await open_nats(server.url, _auth("surge"), name="test-admin")
+    for tenant in (A, B):
+        await add_tenant(nc.jetstream(), tenant, TenantQuota(), settings)
+    await nc.close()
     started = Worker(settings, auth=_auth("surge"))
     await started.start()
     yield started
@@ -185,15 +192,27 @@ async def test_a_tenant_job_may_not_name_another_tenants_blob(tenant_a: SurgeCli
     assert "outside tenant tenant-a" in result.error.message
 
 
+OPEN_SUBJECTS = [job_subject(p, "*") for p in Priority]
+
+
+@pytest.mark.parametrize(
+    ("stream_subjects", "widened"),
+    [(OPEN_SUBJECTS, False), (OPEN_SUBJECTS + [f"{s}.*" for s in OPEN_SUBJECTS], True)],
+    ids=["before-tenants", "tenants-in-the-shared-stream"],
+)
 async def test_an_earlier_versions_queue_is_upgraded_in_place(
-    nats_server: EmbeddedNats, client: SurgeClient, start_worker: WorkerFactory
+    client: SurgeClient,
+    start_worker: WorkerFactory,
+    stream_subjects: list[str],
+    widened: bool,
 ) -> None:
-    """Streams and consumers made before tenants keep their jobs and start taking tenants'."""
+    """Streams and consumers of earlier versions keep their jobs; tenants' jobs then go
+    to the tenants' own streams."""
     js = client.js
     await js.add_stream(
         StreamConfig(
             name=JOBS_STREAM,
-            subjects=[job_subject(p, "*") for p in Priority],
+            subjects=stream_subjects,
             retention=RetentionPolicy.WORK_QUEUE,
             max_age=7 * 24 * 3600.0,
             duplicate_window=120.0,
@@ -201,10 +220,12 @@ async def test_an_earlier_versions_queue_is_upgraded_in_place(
     )
     for priority in Priority:
         name = consumer_name("tiny", priority)
+        subject = job_subject(priority, "tiny")
         old = ConsumerConfig(
             durable_name=name,
             name=name,
-            filter_subject=job_subject(priority, "tiny"),
+            filter_subject=None if widened else subject,
+            filter_subjects=[subject, f"{subject}.*"] if widened else None,
             ack_policy=AckPolicy.EXPLICIT,
             ack_wait=10.0,
             max_deliver=5,
@@ -213,9 +234,13 @@ async def test_an_earlier_versions_queue_is_upgraded_in_place(
         await js.add_consumer(JOBS_STREAM, config=old)
     inbox = await client.inbox()
     queued = await client.submit(png_bytes(), function="tiny", reply_to=inbox.subject)
-    await start_worker(function="tiny", warmup_batch_sizes=[])
+    worker = await start_worker(function="tiny", warmup_batch_sizes=[])
     info = await js.consumer_info(JOBS_STREAM, consumer_name("tiny", Priority.NORMAL))
     assert info.config.filter_subjects == job_filters("tiny", Priority.NORMAL)
+    assert (await js.stream_info(JOBS_STREAM)).config.subjects == OPEN_SUBJECTS
+    await add_tenant(js, A, TenantQuota(), worker.settings)
+    assert worker.topology_watch is not None
+    await worker.topology_watch.check()
     tenant_inbox = f"{tenant_inbox_prefix(A)}.upgrade"
     answers: list[Msg] = []
 
@@ -224,7 +249,8 @@ async def test_an_earlier_versions_queue_is_upgraded_in_place(
 
     await client.nc.subscribe(tenant_inbox, cb=keep)
     headers = job_headers("t-1", content_type="image/png", reply_to=tenant_inbox, tenant=A)
-    await js.publish(job_subject(Priority.NORMAL, "tiny", A), png_bytes(), headers=headers)
+    ack = await js.publish(job_subject(Priority.NORMAL, "tiny", A), png_bytes(), headers=headers)
+    assert ack.stream == tenant_stream(A)
     assert (await inbox.wait([queued], timeout=20))[queued].status is JobStatus.OK
     for _ in range(200):
         if answers:
