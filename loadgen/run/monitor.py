@@ -1,8 +1,9 @@
 """What the system looks like from outside: backlog, ready replicas, dead letters.
 
-* backlog: `num_pending + num_ack_pending` of both priority consumers (what KEDA's
-  `nats-jetstream` scaler reads); before any worker created them, the jobs stream's
-  message count on the function's subjects (WorkQueue: a stored job is a pending job);
+* backlog: `num_pending + num_ack_pending` of both priority consumers on the open jobs
+  stream and on every tenant's stream (what the scaler reads); where no worker or
+  scaler created them yet, the stream's message count on the function's subjects
+  (WorkQueue: a stored job is a pending job);
 * replicas: distinct `worker_id`s whose latest heartbeat says `ready` and is recent
   (within 2.5 heartbeat intervals, at least 1.5 s);
 * dead letters: this run's jobs on `SURGE_DEAD` (`surge.dead.<function>`).
@@ -31,8 +32,10 @@ from function.contract.settings import (
     dead_subject,
     heartbeat_subject,
     job_subject,
+    tenant_stream,
 )
 from function.contract.wire import DeadLetter
+from function.transport.tenants import list_tenants
 
 __all__ = ["BacklogProbe", "HeartbeatTracker", "read_dead_letters"]
 
@@ -76,28 +79,38 @@ class HeartbeatTracker:
 
 
 class BacklogProbe:
-    """Reads the backlog of one function's two priority consumers."""
+    """Reads the backlog of one function's priority consumers, open and tenants'."""
 
     def __init__(self, js: JetStreamContext, function: str, timeout: float = 1.0) -> None:
         self._js = js
         self._function = function
         self._timeout = timeout
 
-    async def _one(self, priority: Priority) -> int:
+    async def _one(self, priority: Priority, tenant: str | None = None) -> int:
+        stream = JOBS_STREAM if tenant is None else tenant_stream(tenant)
         try:
             info = await self._js.consumer_info(
-                JOBS_STREAM, consumer_name(self._function, priority), timeout=self._timeout
+                stream, consumer_name(self._function, priority), timeout=self._timeout
             )
         except NotFoundError:
-            subject = job_subject(priority, self._function)
-            stream = await self._js.stream_info(JOBS_STREAM, subjects_filter=subject)
-            return int((stream.state.subjects or {}).get(subject, 0))
+            subject = job_subject(priority, self._function, tenant)
+            try:
+                found = await self._js.stream_info(stream, subjects_filter=subject)
+            except NotFoundError:
+                if tenant is None:
+                    raise
+                return 0  # the tenant was removed since the listing
+            return int((found.state.subjects or {}).get(subject, 0))
         return int(info.num_pending or 0) + int(info.num_ack_pending or 0)
 
     async def backlog(self) -> int | None:
-        """Pending + ack-pending over both priorities, or None if the server did not say."""
+        """Pending + ack-pending over both priorities of the open jobs stream and every
+        tenant's stream, or None if the server did not say."""
         try:
-            counts = await asyncio.gather(*(self._one(p) for p in Priority))
+            sources: list[str | None] = [None, *await list_tenants(self._js)]
+            counts = await asyncio.gather(
+                *(self._one(p, tenant) for tenant in sources for p in Priority)
+            )
         except Exception:
             return None
         return sum(counts)

@@ -19,7 +19,6 @@ from prometheus_client import REGISTRY
 
 from function.client import SurgeClient
 from function.contract.errors import ErrorCode
-from function.contract.nats_auth import NatsAuth
 from function.contract.parse import job_headers
 from function.contract.quota import TenantQuota
 from function.contract.settings import (
@@ -31,7 +30,6 @@ from function.contract.settings import (
     tenant_inbox_prefix,
     tenant_stream,
 )
-from function.contract.tenancy import User, authorization_config, tenant_permissions, trusted
 from function.contract.wire import JobStatus, Result
 from function.local.nats_server import EmbeddedNats
 from function.transport.connect import open_nats
@@ -40,41 +38,24 @@ from function.transport.tenants import add_tenant
 from function.transport.topology import job_filters
 from function.worker import Worker
 from tests.conftest import WorkerFactory
-from tests.helpers import png_bytes, tiny_settings
+from tests.e2e.tenant_stack import A, B, auth, tenant_server, tenant_worker
+from tests.helpers import png_bytes
 
 pytestmark = pytest.mark.nats
 
-A, B = "tenant-a", "tenant-b"
-USERS = {
-    "surge": trusted("surge", "worker-pw"),
-    A: User(user=A, password="a-pw", permissions=tenant_permissions(A)),
-    B: User(user=B, password="b-pw", permissions=tenant_permissions(B)),
-}
-
-
-def _auth(name: str) -> NatsAuth:
-    user = USERS[name]
-    return NatsAuth(user=user.user, password=user.password)
+_auth = auth
 
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[EmbeddedNats]:
-    config = authorization_config(USERS)
-    with EmbeddedNats(store_dir=tmp_path / "nats", extra_config=config) as started:
+    with tenant_server(tmp_path / "nats") as started:
         yield started
 
 
 @pytest.fixture
 async def worker(server: EmbeddedNats, model_dir: Path) -> AsyncIterator[Worker]:
-    settings = tiny_settings(server.url, model_dir).model_copy(update={"tenants": [A]})
-    nc = await open_nats(server.url, _auth("surge"), name="test-admin")
-    for tenant in (A, B):
-        await add_tenant(nc.jetstream(), tenant, TenantQuota(), settings)
-    await nc.close()
-    started = Worker(settings, auth=_auth("surge"))
-    await started.start()
-    yield started
-    await started.stop(timeout=10)
+    async with tenant_worker(server, model_dir, tenants=[A]) as started:
+        yield started
 
 
 @pytest.fixture

@@ -55,3 +55,26 @@ async def test_close_wakes_a_waiting_take_and_drain_empties() -> None:
     batcher.extend(Priority.NORMAL, [1])
     batcher.extend(Priority.HIGH, [2])
     assert batcher.drain() == [2, 1]
+
+
+async def test_sources_take_turns_within_a_priority() -> None:
+    """A tenant's backlog does not hold back another's: one job from each in turn."""
+    batcher: PriorityBatcher[str] = PriorityBatcher(max_batch=4, max_wait=0)
+    batcher.extend(Priority.NORMAL, [f"a{i}" for i in range(6)], source="a")
+    batcher.put(Priority.NORMAL, "b0", source="b")
+    batcher.put(Priority.NORMAL, "open0")
+    assert batcher.pending(Priority.NORMAL) == 8
+    assert batcher.pending(Priority.NORMAL, "a") == 6
+    assert await batcher.take() == ["a0", "b0", "open0", "a1"]
+    assert await batcher.take() == ["a2", "a3", "a4", "a5"]
+    assert len(batcher) == 0
+
+
+async def test_priority_still_holds_across_sources() -> None:
+    batcher: PriorityBatcher[str] = PriorityBatcher(max_batch=3, max_wait=0)
+    batcher.extend(Priority.NORMAL, ["a-n1", "a-n2"], source="a")
+    batcher.put(Priority.HIGH, "b-h1", source="b")
+    batcher.put(Priority.HIGH, "a-h1", source="a")
+    assert await batcher.take() == ["b-h1", "a-h1", "a-n1"]
+    assert batcher.drain() == ["a-n2"]
+    assert len(batcher) == 0

@@ -1,0 +1,244 @@
+"""`surge tenants`: add, change, list and remove tenants (one `SURGE_TENANT_<id>` stream each).
+
+surge tenants add acme --max-pending 1000 --max-rate 50   create it, or change its quotas
+surge tenants list                                        quotas and queued jobs, as a table
+surge tenants remove acme [--force]                       delete it (--force drops queued jobs)
+
+An operator's commands: they manage streams, so they need a NATS user that may (the
+trusted one), given with `surge`'s NATS flags like every other command. Workers find a
+tenant added here within seconds; its NATS user (what keeps it apart) is the server's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Annotated, TypedDict, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from function.contract.errors import SurgeError
+from function.contract.nats_auth import NatsConnectError
+from function.contract.quota import TenantQuota
+from function.contract.settings import WorkerSettings, is_valid_tenant
+
+if TYPE_CHECKING:
+    from nats.js import JetStreamContext
+
+    from function.local.secure_stack import SecureStack
+
+__all__ = ["TenantRow", "parse_tenants", "tenants_app", "tenants_connect"]
+
+T = TypeVar("T")
+
+tenants_app = typer.Typer(
+    help="Tenants: their job streams and quotas (needs a NATS user that may manage streams).",
+    no_args_is_help=True,
+)
+
+NatsUrl = Annotated[
+    str, typer.Option("--nats-url", envvar="SURGE_NATS_URL", help="NATS server URL.")
+]
+Name = Annotated[str, typer.Argument(help="The tenant id (lower-case letters, digits, - and _).")]
+_UNLIMITED = "0 = unlimited; left out: unchanged (unlimited for a new tenant)."
+
+
+class TenantRow(TypedDict):
+    """One tenant as `surge tenants list --json` prints it (None: unlimited)."""
+
+    tenant: str
+    max_pending: int | None
+    max_payload: int | None
+    max_rate: float | None
+    queued: int
+    queued_bytes: int
+
+
+def parse_tenants(values: list[str] | None, param_hint: str = "--tenants") -> list[str]:
+    """Tenant ids from `--tenants a,b --tenants c`, checked; `BadParameter` names the bad ones."""
+    names = [name.strip() for name in ",".join(values or []).split(",") if name.strip()]
+    bad = [name for name in names if not is_valid_tenant(name)]
+    if bad:
+        raise typer.BadParameter(f"not tenant ids: {', '.join(bad)}", param_hint=param_hint)
+    return list(dict.fromkeys(names))
+
+
+def tenants_connect(stack: SecureStack) -> str:
+    """How each tenant of a secured local stack connects: one `surge` command line each."""
+    lines = []
+    for tenant, env in stack.tenants.items():
+        flags = []
+        for name, value in env.items():
+            if name != "SURGE_NATS_URL":
+                flag = name.removeprefix("SURGE_").removeprefix("NATS_").lower().replace("_", "-")
+                flags.append(f"--{flag} {value}")
+        lines.append(
+            f"tenant {tenant}: surge {' '.join(flags)} submit --nats-url {stack.url} IMAGE..."
+        )
+    return "\n".join(lines)
+
+
+def _checked(name: str) -> str:
+    if not is_valid_tenant(name):
+        raise typer.BadParameter(
+            f"{name!r} is not a tenant id: lower-case letters, digits, '-' and '_'",
+            param_hint="NAME",
+        )
+    return name
+
+
+def _fail(message: str) -> typer.Exit:
+    """One line on stderr; the caller raises the returned exit (status 1)."""
+    typer.echo(f"surge tenants: {message}", err=True)
+    return typer.Exit(1)
+
+
+def _jetstream(nats_url: str, action: Callable[[JetStreamContext], Awaitable[T]]) -> T:
+    """Run `action` on a JetStream context of `nats_url` (credentials from the environment);
+    what goes wrong ends as one line and exit status 1."""
+    import nats.errors
+    from nats.js.errors import APIError
+
+    from function.transport.connect import open_nats
+
+    async def run() -> T:
+        nc = await open_nats(nats_url, name="surge-tenants", reconnect=False)
+        try:
+            return await action(nc.jetstream())
+        finally:
+            await nc.close()
+
+    try:
+        return asyncio.run(run())
+    except (nats.errors.TimeoutError, nats.errors.NoRespondersError):
+        raise _fail(
+            f"no answer from JetStream at {nats_url}: is JetStream on, and may this NATS "
+            "user manage streams (the trusted user, not a tenant's)?"
+        ) from None
+    except APIError as exc:
+        raise _fail(f"the server refused: {exc.description or exc}") from None
+    except NatsConnectError:
+        raise  # `main` prints it (exit status 2), as for every command
+    except SurgeError as exc:
+        raise _fail(str(exc)) from None
+
+
+def _limit(value: int | float | None, unit: str = "") -> str:
+    return "unlimited" if value is None else f"{value:g}{unit}"
+
+
+@tenants_app.command("add")
+def add(
+    name: Name,
+    max_pending: Annotated[
+        int | None, typer.Option(min=0, help=f"Jobs the tenant may have queued. {_UNLIMITED}")
+    ] = None,
+    max_payload: Annotated[
+        int | None, typer.Option(min=0, help=f"Bytes in one job message. {_UNLIMITED}")
+    ] = None,
+    max_rate: Annotated[
+        float | None, typer.Option(min=0, help=f"Jobs per second. {_UNLIMITED}")
+    ] = None,
+    nats_url: NatsUrl = "nats://127.0.0.1:4222",
+) -> None:
+    """Create a tenant's job stream, or change its quotas; print what it now has."""
+    from nats.js.errors import NotFoundError
+
+    from function.contract.settings import tenant_stream
+    from function.transport.tenants import add_tenant, quota_of
+
+    _checked(name)
+    given = {"max_pending": max_pending, "max_payload": max_payload, "max_rate": max_rate}
+    changes = {key: value or None for key, value in given.items() if value is not None}
+
+    async def act(js: JetStreamContext) -> tuple[bool, TenantQuota]:
+        try:
+            current = quota_of((await js.stream_info(tenant_stream(name))).config)
+        except NotFoundError:
+            current = TenantQuota()
+        quota = TenantQuota(**{**current.model_dump(), **changes})
+        created = await add_tenant(js, name, quota, WorkerSettings())
+        return created, quota
+
+    created, quota = _jetstream(nats_url, act)
+    typer.echo(f"tenant {name} {'added' if created else 'updated'}: {quota.describe()}")
+
+
+@tenants_app.command("list")
+def list_(
+    nats_url: NatsUrl = "nats://127.0.0.1:4222",
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+) -> None:
+    """Every tenant with its quotas and the jobs queued on its stream."""
+    from function.contract.settings import tenant_of_stream
+    from function.transport.tenants import quota_of
+
+    async def act(js: JetStreamContext) -> list[TenantRow]:
+        rows = []
+        for info in await js.streams_info():
+            tenant = tenant_of_stream(info.config.name or "")
+            if tenant is not None:
+                quota = quota_of(info.config)
+                rows.append(
+                    TenantRow(
+                        tenant=tenant,
+                        max_pending=quota.max_pending,
+                        max_payload=quota.max_payload,
+                        max_rate=quota.max_rate,
+                        queued=int(info.state.messages or 0),
+                        queued_bytes=int(info.state.bytes or 0),
+                    )
+                )
+        return sorted(rows, key=lambda row: row["tenant"])
+
+    rows = _jetstream(nats_url, act)
+    if as_json:
+        for row in rows:
+            typer.echo(json.dumps(row))
+        return
+    if not rows:
+        typer.echo("no tenants (add one with `surge tenants add NAME`)")
+        return
+    table = Table("tenant", "max pending", "max payload", "max rate", "queued", "queued bytes")
+    for column in table.columns[1:]:
+        column.justify = "right"
+    for row in rows:
+        table.add_row(
+            row["tenant"],
+            _limit(row["max_pending"]),
+            _limit(row["max_payload"], " B"),
+            _limit(row["max_rate"], "/s"),
+            str(row["queued"]),
+            str(row["queued_bytes"]),
+        )
+    Console(soft_wrap=True).print(table)
+
+
+@tenants_app.command("remove")
+def remove(
+    name: Name,
+    force: Annotated[
+        bool, typer.Option("--force", help="Remove it even with jobs queued (they are dropped).")
+    ] = False,
+    nats_url: NatsUrl = "nats://127.0.0.1:4222",
+) -> None:
+    """Delete a tenant's job stream; refused while it has queued jobs, unless --force."""
+    from nats.js.errors import NotFoundError
+
+    from function.transport.tenants import remove_tenant
+
+    _checked(name)
+
+    async def act(js: JetStreamContext) -> int | None:
+        try:
+            return await remove_tenant(js, name, force=force)
+        except NotFoundError:
+            return None
+
+    dropped = _jetstream(nats_url, act)
+    if dropped is None:
+        raise _fail(f"no tenant {name} on this server")
+    typer.echo(f"tenant {name} removed ({dropped} queued jobs dropped)")
