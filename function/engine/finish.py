@@ -115,7 +115,7 @@ class Settler:
         """Store and send an error result, then terminate: never retried."""
         info = ErrorInfo(code=error.code, message=error.message)
         result = self._result(job, timings or Timings(), status=JobStatus.ERROR, error=info)
-        with bind(job_id=job.job_id, trace_id=job.trace_id):
+        with bind(job_id=job.job_id, trace_id=job.trace_id, tenant=job.tenant):
             log.info("job failed: %s: %s", error.code.value, error.message)
         await self._publish(job, result)
         await job.msg.term()
@@ -132,7 +132,7 @@ class Settler:
         message = f"{type(error).__name__}: {error}"
         if job.attempts < self._settings.max_deliver:
             delay = self._settings.nak_delay_s * 2 ** (job.attempts - 1)
-            with bind(job_id=job.job_id, trace_id=job.trace_id):
+            with bind(job_id=job.job_id, trace_id=job.trace_id, tenant=job.tenant):
                 log.warning(
                     "attempt %d failed, retrying in %.1fs: %s", job.attempts, delay, message
                 )
@@ -264,7 +264,7 @@ class Completion:
         await asyncio.gather(*settling)
 
     async def _complete_one(self, job: InFlightJob, row: np.ndarray, timings: Timings) -> None:
-        with bind(job_id=job.job_id, trace_id=job.trace_id):
+        with bind(job_id=job.job_id, trace_id=job.trace_id, tenant=job.tenant):
             await self._complete_guarded(job, row, timings)
 
     async def _complete_guarded(self, job: InFlightJob, row: np.ndarray, timings: Timings) -> None:

@@ -7,6 +7,9 @@ permissions of `function.contract.tenancy`; a real `tiny` worker.
 from __future__ import annotations
 
 import asyncio
+import io
+import json
+import logging
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -32,6 +35,7 @@ from function.contract.settings import (
 )
 from function.contract.wire import JobStatus, Result
 from function.local.nats_server import EmbeddedNats
+from function.telemetry import JsonFormatter
 from function.transport.connect import open_nats
 from function.transport.storage import fetch_result
 from function.transport.tenants import add_tenant
@@ -263,3 +267,23 @@ async def test_jobs_and_model_seconds_are_counted_per_tenant(
     assert _sample(jobs, other_ok) - before[1] == 1  # tenant-b is not in SURGE_TENANTS
     assert _sample(seconds, {"function": "tiny", "tenant": A}) > a_seconds
     assert _sample(jobs, {**a_ok, "tenant": B}) == 0
+
+
+async def test_a_tenants_job_log_lines_carry_the_tenant(tenant_a: SurgeClient) -> None:
+    """The queue path's log lines name the job, its trace and its tenant."""
+    lines = io.StringIO()
+    handler = logging.StreamHandler(lines)
+    handler.setFormatter(JsonFormatter())
+    logger = logging.getLogger("surge")
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        result = await tenant_a.call(b"not an image", function="tiny", timeout=20)
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    records = [json.loads(line) for line in lines.getvalue().splitlines()]
+    failed = [r for r in records if r["msg"].startswith("job failed")]
+    assert result.status is JobStatus.ERROR and failed
+    assert (failed[0]["job_id"], failed[0]["tenant"]) == (result.job_id, A)
