@@ -16,6 +16,7 @@ MAX_DELIVERIES advisories); workers and the scaler find tenants with `list_tenan
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from nats.js import JetStreamContext
@@ -94,14 +95,26 @@ def quota_of(config: StreamConfig) -> TenantQuota:
     )
 
 
-async def list_tenants(js: JetStreamContext) -> dict[str, TenantQuota]:
-    """Every tenant that has a jobs stream on the server, with its quota."""
+async def list_tenants(js: JetStreamContext, *, timeout: float = 5.0) -> dict[str, TenantQuota]:
+    """Every tenant that has a jobs stream on the server, with its quota (all pages of
+    the server's stream list, within `timeout` seconds in all)."""
+    return await asyncio.wait_for(_list_tenants(js), timeout)
+
+
+async def _list_tenants(js: JetStreamContext) -> dict[str, TenantQuota]:
     tenants: dict[str, TenantQuota] = {}
-    for info in await js.streams_info():
-        tenant = tenant_of_stream(info.config.name or "")
-        if tenant is not None:
-            tenants[tenant] = quota_of(info.config)
-    return dict(sorted(tenants.items()))
+    offset = 0
+    while True:
+        page = await js.streams_info_iterator(offset=offset)
+        count = 0
+        for info in page:
+            count += 1
+            tenant = tenant_of_stream(info.config.name or "")
+            if tenant is not None:
+                tenants[tenant] = quota_of(info.config)
+        offset += count
+        if count == 0 or offset >= int(getattr(page, "total", 0)):
+            return dict(sorted(tenants.items()))
 
 
 async def add_tenant(

@@ -12,12 +12,19 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from nats.js.api import StorageType, StreamConfig
 
 from function.client import SurgeClient
 from function.contract.errors import ErrorCode
 from function.contract.parse import job_headers
 from function.contract.quota import QuotaExceeded, TenantQuota
-from function.contract.settings import Header, Priority, job_subject, tenant_stream
+from function.contract.settings import (
+    Header,
+    Priority,
+    WorkerSettings,
+    job_subject,
+    tenant_stream,
+)
 from function.contract.wire import JobStatus
 from function.local.nats_server import EmbeddedNats
 from function.transport.tenants import add_tenant, list_tenants, remove_tenant
@@ -176,3 +183,16 @@ async def test_a_tenants_job_for_an_unserved_function_is_answered(
             result = (await inbox.wait([job_id], timeout=15))[job_id]
     assert result.error is not None and result.error.code is ErrorCode.UNKNOWN_FUNCTION
     assert result.tenant == A
+
+
+async def test_tenants_are_found_past_the_first_page_of_streams(
+    nats_server: EmbeddedNats,
+) -> None:
+    """The server lists 256 streams a page: a tenant added after 300 others is found."""
+    async with await SurgeClient.connect(nats_server.url) as admin:
+        for index in range(300):
+            config = StreamConfig(name=f"OTHER_{index}", subjects=[f"other.{index}"])
+            config.storage = StorageType.MEMORY
+            await admin.js.add_stream(config=config)
+        await add_tenant(admin.js, "late", TenantQuota(max_pending=5), WorkerSettings())
+        assert await list_tenants(admin.js) == {"late": TenantQuota(max_pending=5)}
