@@ -62,12 +62,17 @@ def connect_options(auth: NatsAuth) -> dict[str, Any]:
         options["user_credentials"] = str(auth.creds)
     if auth.nkey is not None:
         options["nkeys_seed"] = str(auth.nkey)
+    # Secrets from files are read again at every (re)connect, so a rotated Secret takes
+    # effect at the next reconnect (a .creds file is re-read by nats-py itself).
     if auth.user is not None:
         options["user"] = auth.user
-        options["password"] = auth.password_value()
-    token = auth.token_value()
-    if token is not None:
-        options["token"] = token
+        options["password"] = (
+            auth.password_value if auth.password_file is not None else auth.password_value()
+        )
+    if auth.token_file is not None:
+        options["token"] = auth.token_value
+    elif auth.token is not None:
+        options["token"] = auth.token_value()
     context = tls_context(auth)
     if context is not None:
         options["tls"] = context

@@ -326,3 +326,36 @@ async def test_failed_first_attempts_are_not_a_lost_connection() -> None:
         server.close()
         await server.wait_closed()
     assert fatal == [] and health.fatal is None
+
+
+@pytest.mark.parametrize("kind", ["password", "token"])
+async def test_a_rotated_secret_file_is_read_again_at_reconnect(tmp_path: Path, kind: str) -> None:
+    """A Kubernetes Secret rotated under a running worker: the next connection uses it."""
+
+    def config(secret: str) -> str:
+        if kind == "token":
+            return f'authorization {{ token: "{secret}" }}\n'
+        return f'authorization {{ users = [ {{ user: "w", password: "{secret}" }} ] }}\n'
+
+    secret = tmp_path / "secret"
+    secret.write_text("first-secret\n")
+    auth = (
+        NatsAuth(token_file=secret) if kind == "token" else NatsAuth(user="w", password_file=secret)
+    )
+    server = EmbeddedNats(store_dir=tmp_path / "nats", extra_config=config("first-secret")).start()
+    back = asyncio.Event()
+
+    async def reconnected() -> None:
+        back.set()
+
+    try:
+        nc = await open_nats(server.url, auth, name="rotation", reconnected_cb=reconnected)
+        server.stop()
+        secret.write_text("second-secret\n")
+        server.extra_config = config("second-secret")
+        server.start()
+        await asyncio.wait_for(back.wait(), 15)  # nats-py waits 2 s between attempts
+        await nc.flush(timeout=5)
+        await nc.close()
+    finally:
+        server.stop()
