@@ -10,6 +10,7 @@ Packages, lowest first (each imports only from those above it in this list):
     worker     one process: connect, warm, consume, drain;  client: publish jobs, read results
     local      the embedded nats-server and worker processes
     http       the Knative function (`new`), FastAPI app, uvicorn serving
+    commands   `surge` command groups: nats (the embedded server), tenants
     cli        the `surge` command
 
 `new` (the Knative Functions constructor) is imported lazily, so that importing

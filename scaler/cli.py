@@ -2,6 +2,7 @@
 
 surge scaler serve                           KEDA external-push scaler (gRPC :9090, metrics :8080)
 surge up                                     nats-server + scaler + workers scaled 0..N locally
+surge up --secure --tenants acme,globex      the same with mutual TLS, users and tenants' streams
 surge prewarm --at +10m --rate 50 --for 15m  store a pre-warm plan for a campaign
 """
 
@@ -131,9 +132,56 @@ def up_command(
             min=1, max=5, help="nats-server nodes: N > 1 runs a loopback cluster, replicas N."
         ),
     ] = 1,
+    secure: Annotated[
+        bool,
+        typer.Option(
+            help="Mutual TLS and a password (one node), with throw-away keys and certificates "
+            "in --secrets-dir; workers and the scaler connect as the trusted user.",
+            rich_help_panel="Security",
+        ),
+    ] = False,
+    secrets_dir: Annotated[
+        Path,
+        typer.Option(
+            help="Where --secure keeps its keys, certificates and passwords.",
+            rich_help_panel="Security",
+        ),
+    ] = Path(".cache/surge/secure"),
+    tenants: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--tenants",
+            help="With --secure: a NATS user and a job stream for each tenant "
+            "(comma-separated); prints how each connects.",
+            rich_help_panel="Security",
+        ),
+    ] = None,
 ) -> None:
     """One machine: nats-server, the scaler, and 0..N workers it starts and drains itself."""
+    from function.commands.tenants import parse_tenants, tenants_connect
     from scaler.stack import run_up
+
+    names = parse_tenants(tenants)
+    if names and not secure:
+        raise typer.BadParameter("tenants need --secure (a tenant is a NATS user)")
+    if secure and cluster > 1:
+        raise typer.BadParameter("--secure runs one node", param_hint="--cluster")
+    stack = None
+    if secure:
+        from function.local.secure_stack import secure_stack
+
+        try:
+            stack = secure_stack(secrets_dir, f"nats://127.0.0.1:{port}", names)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--tenants") from None
+
+    def ready() -> None:
+        if stack is None:
+            return
+        lines = [f"  export {name}={value}" for name, value in stack.env.items()]
+        typer.echo("operators and workers (trusted user):\n" + "\n".join(lines), err=True)
+        if stack.tenants:
+            typer.echo(tenants_connect(stack, function), err=True)
 
     configure_logging(WorkerSettings().log_level)
     urls = ",".join(f"nats://127.0.0.1:{port + i}" for i in range(cluster))
@@ -150,6 +198,8 @@ def up_command(
         grpc_port=grpc_port,
         metrics_port=metrics_port,
         cluster=cluster,
+        secure=stack,
+        on_ready=ready,
     )
 
 

@@ -3,6 +3,7 @@
 Usage::
 
     run_up(function="remove-bg", max_workers=2)              # until Ctrl-C / SIGTERM
+    run_up(function="tiny", secure=secure_stack(dir, url, ["acme"]))  # TLS, users, tenants
     report = run_spike_demo(jobs=60, function="tiny")          # from zero, and back to zero
     for t, replicas, backlog in report.timeline: ...
 """
@@ -23,10 +24,13 @@ from pathlib import Path
 from PIL import Image
 
 from function.client import ResultInbox, SurgeClient
+from function.contract.nats_auth import NatsAuth
 from function.contract.settings import Priority, WorkerSettings
 from function.contract.wire import Result
 from function.local.nats_cluster import embedded_server
 from function.local.nats_server import EmbeddedNats
+from function.local.secure_stack import SecureStack, add_missing_tenants
+from function.transport.connect import open_nats
 from scaler.config import ScalerSettings
 from scaler.hub import ScalerHub
 from scaler.local import LocalConfig, LocalScaler, TimelinePoint
@@ -42,9 +46,10 @@ async def embedded_scaler(
     config: LocalConfig,
     settings: ScalerSettings | None = None,
     worker: WorkerSettings | None = None,
+    auth: NatsAuth | None = None,
 ) -> AsyncIterator[tuple[ScalerHub, LocalScaler, asyncio.Event]]:
     """A hub and a running `LocalScaler`; set the event to stop; workers drain on exit."""
-    hub = await ScalerHub.connect(nats_url, settings=settings, worker=worker)
+    hub = await ScalerHub.connect(nats_url, settings=settings, worker=worker, auth=auth)
     local = LocalScaler(hub, nats_url, config)
     stop = asyncio.Event()
     task = asyncio.create_task(local.run(stop))
@@ -63,8 +68,17 @@ async def _up(
     settings: ScalerSettings,
     grpc_port: int,
     worker: WorkerSettings | None,
+    secure: SecureStack | None = None,
+    on_ready: Callable[[], None] | None = None,
 ) -> None:
-    async with embedded_scaler(url, config, settings, worker) as (hub, _local, stop):
+    auth = secure.auth() if secure is not None else None
+    if secure is not None and secure.tenants:  # before the scaler looks for tenants
+        nc = await open_nats(url, auth, name="surge-up", reconnect=False)
+        try:
+            await add_missing_tenants(nc.jetstream(), secure.tenants, worker or WorkerSettings())
+        finally:
+            await nc.close()
+    async with embedded_scaler(url, config, settings, worker, auth) as (hub, _local, stop):
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
@@ -74,6 +88,8 @@ async def _up(
 
             server, _ = await start_grpc(hub, "127.0.0.1", grpc_port)
         log.info("embedded stack up: jobs on %s, function %s", url, config.function)
+        if on_ready is not None:
+            on_ready()
         await stop.wait()
         log.info("stopping: draining workers")
         if server is not None:
@@ -92,10 +108,20 @@ def run_up(
     metrics_port: int = 0,
     metadata: dict[str, str] | None = None,
     cluster: int = 1,
+    secure: SecureStack | None = None,
+    on_ready: Callable[[], None] | None = None,
 ) -> None:
     """Run nats-server (or a loopback cluster of `cluster` nodes, streams replicated on
-    every node), the scaler and 0..`max_workers` workers until a signal."""
+    every node), the scaler and 0..`max_workers` workers until a signal.
+
+    With `secure` (one node, its URL on `port`) the server takes its TLS and users, the
+    scaler and workers connect as its trusted user, and each of its tenants gets a job
+    stream. `on_ready` is called once all is up (the tenants can submit).
+    """
     from prometheus_client import start_http_server
+
+    if secure is not None and cluster > 1:
+        raise ValueError("a secured stack runs one node")
 
     settings = ScalerSettings(metrics_port=metrics_port)
     config = LocalConfig(
@@ -106,12 +132,20 @@ def run_up(
         metadata=metadata or {},
         worker_env={"SURGE_STREAM_REPLICAS": str(cluster)} if cluster > 1 else {},
     )
+    if secure is not None:
+        config.worker_env |= secure.env
     worker = WorkerSettings(stream_replicas=cluster) if cluster > 1 else None
     if metrics_port:
         start_http_server(metrics_port, addr="127.0.0.1")
     log_dir.mkdir(parents=True, exist_ok=True)
-    with embedded_server(cluster, port=port, store_dir=store_dir, log_dir=log_dir) as nats:
-        asyncio.run(_up(nats.url, config, settings, grpc_port, worker))
+    server = embedded_server(cluster, port=port, store_dir=store_dir, log_dir=log_dir)
+    if secure is not None:
+        assert isinstance(server, EmbeddedNats)  # one node
+        if secure.url != server.url:
+            raise ValueError(f"the secured stack is for {secure.url}, the server is {server.url}")
+        server.extra_config = secure.server_config
+    with server:
+        asyncio.run(_up(server.url, config, settings, grpc_port, worker, secure, on_ready))
 
 
 @dataclass

@@ -26,7 +26,7 @@ from function.contract.quota import TenantQuota
 from function.contract.settings import WorkerSettings, is_valid_tenant
 
 if TYPE_CHECKING:
-    from nats.js import JetStreamContext
+    from nats.aio.client import Client as NATS
 
     from function.local.secure_stack import SecureStack
 
@@ -42,7 +42,9 @@ tenants_app = typer.Typer(
 NatsUrl = Annotated[
     str, typer.Option("--nats-url", envvar="SURGE_NATS_URL", help="NATS server URL.")
 ]
-Name = Annotated[str, typer.Argument(help="The tenant id (lower-case letters, digits, - and _).")]
+Name = Annotated[
+    str, typer.Argument(metavar="NAME", help="The tenant id (lower-case letters, digits, - and _).")
+]
 _UNLIMITED = "0 = unlimited; left out: unchanged (unlimited for a new tenant)."
 
 
@@ -66,8 +68,9 @@ def parse_tenants(values: list[str] | None, param_hint: str = "--tenants") -> li
     return list(dict.fromkeys(names))
 
 
-def tenants_connect(stack: SecureStack) -> str:
+def tenants_connect(stack: SecureStack, function: str | None = None) -> str:
     """How each tenant of a secured local stack connects: one `surge` command line each."""
+    submit = f"submit --nats-url {stack.url}" + (f" -f {function}" if function else "")
     lines = []
     for tenant, env in stack.tenants.items():
         flags = []
@@ -75,9 +78,7 @@ def tenants_connect(stack: SecureStack) -> str:
             if name != "SURGE_NATS_URL":
                 flag = name.removeprefix("SURGE_").removeprefix("NATS_").lower().replace("_", "-")
                 flags.append(f"--{flag} {value}")
-        lines.append(
-            f"tenant {tenant}: surge {' '.join(flags)} submit --nats-url {stack.url} IMAGE..."
-        )
+        lines.append(f"tenant {tenant}: surge {' '.join(flags)} {submit} IMAGE...")
     return "\n".join(lines)
 
 
@@ -96,9 +97,9 @@ def _fail(message: str) -> typer.Exit:
     return typer.Exit(1)
 
 
-def _jetstream(nats_url: str, action: Callable[[JetStreamContext], Awaitable[T]]) -> T:
-    """Run `action` on a JetStream context of `nats_url` (credentials from the environment);
-    what goes wrong ends as one line and exit status 1."""
+def _jetstream(nats_url: str, action: Callable[[NATS], Awaitable[T]]) -> T:
+    """Run `action` on a connection to `nats_url` (credentials from the environment); what
+    goes wrong ends as one line and exit status 1."""
     import nats.errors
     from nats.js.errors import APIError
 
@@ -107,7 +108,7 @@ def _jetstream(nats_url: str, action: Callable[[JetStreamContext], Awaitable[T]]
     async def run() -> T:
         nc = await open_nats(nats_url, name="surge-tenants", reconnect=False)
         try:
-            return await action(nc.jetstream())
+            return await action(nc)
         finally:
             await nc.close()
 
@@ -154,17 +155,20 @@ def add(
     given = {"max_pending": max_pending, "max_payload": max_payload, "max_rate": max_rate}
     changes = {key: value or None for key, value in given.items() if value is not None}
 
-    async def act(js: JetStreamContext) -> tuple[bool, TenantQuota]:
+    async def act(nc: NATS) -> tuple[bool, TenantQuota, int]:
+        js = nc.jetstream()
         try:
             current = quota_of((await js.stream_info(tenant_stream(name))).config)
         except NotFoundError:
             current = TenantQuota()
         quota = TenantQuota(**{**current.model_dump(), **changes})
         created = await add_tenant(js, name, quota, WorkerSettings())
-        return created, quota
+        return created, quota, nc.max_payload
 
-    created, quota = _jetstream(nats_url, act)
+    created, quota, server_max = _jetstream(nats_url, act)
     typer.echo(f"tenant {name} {'added' if created else 'updated'}: {quota.describe()}")
+    if quota.max_payload is not None and quota.max_payload > server_max:
+        typer.echo(f"note: this server takes no message over {server_max} bytes", err=True)
 
 
 @tenants_app.command("list")
@@ -176,9 +180,9 @@ def list_(
     from function.contract.settings import tenant_of_stream
     from function.transport.tenants import quota_of
 
-    async def act(js: JetStreamContext) -> list[TenantRow]:
+    async def act(nc: NATS) -> list[TenantRow]:
         rows = []
-        for info in await js.streams_info():
+        for info in await nc.jetstream().streams_info():
             tenant = tenant_of_stream(info.config.name or "")
             if tenant is not None:
                 quota = quota_of(info.config)
@@ -232,9 +236,9 @@ def remove(
 
     _checked(name)
 
-    async def act(js: JetStreamContext) -> int | None:
+    async def act(nc: NATS) -> int | None:
         try:
-            return await remove_tenant(js, name, force=force)
+            return await remove_tenant(nc.jetstream(), name, force=force)
         except NotFoundError:
             return None
 

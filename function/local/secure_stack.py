@@ -80,10 +80,7 @@ def secure_stack(folder: Path, url: str, tenants: Iterable[str] = ()) -> SecureS
         server_config=secure_server_config(pki, password, tenants=users),
         env=env,
         tenants={
-            name: {
-                **client_env(pki, secret, url, user=name),
-                "SURGE_TENANT": name,
-            }
+            name: {"SURGE_TENANT": name, **client_env(pki, secret, url, user=name)}
             for name, secret in users.items()
         },
     )

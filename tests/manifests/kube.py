@@ -36,6 +36,8 @@ SCHEMAS: Final = MANIFESTS / "schemas"
 OVERLAYS: Final = ("knative", "raw", "knative-cpu", "raw-cpu", "knative-secure")
 # Overlays with components/nats-auth: the worker and scaler connect to a secured NATS.
 SECURE_OVERLAYS: Final = ("knative-secure",)
+# Each tenant's jobs stream and consumers (NACK); the secure overlays have it.
+TENANTS_COMPONENT: Final = "../../components/tenants"
 
 # Oldest Kubernetes the manifests target (Knative Serving 1.21+ needs 1.33) and
 # the newest one kubernetes-validate ships.
@@ -82,6 +84,18 @@ def render(directory: Path) -> list[Doc]:
     if done.returncode != 0:
         raise RuntimeError(f"kubectl kustomize {directory} failed:\n{done.stderr}")
     return [doc for doc in yaml.safe_load_all(done.stdout) if doc]
+
+
+def render_overlay(folder: Path, name: str, kustomization: Mapping[str, Any]) -> list[Doc]:
+    """Add overlay `name` (a kustomization.yaml's content) to a copy of the manifests
+    under `folder` (made once), and render it."""
+    copied = folder / "manifests"
+    if not copied.exists():
+        shutil.copytree(MANIFESTS, copied)
+    overlay = copied / "overlays" / name
+    overlay.mkdir()
+    (overlay / "kustomization.yaml").write_text(yaml.safe_dump(dict(kustomization)))
+    return render(overlay)
 
 
 @functools.cache

@@ -223,19 +223,34 @@ CONTRACT_MUTATIONS: dict[str, tuple[str, str, Mutation]] = {
     ),
     "nack-ack-wait-not-settings": (
         "raw",
-        "ackWait 30s != SURGE_ACK_WAIT_S",
+        "ackWait is 30.0, want 60.0 (SURGE_ACK_WAIT_S)",
         lambda d: one(d, "Consumer", "surge-remove-bg-normal")["spec"].update(ackWait="30s"),
     ),
     "nack-filter-subject": (
         "raw",
-        "filterSubjects ['surge.jobs.remove-bg']",
+        "filterSubjects is ['surge.jobs.remove-bg']",
         lambda d: one(d, "Consumer", "surge-remove-bg-high")["spec"].update(
             filterSubjects=["surge.jobs.remove-bg"]
         ),
     ),
+    "nack-jobs-stream-takes-tenants-jobs": (
+        "raw",
+        "stream SURGE_JOBS: subjects is",
+        lambda d: one(d, "Stream", "surge-jobs")["spec"]["subjects"].append("surge.jobs.high.*.*"),
+    ),
+    "nack-sweeper-misses-tenants": (
+        "raw",
+        "MAX_DELIVERIES.SURGE_JOBS.surge-remove-bg-high'",
+        lambda d: one(d, "Consumer", "surge-remove-bg-sweeper")["spec"].update(
+            filterSubjects=[
+                f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.SURGE_JOBS.surge-remove-bg-{p}"
+                for p in ("high", "normal")
+            ]
+        ),
+    ),
     "nack-stream-memory-storage": (
         "raw",
-        "storage None",
+        "storage is 'memory', want 'file'",
         lambda d: one(d, "Stream", "surge-jobs")["spec"].pop("storage"),
     ),
     "grace-shorter-than-ack-wait": (

@@ -9,12 +9,20 @@ import pytest
 import typer.main
 
 from function.cli import full_app
-from function.contract.settings import ADVISORIES_STREAM, JOBS_STREAM, Priority
+from function.contract.settings import (
+    ADVISORIES_STREAM,
+    JOBS_STREAM,
+    Priority,
+    max_deliveries_subject,
+    tenant_stream,
+)
 from function.http.func import Function
+from function.transport.tenants import quota_of, tenant_stream_config
 from function.transport.topology import consumer_config, stream_configs, sweeper_config
-from tests.manifests import checks, contract
+from tests.manifests import checks, contract, jetstream_checks, nack
 from tests.manifests.kube import (
     REPO,
+    SECURE_OVERLAYS,
     Doc,
     containers,
     go_duration,
@@ -24,6 +32,8 @@ from tests.manifests.kube import (
 )
 
 Check = Callable[[Sequence[Doc]], list[str]]
+# The tenants of manifests/nats/accounts.conf, with streams in components/tenants.
+EXAMPLE_TENANTS = ("tenant-a", "tenant-b")
 
 
 @pytest.mark.parametrize(
@@ -72,37 +82,46 @@ def test_knative_and_raw_run_the_same_pod() -> None:
 def test_nack_matches_worker_topology(docs: tuple[Doc, ...]) -> None:
     """NACK creates what the worker would create itself (else it stops with TopologyMismatch)."""
     settings = checks.worker_settings(docs)
-    streams = {d["spec"]["name"]: d["spec"] for d in checks.find(docs, "Stream")}
-    for config in stream_configs(settings):
-        spec = streams[config.name]
-        assert spec["subjects"] == config.subjects
-        assert spec["retention"] == config.retention.value
-        assert spec["storage"] == config.storage.value
-        assert spec.get("maxMsgsPerSubject", -1) == config.max_msgs_per_subject
-        assert go_duration(spec.get("maxAge") or "0s") == pytest.approx(config.max_age or 0)
-        if config.duplicate_window:
-            assert go_duration(spec["duplicateWindow"]) == pytest.approx(config.duplicate_window)
-        assert spec.get("allowDirect", False) == bool(config.allow_direct)
-        if config.discard is not None:
-            assert spec.get("discard", "old") == config.discard.value
-    consumers = {d["spec"]["durableName"]: d["spec"] for d in checks.find(docs, "Consumer")}
+    streams, consumers = jetstream_checks.stream_specs(docs), jetstream_checks.consumer_specs(docs)
+    tenants = jetstream_checks.declared_tenants(docs)
+    for stream in stream_configs(settings):
+        spec = streams[str(stream.name)]
+        if stream.name == ADVISORIES_STREAM:  # and each tenant stream's advisories
+            extra = [max_deliveries_subject("*", tenant_stream(t)) for t in tenants]
+            stream.subjects = [*(stream.subjects or []), *extra]
+        assert jetstream_checks.stream_differences(spec, stream) == []
     for priority in Priority:
         config = consumer_config(settings, priority)
-        spec = consumers[config.durable_name]
-        assert spec["streamName"] == JOBS_STREAM
+        spec = consumers[JOBS_STREAM, str(config.durable_name)]
         assert spec["filterSubjects"] == config.filter_subjects
-        assert spec["ackPolicy"] == config.ack_policy.value
-        assert spec.get("deliverPolicy", "all") == config.deliver_policy.value
-        assert go_duration(spec["ackWait"]) == pytest.approx(config.ack_wait)
-        assert spec["maxDeliver"] == config.max_deliver
-        assert spec["maxAckPending"] == config.max_ack_pending
+        assert jetstream_checks.consumer_differences(spec, config, JOBS_STREAM) == []
     sweeper = sweeper_config(settings)
-    spec = consumers[sweeper.durable_name]
-    assert spec["streamName"] == ADVISORIES_STREAM
+    spec = consumers[ADVISORIES_STREAM, str(sweeper.durable_name)]
     assert spec["filterSubjects"] == sweeper.filter_subjects
-    assert spec["ackPolicy"] == sweeper.ack_policy.value
-    assert go_duration(spec["ackWait"]) == pytest.approx(sweeper.ack_wait)
-    assert spec["maxAckPending"] == sweeper.max_ack_pending
+    assert jetstream_checks.consumer_differences(spec, sweeper, ADVISORIES_STREAM) == []
+
+
+def test_nack_tenants_match_tenant_streams(overlay: str, docs: tuple[Doc, ...]) -> None:
+    """Each tenant's NACK Stream is what `surge tenants add` makes with the quota it
+    declares, and its consumers are the worker's for that tenant."""
+    settings = checks.worker_settings(docs)
+    streams, consumers = jetstream_checks.stream_specs(docs), jetstream_checks.consumer_specs(docs)
+    tenants = jetstream_checks.declared_tenants(docs)
+    assert tenants == (sorted(EXAMPLE_TENANTS) if overlay in SECURE_OVERLAYS else [])
+    for tenant in tenants:
+        spec = streams[tenant_stream(tenant)]
+        quota = quota_of(nack.stream_config(spec))
+        assert quota.max_pending and quota.max_payload and quota.max_rate  # examples of each
+        stream = tenant_stream_config(tenant, quota, settings)
+        assert (spec["maxMsgs"], spec["maxMsgSize"]) == (stream.max_msgs, stream.max_msg_size)
+        assert spec["metadata"] == stream.metadata
+        assert spec["discard"] == "new"
+        assert jetstream_checks.stream_differences(spec, stream) == []
+        for priority in Priority:
+            config = consumer_config(settings, priority, tenant)
+            spec = consumers[tenant_stream(tenant), str(config.durable_name)]
+            assert spec["filterSubjects"] == config.filter_subjects
+            assert jetstream_checks.consumer_differences(spec, config, tenant_stream(tenant)) == []
 
 
 def test_probe_paths_are_served_by_the_function() -> None:
