@@ -40,7 +40,12 @@ from function.contract.settings import (
     tenant_of_stream,
     tenant_stream,
 )
-from function.transport.topology import TopologyMismatch, consumer_config, ensure_streams
+from function.transport.topology import (
+    TopologyMismatch,
+    consumer_config,
+    consumer_filters,
+    ensure_streams,
+)
 
 __all__ = [
     "TenantError",
@@ -176,10 +181,10 @@ async def ensure_tenant_consumers(
             await js.add_consumer(stream, config=config)
             log.info("created consumer %s on %s", config.durable_name, stream)
         else:
-            if info.config.filter_subjects != config.filter_subjects:
+            if consumer_filters(info.config) != config.filter_subjects:
                 raise TopologyMismatch(
                     f"consumer {config.durable_name} on {stream} filters "
-                    f"{info.config.filter_subjects}, worker wants {config.filter_subjects}"
+                    f"{consumer_filters(info.config)}, worker wants {config.filter_subjects}"
                 )
         names[priority] = config.durable_name
     return names

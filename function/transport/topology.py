@@ -53,6 +53,7 @@ __all__ = [
     "Topology",
     "TopologyMismatch",
     "consumer_config",
+    "consumer_filters",
     "ensure_blob_store",
     "ensure_consumers",
     "ensure_streams",
@@ -184,10 +185,20 @@ _STREAM_FIELDS = ("subjects", "retention", "max_msgs_per_subject")
 _CONSUMER_FIELDS = ("filter_subjects", "ack_policy", "ack_wait", "max_deliver", "max_ack_pending")
 
 
+def consumer_filters(config: ConsumerConfig) -> list[str]:
+    """A consumer's filter subjects, however they were sent: NACK (jsm.go) sends one
+    filter as `filter_subject`, Surge as a one-item `filter_subjects`; the same to the server."""
+    if config.filter_subjects:
+        return list(config.filter_subjects)
+    return [config.filter_subject] if config.filter_subject else []
+
+
 def _differences(want: Any, have: Any, fields: tuple[str, ...]) -> list[str]:
     diffs = []
     for field in fields:
         wanted, found = getattr(want, field), getattr(have, field)
+        if field == "filter_subjects":
+            wanted, found = consumer_filters(want), consumer_filters(have)
         if isinstance(wanted, float) and isinstance(found, float):
             same = abs(wanted - found) < 1e-6
         else:
@@ -262,13 +273,10 @@ async def missing_topology(js: JetStreamContext, settings: WorkerSettings) -> li
 async def upgrade_consumer(
     js: JetStreamContext, config: ConsumerConfig, info: ConsumerInfo
 ) -> ConsumerInfo:
-    """Set an earlier version's open-jobs consumer (`info`: one `filter_subject`, or the
-    open subject plus every tenant's) to `config`'s filter; any other is returned as it is."""
-    have = info.config
+    """Narrow an earlier version's open-jobs consumer (`info`: the open subject plus every
+    tenant's) to `config`'s filter; any other is returned as it is."""
     open_subject = (config.filter_subjects or [""])[0]
-    single = have.filter_subject == open_subject and not have.filter_subjects
-    widened = have.filter_subjects == [open_subject, f"{open_subject}.*"]
-    if not (single or widened):
+    if consumer_filters(info.config) != [open_subject, f"{open_subject}.*"]:
         return info
     await js.add_consumer(JOBS_STREAM, config=config)
     log.info("consumer %s upgraded to filter %s", config.durable_name, config.filter_subjects)

@@ -39,7 +39,7 @@ from function.telemetry import JsonFormatter
 from function.transport.connect import open_nats
 from function.transport.storage import fetch_result
 from function.transport.tenants import add_tenant
-from function.transport.topology import job_filters
+from function.transport.topology import consumer_filters, job_filters
 from function.worker import Worker
 from tests.conftest import WorkerFactory
 from tests.e2e.tenant_stack import A, B, auth, tenant_server, tenant_worker
@@ -221,7 +221,7 @@ async def test_an_earlier_versions_queue_is_upgraded_in_place(
     queued = await client.submit(png_bytes(), function="tiny", reply_to=inbox.subject)
     worker = await start_worker(function="tiny", warmup_batch_sizes=[])
     info = await js.consumer_info(JOBS_STREAM, consumer_name("tiny", Priority.NORMAL))
-    assert info.config.filter_subjects == job_filters("tiny", Priority.NORMAL)
+    assert consumer_filters(info.config) == job_filters("tiny", Priority.NORMAL)
     assert (await js.stream_info(JOBS_STREAM)).config.subjects == OPEN_SUBJECTS
     await add_tenant(js, A, TenantQuota(), worker.settings)
     assert worker.topology_watch is not None

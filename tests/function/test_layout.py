@@ -134,6 +134,7 @@ PUBLIC = {
         "add_tenant",
         "connect_options",
         "consumer_config",
+        "consumer_filters",
         "end_task",
         "ensure_blob_store",
         "ensure_consumers",

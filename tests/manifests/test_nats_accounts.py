@@ -270,15 +270,7 @@ async def test_the_worker_finds_the_tenants_nack_made(secured: Secured) -> None:
     assert found == {t: quota_of(nack.stream_config(specs[tenant_stream(t)])) for t in TENANTS}
 
 
-ONE_FILTER = pytest.mark.xfail(
-    strict=True,
-    reason="NACK (jsm.go) creates a one-filter consumer with `filter_subject`; "
-    "ensure_tenant_consumers compares `filter_subjects` only and raises TopologyMismatch",
-)
-
-
 @pytest.mark.nats
-@ONE_FILTER
 async def test_the_worker_takes_the_tenant_consumers_nack_made(secured: Secured) -> None:
     worker = await connect(secured, "worker")
     try:
@@ -289,7 +281,6 @@ async def test_the_worker_takes_the_tenant_consumers_nack_made(secured: Secured)
 
 
 @pytest.mark.nats
-@ONE_FILTER
 async def test_the_scaler_counts_the_tenants_nack_made(secured: Secured) -> None:
     """With its read-only user the scaler finds both tenants and watches their consumers."""
     scaler = await connect(secured, "scaler")
