@@ -45,6 +45,7 @@ from function.contract.settings import (
     WorkerSettings,
     is_valid_tenant,
     job_subject,
+    tenant_blob_bucket,
     tenant_inbox_prefix,
 )
 from function.contract.wire import ImageOutput, JobEnvelope, Result
@@ -311,6 +312,8 @@ class SurgeClient:
         return job_id, job_subject(priority, function, self.tenant), payload, headers
 
     async def _blobs(self) -> ObjectStore:
+        if self.tenant is not None:  # a tenant's own bucket, made with its stream
+            return await self.js.object_store(tenant_blob_bucket(self.tenant))
         return await ensure_blob_store(self.js, WorkerSettings())
 
     async def result(self, job_id: str) -> Result | None:

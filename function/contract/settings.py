@@ -63,6 +63,7 @@ __all__ = [
     "result_subject",
     "servers_from",
     "sweeper_name",
+    "tenant_blob_bucket",
     "tenant_inbox_prefix",
     "tenant_of_stream",
     "tenant_stream",
@@ -167,6 +168,11 @@ def heartbeat_subject(function: str) -> str:
 def max_deliveries_subject(consumer: str, stream: str = JOBS_STREAM) -> str:
     """JetStream's advisory subject for a job consumer's messages that hit `max_deliver`."""
     return f"{MAX_DELIVERIES_ADVISORY_PREFIX}.{stream}.{consumer}"
+
+
+def tenant_blob_bucket(tenant: str) -> str:
+    """The Object Store bucket a tenant uploads large inputs to (only it and workers may)."""
+    return f"{OBJECT_STORE_BUCKET}-{tenant}"
 
 
 def tenant_stream(tenant: str) -> str:

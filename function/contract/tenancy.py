@@ -5,6 +5,7 @@ not a header, decides what it can reach:
 
     publish    surge.jobs.<priority>.<function>.<tenant>      its own queues only
                $JS.API.DIRECT.GET.SURGE_RESULTS.surge.results.<tenant>.>   its own results
+               $O.surge-blobs-<tenant>.> and its bucket's API   uploads to its own bucket
     subscribe  _INBOX_<tenant>.>                               its replies and acks only
 
 So a tenant cannot publish into another's queue (or the open one), claim another's id,
@@ -25,6 +26,7 @@ from function.contract.settings import (
     JOBS_SUBJECT_PREFIX,
     RESULTS_STREAM,
     result_subject,
+    tenant_blob_bucket,
     tenant_inbox_prefix,
 )
 
@@ -48,10 +50,17 @@ class User(BaseModel):
 
 def tenant_permissions(tenant: str) -> Permissions:
     """All that tenant `tenant`'s clients need: publish its jobs, read its results and replies."""
+    bucket = tenant_blob_bucket(tenant)
     return Permissions(
         publish=[
             f"{JOBS_SUBJECT_PREFIX}.*.*.{tenant}",
             f"$JS.API.DIRECT.GET.{RESULTS_STREAM}.{result_subject('>', tenant)}",
+            # uploads (put) to its own bucket: bind, look up, write, purge a replaced object
+            f"$O.{bucket}.>",
+            f"$JS.API.STREAM.INFO.OBJ_{bucket}",
+            f"$JS.API.DIRECT.GET.OBJ_{bucket}.>",
+            f"$JS.API.STREAM.MSG.GET.OBJ_{bucket}",
+            f"$JS.API.STREAM.PURGE.OBJ_{bucket}",
         ],
         subscribe=[f"{tenant_inbox_prefix(tenant)}.>"],
     )

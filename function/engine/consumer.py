@@ -363,7 +363,7 @@ class JobConsumer:
         outputs_wanted = self._model.check_outputs(request.outputs)
         data = request.image
         if data is None and request.image_ref is not None:
-            data = await self._results.fetch_input(request.image_ref)
+            data = await self._results.fetch_input(request.image_ref, request.tenant)
         assert data is not None
         image, sample, pixels = await self._admission.decode_admitted(
             data, request.content_type, outputs_wanted

@@ -270,7 +270,7 @@ class Admission:
         job.outputs = self._model.check_outputs(request.outputs)
         data = request.image
         if data is None and request.image_ref is not None:
-            data = await self._results.fetch_input(request.image_ref)
+            data = await self._results.fetch_input(request.image_ref, request.tenant)
         assert data is not None
         span = _tracer.start_span("decode", context=trace.set_span_in_context(job.span))
         with trace.use_span(span, end_on_exit=True):

@@ -52,6 +52,7 @@ from function.transport.storage import (
 from function.transport.tenants import (
     TenantError,
     add_tenant,
+    ensure_tenant_blobs,
     ensure_tenant_consumers,
     list_tenants,
     quota_of,
@@ -97,6 +98,7 @@ __all__ = [
     "ensure_blob_store",
     "ensure_consumers",
     "ensure_streams",
+    "ensure_tenant_blobs",
     "ensure_tenant_consumers",
     "ensure_topology",
     "fetch_result",

@@ -25,7 +25,11 @@ from function.contract.settings import Priority, WorkerSettings
 from function.telemetry import METRICS
 from function.transport.connection import Trouble
 from function.transport.periodic import Periodic
-from function.transport.tenants import ensure_tenant_consumers, list_tenants
+from function.transport.tenants import (
+    ensure_tenant_blobs,
+    ensure_tenant_consumers,
+    list_tenants,
+)
 from function.transport.topology import ensure_topology, missing_topology
 
 __all__ = ["TenantConsumers", "TopologyWatch"]
@@ -59,6 +63,8 @@ class TopologyWatch(Periodic):
         tenants: TenantConsumers = {}
         for tenant, quota in found.items():
             known = self.tenants.get(tenant)
+            if known is None:  # a tenant NACK (or an operator) made: its bucket too
+                await ensure_tenant_blobs(self._js, tenant, self._settings)
             consumers = (
                 known[1]
                 if known is not None

@@ -32,6 +32,7 @@ from function.contract.settings import (
     Header,
     dead_subject,
     result_subject,
+    tenant_blob_bucket,
 )
 from function.contract.wire import DeadLetter, ErrorInfo, ImageOutput, JobStatus, Result
 from function.telemetry import METRICS
@@ -82,6 +83,7 @@ class ResultStore:
         self._inline_limit = inline_limit
         self._max_input = max_input
         self._function = function
+        self._tenant_blobs: dict[str, ObjectStore] = {}
 
     def fits(self, body: bytes, headers: dict[str, str] | None) -> bool:
         """Whether a message is within the server's `max_payload`, headers included."""
@@ -90,15 +92,31 @@ class ResultStore:
     async def lookup(self, job_id: str, tenant: str | None = None) -> Result | None:
         return await fetch_result(self._js, job_id, tenant)
 
-    async def fetch_input(self, ref: str) -> bytes:
-        """Read a job input from the blob bucket; missing or unreadable is the client's error.
+    async def _bucket(self, tenant: str | None) -> ObjectStore:
+        """The bucket a job's inputs come from: its tenant's own, else the shared one."""
+        if tenant is None:
+            if self._blobs is None:
+                raise BadInput(ErrorCode.INPUT_NOT_FOUND, "no blob store configured")
+            return self._blobs
+        if tenant not in self._tenant_blobs:
+            try:
+                bucket = tenant_blob_bucket(tenant)
+                self._tenant_blobs[tenant] = await self._js.object_store(bucket)
+            except NotFoundError as exc:
+                raise BadInput(
+                    ErrorCode.INPUT_NOT_FOUND, f"tenant {tenant} has no blob bucket"
+                ) from exc
+        return self._tenant_blobs[tenant]
+
+    async def fetch_input(self, ref: str, tenant: str | None = None) -> bytes:
+        """Read a job input from the blob bucket (a tenant's job: from its own bucket only);
+        missing or unreadable is the client's error.
 
         Links are refused: nats-py follows them, past the size check of the link itself.
         """
-        if self._blobs is None:
-            raise BadInput(ErrorCode.INPUT_NOT_FOUND, "no blob store configured")
+        blobs = await self._bucket(tenant)
         try:
-            info = await asyncio.wait_for(self._blobs.get_info(ref), BLOB_TIMEOUT_S)
+            info = await asyncio.wait_for(blobs.get_info(ref), BLOB_TIMEOUT_S)
             if info.options is not None and info.options.link is not None:
                 raise BadInput(
                     ErrorCode.BAD_ENVELOPE, f"object {quote(ref)} is a link; send the object"
@@ -108,7 +126,7 @@ class ResultStore:
                     ErrorCode.PAYLOAD_TOO_LARGE,
                     f"object {quote(ref)} is {info.size} bytes, limit {self._max_input}",
                 )
-            obj = await asyncio.wait_for(self._blobs.get(ref), BLOB_TIMEOUT_S)
+            obj = await asyncio.wait_for(blobs.get(ref), BLOB_TIMEOUT_S)
         except NotFoundError as exc:
             raise BadInput(
                 ErrorCode.INPUT_NOT_FOUND, f"no object {quote(ref)} in the bucket"

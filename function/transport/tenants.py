@@ -11,22 +11,26 @@ their own, which gives each tenant what a shared stream cannot:
   tenant's backlog never holds back another's jobs.
 
 `add_tenant` creates or updates it (and lets the advisories stream capture its
-MAX_DELIVERIES advisories); workers and the scaler find tenants with `list_tenants`.
+MAX_DELIVERIES advisories) and the tenant's own blob bucket (`surge-blobs-<tenant>`, for
+inputs over the message size); workers and the scaler find tenants with `list_tenants`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 from nats.js import JetStreamContext
 from nats.js.api import (
     DiscardPolicy,
+    ObjectStoreConfig,
     RetentionPolicy,
     StorageType,
     StreamConfig,
 )
 from nats.js.errors import NotFoundError
+from nats.js.object_store import ObjectStore
 
 from function.contract.errors import SurgeError
 from function.contract.quota import RATE_METADATA_KEY, TenantQuota
@@ -37,6 +41,7 @@ from function.contract.settings import (
     WorkerSettings,
     is_valid_tenant,
     max_deliveries_subject,
+    tenant_blob_bucket,
     tenant_of_stream,
     tenant_stream,
 )
@@ -50,6 +55,7 @@ from function.transport.topology import (
 __all__ = [
     "TenantError",
     "add_tenant",
+    "ensure_tenant_blobs",
     "ensure_tenant_consumers",
     "list_tenants",
     "quota_of",
@@ -128,6 +134,7 @@ async def add_tenant(
     """Create `tenant`'s stream, or set its quota; True when it was created."""
     config = tenant_stream_config(tenant, quota, settings)
     await _capture_advisories(js, tenant, settings)
+    await ensure_tenant_blobs(js, tenant, settings)
     try:
         await js.stream_info(config.name or "")
     except NotFoundError:
@@ -137,6 +144,20 @@ async def add_tenant(
     await js.update_stream(config=config)
     log.info("tenant %s now has %s", tenant, quota.describe())
     return False
+
+
+async def ensure_tenant_blobs(
+    js: JetStreamContext, tenant: str, settings: WorkerSettings
+) -> ObjectStore:
+    """`tenant`'s Object Store bucket, created if missing."""
+    bucket = tenant_blob_bucket(tenant)
+    try:
+        return await js.object_store(bucket)
+    except NotFoundError:
+        config = ObjectStoreConfig(
+            bucket=bucket, ttl=settings.blob_ttl_s, replicas=settings.stream_replicas
+        )
+        return await js.create_object_store(bucket, config=config)
 
 
 async def _capture_advisories(js: JetStreamContext, tenant: str, settings: WorkerSettings) -> None:
@@ -162,6 +183,8 @@ async def remove_tenant(js: JetStreamContext, tenant: str, *, force: bool = Fals
     if queued and not force:
         raise TenantError(f"tenant {tenant} has {queued} queued jobs (use --force to drop them)")
     await js.delete_stream(name)
+    with contextlib.suppress(NotFoundError):
+        await js.delete_object_store(tenant_blob_bucket(tenant))
     log.info("removed tenant %s (%d queued jobs dropped)", tenant, queued)
     return queued
 

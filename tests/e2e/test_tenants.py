@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import nats.errors
+import nats.js.errors
 import pytest
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
@@ -22,18 +23,20 @@ from prometheus_client import REGISTRY
 
 from function.client import SurgeClient
 from function.contract.errors import ErrorCode
-from function.contract.parse import job_headers
+from function.contract.parse import job_headers, tenant_blob_prefix
 from function.contract.quota import TenantQuota
 from function.contract.settings import (
     JOBS_STREAM,
+    OBJECT_STORE_BUCKET,
     Header,
     Priority,
     consumer_name,
     job_subject,
+    tenant_blob_bucket,
     tenant_inbox_prefix,
     tenant_stream,
 )
-from function.contract.wire import JobStatus, Result
+from function.contract.wire import JobEnvelope, JobStatus, Result
 from function.local.nats_server import EmbeddedNats
 from function.telemetry import JsonFormatter
 from function.transport.connect import open_nats
@@ -287,3 +290,32 @@ async def test_a_tenants_job_log_lines_carry_the_tenant(tenant_a: SurgeClient) -
     failed = [r for r in records if r["msg"].startswith("job failed")]
     assert result.status is JobStatus.ERROR and failed
     assert (failed[0]["job_id"], failed[0]["tenant"]) == (result.job_id, A)
+
+
+async def test_a_tenant_uploads_to_its_own_bucket_and_no_other(
+    server: EmbeddedNats, tenant_a: SurgeClient, tenant_b: SurgeClient
+) -> None:
+    """A large input goes by A's own bucket; B's bucket, and the shared one, are closed to A;
+    a job naming a name from another bucket finds nothing in A's."""
+    ref = f"{tenant_blob_prefix(A)}inputs/big-1"
+    await (await tenant_a._blobs()).put(ref, png_bytes(64, 64))
+    await (await tenant_b._blobs()).put(f"{tenant_blob_prefix(A)}inputs/planted", png_bytes())
+    inbox = await tenant_a.inbox()
+    for job_id, name in (("big-1", ref), ("planted", f"{tenant_blob_prefix(A)}inputs/planted")):
+        envelope = JobEnvelope(image_ref=name, content_type="image/png")
+        headers = job_headers(job_id, content_type="application/json", reply_to=inbox.subject)
+        subject = job_subject(Priority.NORMAL, "tiny", A)
+        await tenant_a.js.publish(subject, envelope.model_dump_json().encode(), headers=headers)
+    got = await inbox.wait(["big-1", "planted"], timeout=20)
+    assert got["big-1"].status is JobStatus.OK
+    assert got["planted"].error is not None
+    assert got["planted"].error.code is ErrorCode.INPUT_NOT_FOUND  # not in A's bucket
+    spy = await open_nats(server.url, _auth(A), name="spy", inbox_prefix=tenant_inbox_prefix(A))
+    try:
+        for bucket in (tenant_blob_bucket(B), OBJECT_STORE_BUCKET):
+            with pytest.raises((nats.errors.TimeoutError, nats.js.errors.Error)):
+                await spy.jetstream(timeout=1.5).object_store(bucket)
+            with pytest.raises((nats.errors.TimeoutError, nats.errors.NoRespondersError)):
+                await spy.jetstream(timeout=1.5).publish(f"$O.{bucket}.M.x", b"{}", timeout=1.5)
+    finally:
+        await spy.close()
