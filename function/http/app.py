@@ -146,8 +146,10 @@ def create_app(fn: Function, auth: HttpAuthSettings | None = None) -> FastAPI:
                     max_payload=settings.max_payload_bytes,
                 )
                 base["job_id"] = job.job_id
-                if tenant is not None and job.image_ref is not None:
-                    check_tenant_blob(job.image_ref, tenant)  # its own uploads only
+                if tenant is not None:  # its own uploads only, from its own bucket
+                    if job.image_ref is not None:
+                        check_tenant_blob(job.image_ref, tenant)
+                    job = job.model_copy(update={"tenant": tenant})
                 try:
                     outputs, timings = await worker.consumer.infer_direct(job)
                 except JobError:

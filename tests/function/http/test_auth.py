@@ -26,12 +26,17 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from prometheus_client.parser import text_string_to_metric_families
 
+from function.client import SurgeClient
+from function.contract.errors import ErrorCode
 from function.contract.http_auth import HttpAuthError
-from function.contract.settings import WorkerSettings
+from function.contract.quota import TenantQuota
+from function.contract.settings import WorkerSettings, tenant_blob_bucket
 from function.contract.wire import JobStatus, Result, ScoresOutput
 from function.http.func import Function
 from function.local.nats_server import EmbeddedNats
 from function.telemetry import JsonFormatter
+from function.transport.tenants import add_tenant
+from function.transport.topology import ensure_blob_store
 from tests.helpers import png_bytes, until_ready
 
 ISSUER = "https://issuer.test"
@@ -405,3 +410,27 @@ async def test_an_http_tenant_may_name_only_its_own_blobs(tiny: Function) -> Non
             assert response.status_code == 422, response.text
             error = Result.model_validate(response.json()).error
             assert error is not None and "outside tenant acme" in error.message
+
+
+async def test_an_http_tenants_upload_is_read_from_its_own_bucket(
+    tiny: Function, nats_server: EmbeddedNats
+) -> None:
+    """Acme's `image_ref` names an object in acme's bucket; the shared bucket's object of
+    the same name is never read."""
+    ref = "tenants/acme/inputs/photo"
+    async with await SurgeClient.connect(nats_server.url) as admin:
+        await add_tenant(admin.js, "acme", TenantQuota(), WorkerSettings())
+        await (await admin.js.object_store(tenant_blob_bucket("acme"))).put(ref, png_bytes())
+        shared = await ensure_blob_store(admin.js, WorkerSettings())
+        await shared.put("tenants/acme/inputs/shared-only", png_bytes())
+    headers = {**_bearer(ACME_KEY), "Content-Type": "application/json"}
+    async with _http(tiny) as http:
+        own = await http.post(
+            "/v1/infer/tiny", content=json.dumps({"image_ref": ref}).encode(), headers=headers
+        )
+        shared_ref = json.dumps({"image_ref": "tenants/acme/inputs/shared-only"}).encode()
+        other = await http.post("/v1/infer/tiny", content=shared_ref, headers=headers)
+    assert own.status_code == 200, own.text
+    assert Result.model_validate(own.json()).tenant == "acme"
+    error = Result.model_validate(other.json()).error
+    assert error is not None and error.code is ErrorCode.INPUT_NOT_FOUND
