@@ -200,6 +200,11 @@ class Metrics:
             ["function", "phase"],
         )
         self.ready = Gauge("surge_ready", "1 when the worker is warm and consuming.", ["function"])
+        self.tuned = Gauge(
+            "surge_worker_setting",
+            "What the worker chose at warmup: runners, intra_op_threads, max_batch, cpus.",
+            ["function", "setting"],
+        )
         self.reply_failures = Counter(
             "surge_reply_failures_total",
             "Results stored but not delivered to their reply subject.",

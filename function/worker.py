@@ -27,7 +27,7 @@ from function.contract.nats_auth import NatsAuth, NatsConnectError, redact_url
 from function.contract.settings import WorkerSettings
 from function.engine.consumer import JobConsumer
 from function.models import LoadedModel
-from function.models.warmup import ModelAdapter, WarmupHook, effective_max_batch, load_and_warm
+from function.models.warmup import ModelAdapter, WarmupHook, load_and_warm
 from function.telemetry import METRICS, set_process_fields
 from function.transport.connect import open_nats
 from function.transport.connection import ConnectionHealth, Trouble
@@ -86,6 +86,7 @@ class Worker:
         self.consumer: JobConsumer | None = None
         self.model: LoadedModel | None = None
         self.warmup_ms: dict[int, float] = {}
+        self.tuned: WorkerSettings | None = None  # settings with runners, threads, batch chosen
         self._sweeper: PoisonSweeper | None = None
         self._heartbeat: HeartbeatPublisher | None = None
         self.connection = ConnectionHealth()
@@ -130,15 +131,14 @@ class Worker:
         self._heartbeat.start()
         topology = await ensure_topology(js, settings)
         self.phases["connect"] = time.perf_counter() - clock
-        model, self.warmup_ms = await asyncio.to_thread(
+        model, self.warmup_ms, settings = await asyncio.to_thread(
             load_and_warm, settings, self.warmup_hooks, self.phases
         )
         self.model = model
+        self.tuned = settings
+        for setting in ("runners", "intra_op_threads", "max_batch"):
+            METRICS.tuned.labels(settings.function, setting).set(getattr(settings, setting))
         set_process_fields(function=settings.function, model_version=model.info.version)
-        if effective_max_batch(settings, model) != settings.max_batch:
-            log.warning("model takes batches of at most %s: max_batch capped", model.max_batch)
-            capped = effective_max_batch(settings, model)
-            settings = settings.model_copy(update={"max_batch": capped})
         clock = time.perf_counter()
         results = ResultStore(
             self.nc,
@@ -229,6 +229,9 @@ class Worker:
             mean_batch_size=float(np.mean(sizes)) if sizes else 0.0,
             in_flight=self.consumer.in_flight if self.consumer else 0,
             interval_s=self.settings.heartbeat_interval_s,
+            runners=self.tuned.runners if self.tuned else 0,
+            intra_op_threads=self.tuned.intra_op_threads if self.tuned else 0,
+            max_batch=self.tuned.max_batch if self.tuned else 0,
         )
 
     async def stop(self, timeout: float | None = None) -> None:

@@ -39,5 +39,8 @@ class Heartbeat(BaseModel):
     jobs_per_s: float = 0.0
     mean_batch_size: float = 0.0
     in_flight: int = 0
+    runners: int = Field(default=0, description="Inference runs at once on the shared session.")
+    intra_op_threads: int = Field(default=0, description="Threads per inference run.")
+    max_batch: int = Field(default=0, description="The batch size chosen (or set).")
     interval_s: float = 1.0
     sent_at: datetime = Field(default_factory=lambda: datetime.now(UTC))

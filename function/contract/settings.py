@@ -226,7 +226,15 @@ class WorkerSettings(BaseSettings):
         default=None, description="'module:factory' for a custom task (pre/post-processing)."
     )
     providers: list[ProviderName] = Field(default_factory=lambda: list(DEFAULT_PROVIDERS))
-    intra_op_threads: int = Field(default=1, ge=0)
+    intra_op_threads: int = Field(
+        default=0, ge=0, description="Threads per inference run (0: from the CPU quota)."
+    )
+    runners: int = Field(
+        default=0,
+        ge=0,
+        description="Inference runs at once on the one shared session (0: one per usable "
+        "CPU on a CPU, two on a GPU).",
+    )
     max_batch: int = Field(default=8, ge=1)
     max_batch_wait_ms: float = Field(default=5.0, ge=0)
     warmup_batch_sizes: list[int] | None = None

@@ -5,6 +5,7 @@
     consumer    the pull loop: fetch (high before normal), admit, batch, infer, finish
     job         `InFlightJob` and `Admission`: parse, replay, read, decode, or settle early
     finish      `Settler`, `Completion`: postprocess, store, reply, ack; or fail, nak, dead-letter
+    feeds       one pull feed per priority and source (open jobs, each tenant)
     batcher     dynamic batching across priorities, sources served in turn
     ratelimit   each tenant's `max_rate`, counted from its stream's sequence numbers
     budget      `PixelBudget`: decoded pixels a worker may hold at once
@@ -28,6 +29,10 @@ from function.engine.budget import (
 from function.engine.consumer import (
     JobConsumer,
 )
+from function.engine.feeds import (
+    FeedKey,
+    Feeds,
+)
 from function.engine.finish import (
     SMALL_IMAGE_PIXELS,
     Completion,
@@ -50,6 +55,8 @@ __all__ = [
     "Admission",
     "BatchModel",
     "Completion",
+    "FeedKey",
+    "Feeds",
     "InFlightJob",
     "JobConsumer",
     "PixelBudget",

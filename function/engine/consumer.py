@@ -34,28 +34,23 @@ from nats.aio.msg import Msg
 from opentelemetry import trace
 
 from function.contract.errors import ErrorCode, JobError
-from function.contract.settings import JOBS_STREAM, Priority, WorkerSettings, tenant_stream
+from function.contract.settings import Priority, WorkerSettings
 from function.contract.wire import JobRequest, Output, Timings
 from function.engine.batcher import PriorityBatcher
 from function.engine.batchmodel import BatchModel, run_in
 from function.engine.budget import PixelBudget, pixel_budget
+from function.engine.feeds import FeedKey, Feeds
 from function.engine.finish import Completion, Settler
 from function.engine.job import Admission, InFlightJob, wall_ns
 from function.engine.ratelimit import TenantRates
 from function.telemetry import METRICS, context_from_headers
 from function.transport.connection import Trouble
-from function.transport.pull import PullFeed
 from function.transport.storage import ResultStore
 
 __all__ = ["JobConsumer"]
 
 log = logging.getLogger("surge.consumer")
 _tracer = trace.get_tracer("surge")
-
-_MAX_BACKOFF_S = 2.0
-
-# A pull feed: its priority and source ("" for the open jobs stream, else the tenant).
-FeedKey = tuple[Priority, str]
 
 
 class JobConsumer:
@@ -88,7 +83,8 @@ class JobConsumer:
         self._room = asyncio.Event()
         self._stopping = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._infer_pool = ThreadPoolExecutor(1, thread_name_prefix="surge-infer")
+        self._runners = max(1, settings.runners)
+        self._infer_pool = ThreadPoolExecutor(self._runners, thread_name_prefix="surge-infer")
         self._cpu_pool = ThreadPoolExecutor(2, thread_name_prefix="surge-cpu")
         self._settler = Settler(results, settings, model.info, self._forget)
         self._budget = PixelBudget(pixel_budget(settings.pixel_budget, settings.max_batch))
@@ -104,31 +100,22 @@ class JobConsumer:
         )
         self._completion = Completion(model, self._settler, settings, self._cpu_pool)
         self._main: asyncio.Task[None] | None = None
-        self._feeds: dict[FeedKey, PullFeed] = {}
-        self._tenant_loops: dict[str, list[asyncio.Task[None]]] = {}
+        self._feeds = Feeds(nc, settings, self._admit, self._room_for, self._room, self._stopping)
+        self._feeds.on_trouble = lambda: self.on_pull_trouble() if self.on_pull_trouble else None
+        self._feeds.on_loop_done = self._on_main_done
         self.failed: BaseException | None = None
-        self.inference_started_ns: int | None = None
+        self._running: dict[int, int] = {}  # id of a running batch -> its start (wall ns)
         self.on_pull_trouble: Callable[[], None] | None = None
-        self._pull_trouble: dict[FeedKey, Trouble] = {}
 
     @property
     def tenants(self) -> list[str]:
         """The tenants whose streams this consumer fetches from."""
-        return sorted({source for _, source in self._feeds if source})
+        return self._feeds.tenants
 
     @property
     def pull_trouble(self) -> Trouble | None:
         """The oldest failing pull (a missing stream or consumer, an error status)."""
-        return min(self._pull_trouble.values(), key=lambda t: t[1], default=None)
-
-    def _pulled(self, key: FeedKey, problem: str | None) -> None:
-        if problem is None:
-            self._pull_trouble.pop(key, None)
-            return
-        if key not in self._pull_trouble:
-            self._pull_trouble[key] = (problem, time.monotonic())
-        if self.on_pull_trouble is not None:
-            self.on_pull_trouble()
+        return self._feeds.trouble
 
     @property
     def in_flight(self) -> int:
@@ -162,48 +149,20 @@ class JobConsumer:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _open_feed(self, key: FeedKey, stream: str, consumer: str) -> PullFeed:
-        feed = PullFeed(
-            self._nc,
-            stream,
-            consumer,
-            lambda msg: self._admit(key, msg),
-            expires=self._settings.fetch_timeout_s,
-        )
-        await feed.start()
-        self._feeds[key] = feed
-        return feed
-
     async def start(self) -> None:
         """Open one pull feed per priority and start fetching."""
-        for priority, name in self._consumers.items():
-            await self._open_feed((priority, ""), JOBS_STREAM, name)
-        loops = [self._fetch_loop(key, feed) for key, feed in self._feeds.items()]
+        loops: list[Any] = await self._feeds.open_jobs(self._consumers)
         loops += [self._batch_loop(), self._progress_loop()]
         self._main = asyncio.create_task(self._run(loops))
         self._main.add_done_callback(self._on_main_done)
 
     async def add_tenant(self, tenant: str, consumers: dict[Priority, str]) -> None:
         """Also fetch `tenant`'s jobs (from its stream), taking turns with the others."""
-        if self._stopping.is_set() or any(source == tenant for _, source in self._feeds):
-            return
-        loops = self._tenant_loops.setdefault(tenant, [])
-        for priority, name in consumers.items():
-            key = (priority, tenant)
-            feed = await self._open_feed(key, tenant_stream(tenant), name)
-            task = asyncio.create_task(self._fetch_loop(key, feed), name=f"fetch-{tenant}")
-            loops.append(task)
-            task.add_done_callback(self._on_main_done)
-        log.info("fetching tenant %s's jobs", tenant)
+        await self._feeds.add_tenant(tenant, consumers)
 
     async def remove_tenant(self, tenant: str) -> None:
         """Stop fetching `tenant`'s jobs (its stream is gone); jobs in hand still finish."""
-        for task in self._tenant_loops.pop(tenant, []):
-            task.cancel()
-        for key in [k for k in self._feeds if k[1] == tenant]:
-            await self._feeds.pop(key).stop()
-            self._pull_trouble.pop(key, None)
-        log.info("stopped fetching tenant %s's jobs", tenant)
+        await self._feeds.remove_tenant(tenant)
 
     async def _run(self, loops: list[Any]) -> None:
         await asyncio.gather(*loops)
@@ -221,40 +180,9 @@ class JobConsumer:
         if self._budget.waiting_ahead(high=priority is Priority.HIGH):
             return 0
         buffered = self._batcher.pending(priority, source) + self._admitting.get(key, 0)
-        total = 4 * self._settings.max_batch - self._held.get(source, 0)
-        return min(self._settings.max_batch - buffered, total)
-
-    async def _fetch_loop(self, key: FeedKey, feed: PullFeed) -> None:
-        """Keep a pull request open for as many jobs as this feed has room for."""
-        priority, source = key
-        where = f"{priority.value}{f' of tenant {source}' if source else ''}"
-        poll = self._settings.fetch_timeout_s
-        backoff = 0.0
-        while not self._stopping.is_set():
-            room = self._room_for(key)
-            if not self._nc.is_connected:
-                self._pull_trouble.clear()  # the connection is the problem, and says so
-            if room <= 0 or not self._nc.is_connected:
-                self._room.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._room.wait(), min(poll, 0.25))
-                continue
-            try:
-                await feed.request(room)
-            except Exception as exc:  # connection trouble: the client reconnects, try again
-                log.warning("pull request failed on %s: %r", where, exc)
-                self._pulled(key, f"pull request on {where} failed: {exc!r}"[:256])
-                await asyncio.sleep(poll)
-                continue
-            await feed.wait_ended(poll)
-            if feed.ended_normally:
-                backoff = 0.0
-                self._pulled(key, None)
-                continue
-            backoff = min(max(backoff * 2, 0.05), _MAX_BACKOFF_S)
-            log.warning("pull on %s ended with status %s", where, feed.last_status)
-            self._pulled(key, f"pull on {where} ended with status {feed.last_status}")
-            await asyncio.sleep(backoff)
+        max_batch = self._settings.max_batch
+        total = (3 + self._runners) * max_batch - self._held.get(source, 0)
+        return min(self._runners * max_batch - buffered, total)
 
     def _more_expected(self) -> bool:
         """Jobs are being prepared, or the stream said more were pending at last delivery."""
@@ -314,25 +242,35 @@ class JobConsumer:
     # -- batch and infer ----------------------------------------------------------------
 
     async def _batch_loop(self) -> None:
+        """Form batches and run up to `runners` of them at once on the shared session."""
+        free = asyncio.Semaphore(self._runners)
         while True:
+            await free.acquire()
             batch = await self._batcher.take()
             if not batch:
+                free.release()
                 return
             self._room.set()
-            try:
-                await self._run_batch(batch)
-            except Exception as exc:
-                log.exception("batch failed unexpectedly")
-                for job in batch:
-                    if not job.settled:
-                        self._spawn(self._completion.guarded(job, exc))
+            self._spawn(self._run_guarded(batch, free))
+
+    async def _run_guarded(self, batch: list[InFlightJob], free: asyncio.Semaphore) -> None:
+        try:
+            await self._run_batch(batch)
+        except Exception as exc:
+            log.exception("batch failed unexpectedly")
+            for job in batch:
+                if not job.settled:
+                    self._spawn(self._completion.guarded(job, exc))
+        finally:
+            free.release()
 
     async def _run_batch(self, batch: list[InFlightJob]) -> None:
         batch = self._drop_expired(batch)
         if not batch:
             return
         samples = [job.ready_sample for job in batch]
-        start_ns = self.inference_started_ns = wall_ns()
+        start_ns = wall_ns()
+        self._running[id(batch)] = start_ns
         for job in batch:
             job.running_since = start_ns
         try:
@@ -341,7 +279,7 @@ class JobConsumer:
             self._spawn(self._completion.split_after_failure(batch, exc, self._infer_pool))
             return
         finally:
-            self.inference_started_ns = None
+            del self._running[id(batch)]
         self._spawn(self._completion.complete(batch, out, start_ns, wall_ns()))
 
     def _drop_expired(self, batch: list[InFlightJob]) -> list[InFlightJob]:
@@ -401,7 +339,7 @@ class JobConsumer:
 
     def stuck_for(self) -> float:
         """Seconds the current inference has been running (0 when idle)."""
-        started = self.inference_started_ns
+        started = min(self._running.values(), default=None)
         return (wall_ns() - started) / 1e9 if started is not None else 0.0
 
     # -- shutdown -------------------------------------------------------------------------
@@ -416,17 +354,13 @@ class JobConsumer:
 
         self._stopping.set()
         self._room.set()
-        for feed in self._feeds.values():
-            await feed.stop()
+        await self._feeds.stop(left())
         self._batcher.close()
         for job in self._batcher.drain():
             await self._settler.hand_back(job)
         if self._main is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(asyncio.shield(self._main), left())
-        tenant_loops = [task for tasks in self._tenant_loops.values() for task in tasks]
-        if tenant_loops:
-            await asyncio.wait(tenant_loops, timeout=left())
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=left())
         for job in self._batcher.drain():

@@ -7,7 +7,9 @@ base       `Task`: what a function does around its model (pre- and postprocessin
 registry   finding a function's `Task`: built in, or a user's `module:factory`
 loader     `LoadedModel`: task + runner, batches through pre- and postprocessing
 imaging    decoding untrusted image bytes; PNG encoding
-warmup     load, warm every batch size, run the user's hooks, then report ready
+warmup     load, choose or warm the batch sizes, run the user's hooks, then report ready
+hardware   usable CPUs (affinity, cgroup quota); runners and threads that fill them
+tuning     the batch size timed on the real session at warmup, kept for later starts
 tiny       a tiny graph for message-path load tests (`tiny`)
 remove_bg  U²-Net-p background removal (`remove-bg`)
 nsfw       Open-NSFW scoring (`nsfw`)
@@ -25,6 +27,7 @@ from function.models.assets import (
     fetch_photos,
 )
 from function.models.base import Task
+from function.models.hardware import Parallelism, parallelism, usable_cpus
 from function.models.imaging import PendingImage, decode_image, encode_png, open_image
 from function.models.loader import LoadedModel, load_model
 from function.models.nsfw import NsfwClassifier
@@ -33,16 +36,19 @@ from function.models.registry import BUILTIN_TASKS, TaskLoadError, UnknownFuncti
 from function.models.remove_bg import RemoveBackground
 from function.models.runner import OnnxRunner
 from function.models.tiny import TinyTask, build_tiny_model
-from function.models.warmup import WarmupHook, load_and_warm
+from function.models.tuning import BatchChoice, tuned_batch
+from function.models.warmup import Warmed, WarmupHook, load_and_warm
 
 __all__ = [
     "BUILTIN_TASKS",
     "MODELS",
     "PHOTOS",
     "AssetError",
+    "BatchChoice",
     "LoadedModel",
     "NsfwClassifier",
     "OnnxRunner",
+    "Parallelism",
     "PendingImage",
     "PreparedModel",
     "RemoveBackground",
@@ -50,6 +56,7 @@ __all__ = [
     "TaskLoadError",
     "TinyTask",
     "UnknownFunction",
+    "Warmed",
     "WarmupHook",
     "WheelAsset",
     "build_tiny_model",
@@ -62,5 +69,8 @@ __all__ = [
     "load_model",
     "load_task",
     "open_image",
+    "parallelism",
     "prepare_model",
+    "tuned_batch",
+    "usable_cpus",
 ]

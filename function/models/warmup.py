@@ -1,8 +1,11 @@
 """Loading and warming the model before a worker reports ready.
 
 Phases are timed (`fetch`, `prepare`, `session`, `warmup`, `hooks`) and exported as
-cold-start metrics. Warmup runs real inference at every batch size the worker will use,
-then the user's warmup hooks: callables given to `Function.add_warmup_hook`, named in
+cold-start metrics. The session gets the threads the process's CPU quota allows
+(`hardware`); unless set, the runners come from the same quota and the batch size from
+timing candidates on the real session (`tuning`), which is also the warmup; with
+`SURGE_WARMUP_BATCH_SIZES` or `SURGE_MAX_BATCH` set, warmup runs those sizes. Then the
+user's warmup hooks: callables given to `Function.add_warmup_hook`, named in
 `SURGE_WARMUP_HOOKS` (`module:callable`), or the built-in `SURGE_WARMUP_DIR` hook that
 runs representative images from a folder.
 """
@@ -14,6 +17,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 from PIL import Image
@@ -21,13 +25,16 @@ from PIL import Image
 from function.contract.errors import BadInput, SurgeError
 from function.contract.settings import WorkerSettings
 from function.contract.wire import ModelInfo, Output
+from function.models.hardware import parallelism, usable_cpus
 from function.models.imaging import decode_image
 from function.models.loader import LoadedModel, load_model
 from function.models.registry import load_task
+from function.models.tuning import tuned_batch
 
 __all__ = [
     "FAST_RUN_MS",
     "ModelAdapter",
+    "Warmed",
     "WarmupHook",
     "effective_max_batch",
     "folder_hook",
@@ -105,25 +112,65 @@ def resolve_hooks(refs: Iterable[str]) -> list[WarmupHook]:
     return hooks
 
 
+class Warmed(NamedTuple):
+    """A loaded, warm model; ms per warmup batch; the settings it runs with (runners,
+    threads and max_batch resolved)."""
+
+    model: LoadedModel
+    warmup_ms: dict[int, float]
+    settings: WorkerSettings
+
+
 def load_and_warm(
     settings: WorkerSettings, hooks: Iterable[WarmupHook], phases: dict[str, float]
-) -> tuple[LoadedModel, dict[int, float]]:
-    """Fetch, prepare, open the session, warm every batch size, run hooks (blocking)."""
+) -> Warmed:
+    """Fetch, prepare, open the session, choose or warm the batch sizes, run hooks
+    (blocking)."""
     task = load_task(settings.function, settings.task)
+    cpus = usable_cpus()
+    cpu_plan = parallelism(
+        cpus, gpu=False, runners=settings.runners, threads=settings.intra_op_threads
+    )
     loaded = load_model(
         task,
         cache_dir=settings.model_dir,
         model_path=settings.model_path,
         providers=settings.providers,
-        intra_op_threads=settings.intra_op_threads,
+        intra_op_threads=cpu_plan.threads,
         phases=phases,
     )
-    sizes = settings.warmup_batch_sizes
-    if sizes is None:
-        sizes = sorted({1, effective_max_batch(settings, loaded)})
+    on_gpu = loaded.info.providers[:1] != ["CPUExecutionProvider"]
+    plan = parallelism(
+        cpus, gpu=on_gpu, runners=settings.runners, threads=settings.intra_op_threads
+    )
+    max_batch = effective_max_batch(settings, loaded)
     start = time.perf_counter()
-    warmup_ms = loaded.warmup(sizes)
+    tune = settings.warmup_batch_sizes is None and "max_batch" not in settings.model_fields_set
+    cached = False
+    if tune:
+        choice, cached = tuned_batch(
+            loaded, plan.runners, cpu_plan.threads, max_batch, settings.model_dir
+        )
+        max_batch = choice.max_batch
+        warmup_ms = {size: ms * size for size, ms in choice.per_image_ms.items()}  # per batch
+    else:
+        sizes = settings.warmup_batch_sizes
+        warmup_ms = loaded.warmup(sorted({1, max_batch}) if sizes is None else sizes)
     phases["warmup"] = time.perf_counter() - start
+    update = {"runners": plan.runners, "intra_op_threads": cpu_plan.threads, "max_batch": max_batch}
+    resolved = settings.model_copy(update=update)
+    log.info(
+        "%d usable CPUs%s: %d runner(s) x %d thread(s) on one session, max_batch %d%s",
+        cpus,
+        " and a GPU" if on_gpu else "",
+        plan.runners,
+        cpu_plan.threads,
+        max_batch,
+        f" (ms per image by batch size{' at an earlier start' if cached else ''}: "
+        f"{_rounded(choice.per_image_ms)})"
+        if tune
+        else "",
+    )
     start = time.perf_counter()
     all_hooks = list(hooks) + resolve_hooks(settings.warmup_hooks)
     if settings.warmup_dir is not None:
@@ -131,4 +178,8 @@ def load_and_warm(
     for hook in all_hooks:
         hook(loaded)
     phases["hooks"] = time.perf_counter() - start
-    return loaded, warmup_ms
+    return Warmed(loaded, warmup_ms, resolved)
+
+
+def _rounded(values: dict[int, float]) -> dict[int, float]:
+    return {key: round(value, 1) for key, value in values.items()}

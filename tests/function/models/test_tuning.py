@@ -1,0 +1,56 @@
+"""The batch size chosen at warmup on the real session, kept for later starts."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import pytest
+
+from function.contract.settings import WorkerSettings
+from function.models import TinyTask, load_model
+from function.models.loader import LoadedModel
+from function.models.tuning import MIN_GAIN, choose_batch, tuned_batch
+from function.models.warmup import load_and_warm
+
+
+@pytest.fixture
+def tiny(tmp_path: Path) -> LoadedModel:
+    return load_model(TinyTask(), cache_dir=tmp_path, providers=("cpu",))
+
+
+def test_the_climb_keeps_the_size_with_the_least_time_per_image(tiny: LoadedModel) -> None:
+    choice = choose_batch(tiny, runners=2, max_batch=8)
+    sizes = sorted(choice.per_image_ms)
+    assert sizes[0] == 1 and all(b == 2 * a for a, b in itertools.pairwise(sizes))
+    assert choice.max_batch in choice.per_image_ms and choice.max_batch <= 8
+    best = choice.per_image_ms[choice.max_batch]
+    # every size tried before the chosen one was slower per image by the required gain
+    assert all(
+        choice.per_image_ms[s] * (1 - MIN_GAIN) >= best for s in sizes if s < choice.max_batch
+    )
+    assert choose_batch(tiny, runners=1, max_batch=1).max_batch == 1
+
+
+def test_the_choice_is_kept_and_read_back(tiny: LoadedModel, tmp_path: Path) -> None:
+    first, cached = tuned_batch(tiny, 2, 1, 4, tmp_path)
+    assert not cached
+    again, cached = tuned_batch(tiny, 2, 1, 4, tmp_path)
+    assert cached and again == first
+    other, cached = tuned_batch(tiny, 1, 1, 4, tmp_path)  # another configuration: measured
+    assert not cached and other.max_batch <= 4
+    for path in (tmp_path / "tuning").iterdir():
+        path.write_text("{not json")
+    _, cached = tuned_batch(tiny, 2, 1, 4, tmp_path)  # a garbled file is measured again
+    assert not cached
+
+
+def test_load_and_warm_resolves_runners_threads_and_batch(model_dir: Path, tmp_path: Path) -> None:
+    auto = WorkerSettings(function="tiny", model_dir=model_dir, providers=["cpu"])
+    warmed = load_and_warm(auto, [], {})
+    assert warmed.settings.runners >= 1 and warmed.settings.intra_op_threads == 1
+    assert 1 <= warmed.settings.max_batch <= 8 and warmed.warmup_ms
+    explicit = auto.model_copy(update={"runners": 1, "intra_op_threads": 2, "max_batch": 3})
+    warmed = load_and_warm(explicit, [], {})
+    assert (warmed.settings.runners, warmed.settings.intra_op_threads) == (1, 2)
+    assert warmed.settings.max_batch == 3 and sorted(warmed.warmup_ms) == [1, 3]
