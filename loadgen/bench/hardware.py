@@ -39,7 +39,7 @@ from function.models import fetch_photos
 from function.models.hardware import usable_cpus
 from loadgen.bench.workers import WorkerProcess
 
-__all__ = ["Row", "main", "measure"]
+__all__ = ["Row", "main", "measure", "raw_limit"]
 
 console = Console()
 MODEL_DIR = Path(os.environ.get("SURGE_MODEL_DIR", ".cache/surge/models")).resolve()
@@ -59,7 +59,7 @@ class Row:
     rss_mb: float | None = None
 
 
-def _raw(processes: int, threads: int, seconds: float) -> float:
+def raw_limit(processes: int, threads: int, seconds: float) -> float:
     """Images/s of `processes` raw ONNX Runtime loops running at once."""
     command = [sys.executable, "-c", _RAW, FUNCTION, str(threads), str(seconds), str(MODEL_DIR)]
     running = [
@@ -110,8 +110,11 @@ def measure(folder: Path, jobs: int, seconds: float) -> list[Row]:
     """Every row, in one run (raw limit first)."""
     cpus = usable_cpus()
     rows = [
-        Row(f"raw ONNX Runtime, {cpus} processes x 1 thread (the limit)", _raw(cpus, 1, seconds)),
-        Row(f"raw ONNX Runtime, 1 process x {cpus} threads", _raw(1, cpus, seconds)),
+        Row(
+            f"raw ONNX Runtime, {cpus} processes x 1 thread (the limit)",
+            raw_limit(cpus, 1, seconds),
+        ),
+        Row(f"raw ONNX Runtime, 1 process x {cpus} threads", raw_limit(1, cpus, seconds)),
     ]
     rows.append(_workers(folder, "surge worker, defaults", {}, 1, jobs))
     before = {"SURGE_INTRA_OP_THREADS": "1", "SURGE_RUNNERS": "1", "SURGE_MAX_BATCH": "8"}

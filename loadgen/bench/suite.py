@@ -2,8 +2,10 @@
 
 Each figure is a ratio to a bare baseline on the same machine, at the same moment:
 
-* compute: worker end-to-end throughput through NATS vs raw ONNX Runtime `run()` on the
-  same model, batch size and threads (target >= 0.95);
+* compute: worker end-to-end throughput through NATS with the defaults a user gets vs the
+  machine's raw limit (one single-threaded ONNX Runtime process per usable CPU), or with
+  `--batch`/`--threads` vs raw `run()` on the same batch and threads (target >= 0.95 of
+  the same-configuration baseline; see `loadgen.bench.hardware` for the side by side);
 * message path: `tiny` worker throughput vs a bare nats-py loop doing the same fetch +
   publish result + ack on a JetStream pull consumer (target >= 0.7);
 * latency: `tiny` job round trip p50 vs a bare nats-py request/reply (target <= 1.5x);
@@ -15,7 +17,8 @@ A figure that misses its target is profiled (cProfile of a worker; see
 `loadgen.bench.profile`) and the profile goes into the record. Prints a table and writes
 `reports/bench-<time>.json`.
 
-    python -m loadgen.bench.suite --jobs 60 --batch 1 --threads 1
+    python -m loadgen.bench.suite               # the defaults
+    python -m loadgen.bench.suite --batch 1 --threads 1
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from rich.table import Table
 from function.contract.wire import JobStatus, ModelInfo, Result, ScoresOutput, Timings
 from function.local.nats_server import EmbeddedNats
 from function.models import fetch_photos
+from function.models.hardware import usable_cpus
 from loadgen.bench import profile as prof
 from loadgen.bench.baselines import (
     bare_cold_start,
@@ -44,6 +48,7 @@ from loadgen.bench.baselines import (
     bare_request_reply,
     raw_throughput,
 )
+from loadgen.bench.hardware import raw_limit
 from loadgen.bench.record import (
     BenchRecord,
     ColdStart,
@@ -98,13 +103,13 @@ def _result_size() -> int:
 
 
 def _env(batch: int, threads: int) -> dict[str, str]:
-    return {
-        "SURGE_MAX_BATCH": str(batch),
-        "SURGE_INTRA_OP_THREADS": str(threads),
-        "SURGE_MODEL_DIR": str(MODEL_DIR),
-        "SURGE_MAX_BATCH_WAIT_MS": "2",
-        "SURGE_LOG_LEVEL": "WARNING",
-    }
+    """The worker's environment: its own choices unless `batch` or `threads` are set."""
+    env = {"SURGE_MODEL_DIR": str(MODEL_DIR), "SURGE_LOG_LEVEL": "WARNING"}
+    if batch:
+        env.update(SURGE_MAX_BATCH=str(batch), SURGE_MAX_BATCH_WAIT_MS="2")
+    if threads:
+        env.update(SURGE_INTRA_OP_THREADS=str(threads), SURGE_RUNNERS="1")
+    return env
 
 
 def figures_of(record: BenchRecord) -> list[Figure]:
@@ -129,7 +134,10 @@ def run(
     with console.status("bare: session create + one inference"):
         bare_start, bare_rss = bare_cold_start("remove-bg", threads, MODEL_DIR)
     with console.status("raw ONNX Runtime run() throughput"):
-        raw = raw_throughput("remove-bg", batch, threads, 15, MODEL_DIR)
+        if batch or threads:  # the same batch and threads as the worker
+            raw = raw_throughput("remove-bg", batch or 1, threads or 1, 15, MODEL_DIR)
+        else:  # the machine's limit: one single-threaded process per usable CPU
+            raw = raw_limit(usable_cpus(), 1, 15)
     worker = WorkerProcess(url, "remove-bg", logs / "worker.log", env).start()
     try:
         with console.status("remove-bg worker: start to ready"):
@@ -155,8 +163,8 @@ def run(
     lat_surge, lat_bare = _percentiles(surge_rt), _percentiles(bare_rt)
     worker_start = beat.cold_start_s or seen
     record = BenchRecord(
-        batch=batch,
-        threads=threads,
+        batch=batch or beat.max_batch,
+        threads=threads or beat.intra_op_threads,
         cpu_count=os.cpu_count(),
         compute=Compute(raw_img_s=raw, worker_img_s=e2e, ratio=e2e / raw),
         message_path=MessagePath(
@@ -256,8 +264,12 @@ def table(record: BenchRecord) -> Table:
 
 def bench(
     jobs: Annotated[int, typer.Option(help="remove-bg jobs for the compute figure.")] = 60,
-    batch: Annotated[int, typer.Option(help="Batch size (raw ORT and worker).")] = 1,
-    threads: Annotated[int, typer.Option(help="ONNX Runtime intra-op threads.")] = 1,
+    batch: Annotated[
+        int, typer.Option(help="Batch size for raw ORT and the worker (0: the worker's choice).")
+    ] = 0,
+    threads: Annotated[
+        int, typer.Option(help="Intra-op threads, one runner (0: the worker's choice).")
+    ] = 0,
     round_trips: Annotated[int, typer.Option(help="Round trips for the latency figure.")] = 300,
     message_jobs: Annotated[int, typer.Option(help="Jobs for the message-path figure.")] = 2000,
     profile_all: Annotated[
