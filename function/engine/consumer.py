@@ -43,6 +43,7 @@ from function.engine.feeds import FeedKey, Feeds
 from function.engine.finish import Completion, Settler
 from function.engine.job import Admission, InFlightJob, wall_ns
 from function.engine.ratelimit import TenantRates
+from function.models.hardware import usable_cpus
 from function.telemetry import METRICS, context_from_headers
 from function.transport.connection import Trouble
 from function.transport.storage import ResultStore
@@ -85,7 +86,9 @@ class JobConsumer:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._runners = max(1, settings.runners)
         self._infer_pool = ThreadPoolExecutor(self._runners, thread_name_prefix="surge-infer")
-        self._cpu_pool = ThreadPoolExecutor(2, thread_name_prefix="surge-cpu")
+        # decode, preprocess, postprocess and encoding: across every usable CPU
+        cpu_threads = max(2, usable_cpus())
+        self._cpu_pool = ThreadPoolExecutor(cpu_threads, thread_name_prefix="surge-cpu")
         self._settler = Settler(results, settings, model.info, self._forget)
         self._budget = PixelBudget(pixel_budget(settings.pixel_budget, settings.max_batch))
         self._admission = Admission(

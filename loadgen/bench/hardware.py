@@ -32,12 +32,11 @@ from PIL import Image
 from rich.console import Console
 from rich.table import Table
 
-from function.client import SurgeClient
 from function.local.nats_server import EmbeddedNats
 from function.local.processes import wait_ready
 from function.models import fetch_photos
 from function.models.hardware import usable_cpus
-from loadgen.bench.workers import WorkerProcess
+from loadgen.bench.workers import WorkerProcess, backlog_rate
 
 __all__ = ["Row", "main", "measure", "raw_limit"]
 
@@ -76,19 +75,6 @@ def job_image() -> bytes:
     return buffer.getvalue()
 
 
-async def _drain(url: str, jobs: int) -> float:
-    image = job_image()
-    async with await SurgeClient.connect(url) as client:
-        inbox = await client.inbox()
-        ids = [
-            await client.submit(image, function=FUNCTION, reply_to=inbox.subject)
-            for _ in range(jobs)
-        ]
-        await inbox.wait(ids, timeout=900)
-        times = sorted(inbox.received_at.values())
-    return (len(times) - 1) / (times[-1] - times[0])
-
-
 def _workers(folder: Path, name: str, env: dict[str, str], count: int, jobs: int) -> Row:
     base = {"SURGE_MODEL_DIR": str(MODEL_DIR), "SURGE_LOG_LEVEL": "INFO", **env}
     with EmbeddedNats(store_dir=folder / name) as server:
@@ -98,7 +84,7 @@ def _workers(folder: Path, name: str, env: dict[str, str], count: int, jobs: int
         ]
         try:
             asyncio.run(wait_ready(server.url, FUNCTION, count, timeout=300))
-            per_s = asyncio.run(_drain(server.url, jobs))
+            per_s = asyncio.run(backlog_rate(server.url, FUNCTION, job_image(), jobs))
             rss = sum(psutil.Process(w.proc.pid).memory_info().rss for w in workers if w.proc)
         finally:
             for worker in workers:

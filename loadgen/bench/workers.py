@@ -21,6 +21,7 @@ from loadgen.run.runner import tiny_png
 
 __all__ = [
     "WorkerProcess",
+    "backlog_rate",
     "surge_message_path",
     "surge_round_trips",
     "worker_throughput",
@@ -55,6 +56,11 @@ class WorkerProcess:
 async def worker_throughput(url: str, function: str, jobs: int, model_dir: Path) -> float:
     """Jobs per second between the first and the last result of a backlog of `jobs`."""
     image = fetch_photos(model_dir)["astronaut"].read_bytes()
+    return await backlog_rate(url, function, image, jobs)
+
+
+async def backlog_rate(url: str, function: str, image: bytes, jobs: int) -> float:
+    """Jobs per second between the first and the last result of `jobs` jobs of `image`."""
     async with await SurgeClient.connect(url) as client:
         inbox = await client.inbox()
         ids = [

@@ -1,0 +1,119 @@
+"""Does the pipeline keep a GPU fed? `python -m loadgen.bench.pipeline`.
+
+A model that costs nothing (a channel mean: the input and output shapes of U^2-Net-p,
+output named as `remove-bg` expects) leaves decode, preprocess, postprocess and PNG
+encoding as the whole cost of a 512x512 `remove-bg` job. One worker process with its
+defaults drains the same backlog pinned to 1 CPU, then to all usable CPUs (its CPU
+affinity set before it loads anything); the figure is jobs/s on N CPUs / (N x jobs/s on
+one), target >= 0.8. Also prints what that rate would be on a 16-core GPU node.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import tempfile
+from pathlib import Path
+from typing import Annotated
+
+import onnx
+import psutil
+import typer
+from onnx import TensorProto, helper
+from PIL import Image
+from rich.console import Console
+from rich.table import Table
+
+from function.local.nats_server import EmbeddedNats
+from function.local.processes import wait_ready
+from function.models import fetch_photos
+from function.models.hardware import usable_cpus
+from function.models.remove_bg import RemoveBackground
+from loadgen.bench.workers import WorkerProcess, backlog_rate
+
+__all__ = ["free_model", "main", "measure"]
+
+console = Console()
+MODEL_DIR = Path(os.environ.get("SURGE_MODEL_DIR", ".cache/surge/models")).resolve()
+SIZE = 320
+
+
+def free_model(path: Path) -> Path:
+    """An ONNX graph as cheap as a model can be, shaped like U^2-Net-p."""
+    source = helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, SIZE, SIZE])
+    target = RemoveBackground.output_name or "output"
+    out = helper.make_tensor_value_info(target, TensorProto.FLOAT, ["N", 1, SIZE, SIZE])
+    mean = helper.make_node("ReduceMean", ["input"], [target], axes=[1], keepdims=1)
+    graph = helper.make_graph([mean], "free", [source], [out])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+def job_image(side: int = 512) -> bytes:
+    """The astronaut photo at `side` x `side`, as PNG."""
+    photo = Image.open(fetch_photos(MODEL_DIR)["astronaut"]).convert("RGB")
+    buffer = io.BytesIO()
+    photo.resize((side, side)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _rate(folder: Path, model: Path, cpus: list[int], jobs: int) -> float:
+    env = {
+        "SURGE_MODEL_DIR": str(MODEL_DIR),
+        "SURGE_MODEL_PATH": str(model),
+        "SURGE_LOG_LEVEL": "WARNING",
+    }
+    with EmbeddedNats(store_dir=folder / f"nats-{len(cpus)}") as server:
+        worker = WorkerProcess(server.url, "remove-bg", folder / f"w{len(cpus)}.log", env)
+        worker.start()
+        try:
+            assert worker.proc is not None
+            psutil.Process(worker.proc.pid).cpu_affinity(cpus)  # before it imports anything
+            asyncio.run(wait_ready(server.url, "remove-bg", 1, timeout=120))
+            image = job_image()
+            asyncio.run(backlog_rate(server.url, "remove-bg", image, max(10, jobs // 10)))
+            return asyncio.run(backlog_rate(server.url, "remove-bg", image, jobs))
+        finally:
+            worker.stop()
+
+
+def measure(folder: Path, jobs: int) -> tuple[float, float, int]:
+    """(jobs/s on one CPU, jobs/s on every usable CPU, how many that is)."""
+    everything = sorted(os.sched_getaffinity(0))[: usable_cpus()]
+    model = free_model(folder / "free.onnx")
+    one = _rate(folder, model, everything[:1], jobs)
+    return one, _rate(folder, model, everything, jobs), len(everything)
+
+
+def bench(
+    jobs: Annotated[int, typer.Option(min=20, help="Jobs per measurement.")] = 300,
+) -> None:
+    """The pipeline's scaling over CPUs with a model that costs nothing."""
+    with (
+        tempfile.TemporaryDirectory(prefix="surge-pipeline-") as folder,
+        console.status("one CPU, then every usable CPU"),
+    ):
+        one, every, cpus = measure(Path(folder), jobs)
+    scaling = every / (cpus * one)
+    table = Table(title="512x512 remove-bg jobs, model that costs nothing: jobs/s")
+    for column in ("CPUs", "jobs/s", "per CPU", "vs. N x one CPU"):
+        table.add_column(column, justify="right")
+    table.add_row("1", f"{one:.1f}", f"{one:.1f}", "1.00")
+    table.add_row(str(cpus), f"{every:.1f}", f"{every / cpus:.1f}", f"{scaling:.2f}")
+    console.print(table)
+    console.print(
+        f"ceiling on a 16-core GPU node at this scaling: about {16 * one * scaling:.0f} jobs/s "
+        "of 512x512 remove-bg (pre- and postprocessing only; the model's own time comes on top)"
+    )
+
+
+def main() -> None:
+    """`python -m loadgen.bench.pipeline`."""
+    typer.run(bench)
+
+
+if __name__ == "__main__":
+    main()
