@@ -33,12 +33,11 @@ __all__ = ["main", "measure"]
 def measure(function: str, runs: int, max_batch: int, threads: int) -> dict[str, object]:
     """Median phases over `runs` worker starts, and the bare baseline's median."""
     model_dir = WorkerSettings().model_dir.resolve()
-    env = {
-        "SURGE_MODEL_DIR": str(model_dir),
-        "SURGE_MAX_BATCH": str(max_batch),
-        "SURGE_INTRA_OP_THREADS": str(threads),
-        "SURGE_LOG_LEVEL": "WARNING",
-    }
+    env = {"SURGE_MODEL_DIR": str(model_dir), "SURGE_LOG_LEVEL": "WARNING"}
+    if max_batch:  # 0: the worker's own choice (its defaults)
+        env["SURGE_MAX_BATCH"] = str(max_batch)
+    if threads:
+        env["SURGE_INTRA_OP_THREADS"] = str(threads)
     phases: list[dict[str, float]] = []
     logs = Path(tempfile.mkdtemp(prefix="surge-coldstart-"))
     with EmbeddedNats(log_file=logs / "nats.log") as server:
@@ -70,8 +69,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--function", default="remove-bg")
     parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--max-batch", type=int, default=8)
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--max-batch", type=int, default=0, help="0: the worker's choice")
+    parser.add_argument("--threads", type=int, default=0, help="0: the worker's choice")
     args = parser.parse_args()
     record = measure(args.function, args.runs, args.max_batch, args.threads)
     table = Table(title=f"Cold start of {args.function}, median of {args.runs} starts")
