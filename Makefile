@@ -19,6 +19,7 @@ install: $(VENV)/.installed
 
 models: install
 	$(SURGE) models fetch --dir $(MODEL_DIR)
+	$(SURGE) models tune --dir $(MODEL_DIR) -f remove-bg
 
 demo: models
 	$(SURGE) demo --out demo-output

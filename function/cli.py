@@ -304,6 +304,29 @@ def models_fetch(
                 console.print(f"photo {name}: {path}")
 
 
+@models_app.command("tune")
+def models_tune(
+    function: Annotated[str, typer.Option("--function", "-f", help="Function to tune.")] = (
+        DEFAULT_FUNCTION
+    ),
+    model_dir: Annotated[Path, typer.Option("--dir", help="Cache directory.")] = Path(
+        ".cache/surge/models"
+    ),
+) -> None:
+    """Choose this machine's runners, threads and batch size for a function now (as its
+    first worker would at warmup) and keep the choice, so workers start warm at once."""
+    from function.contract.settings import WorkerSettings
+    from function.models import load_and_warm
+
+    settings = WorkerSettings(function=function, model_dir=model_dir)
+    with console.status(f"timing {function} on this machine"):
+        chosen = load_and_warm(settings, [], {}).settings
+    console.print(
+        f"{function}: {chosen.runners} runner(s) x {chosen.intra_op_threads} thread(s), "
+        f"max_batch {chosen.max_batch} (kept in {model_dir / 'tuning'})"
+    )
+
+
 COMMAND_GROUP = "surge.commands"
 
 

@@ -153,9 +153,8 @@ def run_demo(
         max_workers=max_workers,
         cooldown_s=cooldown_s,
         log_dir=out,
-        # On CPU batching gains nothing and a batch of 8 makes warmup and the first
-        # result slow; on GPU raise it (SURGE_MAX_BATCH in the manifests).
-        worker_env={"SURGE_MODEL_DIR": str(model_dir), "SURGE_MAX_BATCH": "4"},
+        # The workers' own defaults: runners, threads and batch size from the machine.
+        worker_env={"SURGE_MODEL_DIR": str(model_dir)},
         metadata={"targetDrainSeconds": "10", "coldStartSeconds": "5"},
     )
     progress = Progress(

@@ -54,3 +54,17 @@ def test_load_and_warm_resolves_runners_threads_and_batch(model_dir: Path, tmp_p
     warmed = load_and_warm(explicit, [], {})
     assert (warmed.settings.runners, warmed.settings.intra_op_threads) == (1, 2)
     assert warmed.settings.max_batch == 3 and sorted(warmed.warmup_ms) == [1, 3]
+
+
+def test_surge_models_tune_keeps_the_choice_for_workers(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from function.cli import app
+
+    result = CliRunner().invoke(app, ["models", "tune", "-f", "tiny", "--dir", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "runner(s)" in result.output and "max_batch" in result.output
+    kept = list((tmp_path / "tuning").glob("*.json"))
+    assert len(kept) == 1
+    settings = WorkerSettings(function="tiny", model_dir=tmp_path)
+    assert load_and_warm(settings, [], {}).warmup_ms  # the kept choice, warmed
