@@ -90,7 +90,9 @@ class JobConsumer:
         cpu_threads = max(2, usable_cpus())
         self._cpu_pool = ThreadPoolExecutor(cpu_threads, thread_name_prefix="surge-cpu")
         self._settler = Settler(results, settings, model.info, self._forget)
-        self._budget = PixelBudget(pixel_budget(settings.pixel_budget, settings.max_batch))
+        # room for every runner's batch: the default budget scales with runners x max_batch
+        jobs_at_once = settings.max_batch * self._runners
+        self._budget = PixelBudget(pixel_budget(settings.pixel_budget, jobs_at_once))
         self._admission = Admission(
             model,
             results,
