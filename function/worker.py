@@ -161,7 +161,10 @@ class Worker:
         )
         self.topology_watch.on_tenants = self._tenants_changed
         await self.consumer.start()
-        await self.topology_watch.follow_tenants()
+        try:
+            await self.topology_watch.follow_tenants()
+        except Exception as exc:  # e.g. a user without STREAM.LIST: open jobs still run
+            log.warning("could not list tenants (open jobs are served; retrying): %r", exc)
         self.topology_watch.start()
         self._orphans.start()
         self.phases["attach"] = time.perf_counter() - clock

@@ -16,6 +16,7 @@ from nats.js.api import StorageType, StreamConfig
 
 from function.client import SurgeClient
 from function.contract.errors import ErrorCode
+from function.contract.nats_auth import NatsAuth
 from function.contract.parse import job_headers
 from function.contract.quota import QuotaExceeded, TenantQuota
 from function.contract.settings import (
@@ -30,7 +31,7 @@ from function.local.nats_server import EmbeddedNats
 from function.transport.tenants import add_tenant, list_tenants, remove_tenant
 from function.worker import Worker
 from tests.e2e.tenant_stack import A, B, auth, tenant_server, tenant_worker
-from tests.helpers import png_bytes
+from tests.helpers import png_bytes, tiny_settings
 
 pytestmark = pytest.mark.nats
 
@@ -196,3 +197,23 @@ async def test_tenants_are_found_past_the_first_page_of_streams(
             await admin.js.add_stream(config=config)
         await add_tenant(admin.js, "late", TenantQuota(max_pending=5), WorkerSettings())
         assert await list_tenants(admin.js) == {"late": TenantQuota(max_pending=5)}
+
+
+async def test_a_worker_that_may_not_list_streams_still_serves_open_jobs(
+    tmp_path: Path, model_dir: Path
+) -> None:
+    """Tenants are an addition: a worker user without STREAM.LIST starts and answers."""
+    config = (
+        'authorization { users = [ { user: "w", password: "w-pw", '
+        'permissions: { publish: { deny: ["$JS.API.STREAM.LIST"] } } } ] }\n'
+    )
+    auth = NatsAuth(user="w", password="w-pw")
+    with EmbeddedNats(store_dir=tmp_path / "nats", extra_config=config) as server:
+        worker = Worker(tiny_settings(server.url, model_dir), auth=auth)
+        await asyncio.wait_for(worker.start(), 30)
+        try:
+            async with await SurgeClient.connect(server.url, auth) as client:
+                result = await client.call(png_bytes(), function="tiny", timeout=20)
+            assert result.status is JobStatus.OK and worker.ready
+        finally:
+            await worker.stop(timeout=10)
