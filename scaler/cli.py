@@ -158,14 +158,11 @@ def up_command(
     ] = None,
 ) -> None:
     """One machine: nats-server, the scaler, and 0..N workers it starts and drains itself."""
-    from function.commands.tenants import parse_tenants, tenants_connect
+    from function.commands.tenants import check_secure_flags, parse_tenants, tenants_connect
     from scaler.stack import run_up
 
     names = parse_tenants(tenants)
-    if names and not secure:
-        raise typer.BadParameter("tenants need --secure (a tenant is a NATS user)")
-    if secure and cluster > 1:
-        raise typer.BadParameter("--secure runs one node", param_hint="--cluster")
+    check_secure_flags(secure, cluster, names)
     stack = None
     if secure:
         from function.local.secure_stack import secure_stack

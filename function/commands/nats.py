@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.console import Console
 
-from function.commands.tenants import parse_tenants, tenants_connect
+from function.commands.tenants import check_secure_flags, parse_tenants, tenants_connect
 from function.contract.settings import WorkerSettings
 
 if TYPE_CHECKING:
@@ -62,10 +62,7 @@ def nats_command(
     from function.local.nats_cluster import embedded_server
 
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop the servers too
-    if secure and cluster > 1:
-        raise typer.BadParameter("--secure runs one node", param_hint="--cluster")
-    if tenants and not secure:
-        raise typer.BadParameter("tenants need --secure (a tenant is a NATS user)")
+    check_secure_flags(secure, cluster, tenants)
     server = embedded_server(
         cluster,
         port=port,

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
     from function.local.secure_stack import SecureStack
 
-__all__ = ["TenantRow", "parse_tenants", "tenants_app", "tenants_connect"]
+__all__ = ["TenantRow", "check_secure_flags", "parse_tenants", "tenants_app", "tenants_connect"]
 
 T = TypeVar("T")
 
@@ -66,6 +66,14 @@ def parse_tenants(values: list[str] | None, param_hint: str = "--tenants") -> li
     if bad:
         raise typer.BadParameter(f"not tenant ids: {', '.join(bad)}", param_hint=param_hint)
     return list(dict.fromkeys(names))
+
+
+def check_secure_flags(secure: bool, cluster: int, tenants: list[str] | None) -> None:
+    """`--secure` runs one node, and `--tenants` needs `--secure` (a tenant is a NATS user)."""
+    if secure and cluster > 1:
+        raise typer.BadParameter("--secure runs one node", param_hint="--cluster")
+    if tenants and not secure:
+        raise typer.BadParameter("tenants need --secure (a tenant is a NATS user)")
 
 
 def tenants_connect(stack: SecureStack, function: str | None = None) -> str:
