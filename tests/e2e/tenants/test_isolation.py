@@ -10,8 +10,6 @@ import asyncio
 import io
 import json
 import logging
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 
 import nats.errors
 import nats.js.errors
@@ -43,38 +41,11 @@ from function.transport.connect import open_nats
 from function.transport.storage import fetch_result
 from function.transport.tenants import add_tenant
 from function.transport.topology import consumer_filters, job_filters
-from function.worker import Worker
 from tests.conftest import WorkerFactory
-from tests.e2e.tenant_stack import A, B, auth, tenant_server, tenant_worker
+from tests.e2e.tenants.stack import A, B, auth
 from tests.helpers import png_bytes
 
 pytestmark = pytest.mark.nats
-
-_auth = auth
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[EmbeddedNats]:
-    with tenant_server(tmp_path / "nats") as started:
-        yield started
-
-
-@pytest.fixture
-async def worker(server: EmbeddedNats, model_dir: Path) -> AsyncIterator[Worker]:
-    async with tenant_worker(server, model_dir, tenants=[A]) as started:
-        yield started
-
-
-@pytest.fixture
-async def tenant_a(server: EmbeddedNats, worker: Worker) -> AsyncIterator[SurgeClient]:
-    async with await SurgeClient.connect(server.url, _auth(A), tenant=A) as client:
-        yield client
-
-
-@pytest.fixture
-async def tenant_b(server: EmbeddedNats, worker: Worker) -> AsyncIterator[SurgeClient]:
-    async with await SurgeClient.connect(server.url, _auth(B), tenant=B) as client:
-        yield client
 
 
 async def test_a_tenant_gets_its_result_scoped_to_it(tenant_a: SurgeClient) -> None:
@@ -121,7 +92,7 @@ async def test_the_server_keeps_a_tenant_out_of_other_results_and_replies(
     async def seen(exc: Exception) -> None:
         errors.append(str(exc))
 
-    spy = await open_nats(server.url, _auth(A), name="spy", error_cb=seen)
+    spy = await open_nats(server.url, auth(A), name="spy", error_cb=seen)
     try:
         heard: list[Msg] = []
 
@@ -310,7 +281,7 @@ async def test_a_tenant_uploads_to_its_own_bucket_and_no_other(
     assert got["big-1"].status is JobStatus.OK
     assert got["planted"].error is not None
     assert got["planted"].error.code is ErrorCode.INPUT_NOT_FOUND  # not in A's bucket
-    spy = await open_nats(server.url, _auth(A), name="spy", inbox_prefix=tenant_inbox_prefix(A))
+    spy = await open_nats(server.url, auth(A), name="spy", inbox_prefix=tenant_inbox_prefix(A))
     try:
         for bucket in (tenant_blob_bucket(B), OBJECT_STORE_BUCKET):
             with pytest.raises((nats.errors.TimeoutError, nats.js.errors.Error)):

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -30,7 +30,7 @@ from function.contract.wire import JobStatus
 from function.local.nats_server import EmbeddedNats
 from function.transport.tenants import add_tenant, list_tenants, remove_tenant
 from function.worker import Worker
-from tests.e2e.tenant_stack import A, B, auth, tenant_server, tenant_worker
+from tests.e2e.tenants.stack import A, B, auth, tenant_worker
 from tests.helpers import png_bytes, tiny_settings
 
 pytestmark = pytest.mark.nats
@@ -39,33 +39,9 @@ QUOTAS = {A: TenantQuota(max_pending=3, max_payload=4096)}
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[EmbeddedNats]:
-    with tenant_server(tmp_path / "nats") as started:
-        yield started
-
-
-@pytest.fixture
 async def worker(server: EmbeddedNats, model_dir: Path) -> AsyncIterator[Worker]:
     async with tenant_worker(server, model_dir, QUOTAS) as started:
         yield started
-
-
-@pytest.fixture
-async def tenant_a(server: EmbeddedNats, worker: Worker) -> AsyncIterator[SurgeClient]:
-    async with await SurgeClient.connect(server.url, auth(A), tenant=A) as client:
-        yield client
-
-
-@pytest.fixture
-async def tenant_b(server: EmbeddedNats, worker: Worker) -> AsyncIterator[SurgeClient]:
-    async with await SurgeClient.connect(server.url, auth(B), tenant=B) as client:
-        yield client
-
-
-@pytest.fixture
-async def admin(server: EmbeddedNats, worker: Worker) -> AsyncIterator[SurgeClient]:
-    async with await SurgeClient.connect(server.url, auth("surge")) as client:
-        yield client
 
 
 async def test_the_server_refuses_a_job_past_max_pending(
