@@ -50,19 +50,17 @@ def _run_concurrently(
 def choose_batch(loaded: LoadedModel, runners: int, max_batch: int) -> BatchChoice:
     """The size (<= `max_batch`) with the least time per image, found by climbing."""
     sample = loaded.task.preprocess(loaded.task.warmup_image())
+    sizes = [2**k for k in range(max_batch.bit_length()) if 2**k < max_batch] + [max_batch]
     per_image: dict[int, float] = {}
-    best, size = 1, 1
+    best = 1
     with ThreadPoolExecutor(runners, thread_name_prefix="surge-tune") as pool:
-        while size <= max_batch:
+        for size in sizes:
             _run_concurrently(pool, loaded, sample, size, runners)  # warm this shape
             seconds = _run_concurrently(pool, loaded, sample, size, runners)
             per_image[size] = seconds * 1000 / (runners * size)
             if size > 1 and per_image[size] > per_image[best] * (1 - MIN_GAIN):
                 break
             best = size
-            size = size * 2 if size * 2 <= max_batch or size == max_batch else max_batch
-            if size in per_image:
-                break
     return BatchChoice(best, per_image)
 
 
