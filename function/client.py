@@ -57,6 +57,7 @@ from function.transport.topology import ensure_blob_store, ensure_streams
 __all__ = ["ResultInbox", "SurgeClient", "new_job_id"]
 
 _tracer = trace.get_tracer("surge.client")
+_ACK_TIMEOUT_S = 5.0  # for the stream's acknowledgement of a submitted job (nats-py's)
 
 
 def new_job_id() -> str:
@@ -193,15 +194,11 @@ class SurgeClient:
             span.set_attribute("surge.job_id", job_id)
             headers.update(trace_headers())
             try:
-                await self.js.publish(subject, payload, headers=headers)
-            except NoStreamResponseError:
-                if self.tenant is not None:
-                    raise self._refusal(NoStreamResponseError()) from None
+                await self._store(subject, payload, headers, _ACK_TIMEOUT_S)
+            except NoStreamResponseError:  # an open job (a tenant's refusal says more)
                 # Nothing has created the streams yet (no worker ever ran): create them.
                 await ensure_streams(self.js, WorkerSettings())
-                await self.js.publish(subject, payload, headers=headers)
-            except APIError as exc:
-                raise self._refusal(exc) from exc
+                await self._store(subject, payload, headers, _ACK_TIMEOUT_S)
         return job_id
 
     async def _store(
