@@ -259,6 +259,7 @@ class Admission:
     async def prepare(self, job: InFlightJob) -> None:
         """Full path: dedupe a redelivery, load a blob input, wait for the pixels, decode
         in the pool. Returns with `job.sample` unset if the worker stops meanwhile."""
+        rate_checked = job.request is not None  # by `prepare_now`, which parsed it
         request = job.request or self.parse(job)
         if job.attempts > 1:
             METRICS.redeliveries.labels(self._settings.function).inc()
@@ -266,7 +267,8 @@ class Admission:
             if stored is not None:
                 await self._settler.replay(job, stored)
                 return
-        self.check_rate(job)
+        if not rate_checked:
+            self.check_rate(job)
         job.outputs = self._model.check_outputs(request.outputs)
         data = request.image
         if data is None and request.image_ref is not None:
