@@ -63,13 +63,11 @@ class TopologyWatch(Periodic):
         tenants: TenantConsumers = {}
         for tenant, quota in found.items():
             known = self.tenants.get(tenant)
-            if known is None:  # a tenant NACK (or an operator) made: its bucket too
+            if known is None:  # new; one NACK (or an operator) made needs its bucket too
                 await ensure_tenant_blobs(self._js, tenant, self._settings)
-            consumers = (
-                known[1]
-                if known is not None
-                else await ensure_tenant_consumers(self._js, self._settings, tenant)
-            )
+                consumers = await ensure_tenant_consumers(self._js, self._settings, tenant)
+            else:
+                consumers = known[1]
             tenants[tenant] = (quota, consumers)
         if tenants == self.tenants:
             return
