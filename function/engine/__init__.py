@@ -5,6 +5,7 @@
     consumer    the pull loop: fetch (high before normal), admit, batch, infer, finish
     job         `InFlightJob` and `Admission`: parse, replay, read, decode, or settle early
     finish      `Settler`, `Completion`: postprocess, store, reply, ack; or fail, nak, dead-letter
+    jobmetrics  `JobMetrics`: the per-job Prometheus series, labels resolved once
     feeds       one pull feed per priority and source (open jobs, each tenant)
     batcher     dynamic batching across priorities, sources served in turn
     ratelimit   each tenant's `max_rate`, counted from its stream's sequence numbers
@@ -37,12 +38,16 @@ from function.engine.finish import (
     SMALL_IMAGE_PIXELS,
     Completion,
     Settler,
+    Succeeded,
 )
 from function.engine.job import (
     SMALL_INPUT_BYTES,
     Admission,
     InFlightJob,
     wall_ns,
+)
+from function.engine.jobmetrics import (
+    JobMetrics,
 )
 from function.engine.ratelimit import (
     TenantRates,
@@ -59,9 +64,11 @@ __all__ = [
     "Feeds",
     "InFlightJob",
     "JobConsumer",
+    "JobMetrics",
     "PixelBudget",
     "PriorityBatcher",
     "Settler",
+    "Succeeded",
     "TenantRates",
     "pixel_budget",
     "run_in",

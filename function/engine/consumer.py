@@ -44,7 +44,7 @@ from function.engine.finish import Completion, Settler
 from function.engine.job import Admission, InFlightJob, wall_ns
 from function.engine.ratelimit import TenantRates
 from function.models.hardware import usable_cpus
-from function.telemetry import METRICS, context_from_headers
+from function.telemetry import context_from_headers
 from function.transport.connection import Trouble
 from function.transport.storage import ResultStore
 
@@ -145,7 +145,7 @@ class JobConsumer:
         key = _stream_position(job.msg)
         if self._by_sequence.get(key) is job:
             del self._by_sequence[key]
-        METRICS.in_flight.labels(self._settings.function).set(len(self._in_flight))
+        self._settler.metrics.in_flight.set(len(self._in_flight))
         self._admission.release(job)
         self._room.set()
 
@@ -207,7 +207,7 @@ class JobConsumer:
         self._in_flight.add(job)
         self._held[source] = self._held.get(source, 0) + 1
         self._by_sequence[position] = job
-        METRICS.in_flight.labels(self._settings.function).set(len(self._in_flight))
+        self._settler.metrics.in_flight.set(len(self._in_flight))
         if self._stopping.is_set():
             self._spawn(self._settler.hand_back(job))
             return
@@ -256,7 +256,10 @@ class JobConsumer:
                 free.release()
                 return
             self._room.set()
-            self._spawn(self._run_guarded(batch, free))
+            if self._model.fast:  # the run is cheaper than a task: no need to overlap it
+                await self._run_guarded(batch, free)
+            else:
+                self._spawn(self._run_guarded(batch, free))
 
     async def _run_guarded(self, batch: list[InFlightJob], free: asyncio.Semaphore) -> None:
         try:
@@ -321,7 +324,7 @@ class JobConsumer:
         finally:
             self._budget.release(pixels)
         infer_ms = (end_ns - start_ns) / 1e6
-        METRICS.inference.labels(self._settings.function).observe(infer_ms / 1000)
+        self._settler.metrics.inference.observe(infer_ms / 1000)
         return outputs, Timings(batch_size=1, inference_ms=infer_ms)
 
     async def _progress_loop(self) -> None:

@@ -15,12 +15,13 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
 
 import numpy as np
 from opentelemetry import trace
-from opentelemetry.trace import StatusCode
+from opentelemetry.trace import Span, StatusCode
 
 from function.contract.bounds import safe_reply_to
 from function.contract.errors import ErrorCode, JobError
@@ -36,12 +37,17 @@ from function.contract.wire import (
 )
 from function.engine.batchmodel import BatchModel, run_in
 from function.engine.job import InFlightJob, wall_ns
-from function.telemetry import METRICS, bind, tenant_label, trace_headers
-from function.transport.storage import ResultStore
+from function.engine.jobmetrics import JobMetrics
+from function.telemetry import METRICS, bind, trace_headers
+from function.transport.storage import EncodedResult, ResultStore
 
-__all__ = ["SMALL_IMAGE_PIXELS", "Completion", "Settler"]
+__all__ = ["SMALL_IMAGE_PIXELS", "Completion", "Settler", "Succeeded"]
 
 log = logging.getLogger("surge.settle")
+
+# A job whose batch ran and whose outputs are made: its result is ready to store.
+Succeeded = tuple[InFlightJob, dict[str, Output], Timings]
+_tracer = trace.get_tracer("surge")
 
 
 class Settler:
@@ -59,6 +65,7 @@ class Settler:
         self._model = model
         self._on_settled = on_settled
         self._function = settings.function
+        self.metrics = JobMetrics(settings.function, settings.tenants)
 
     def _result(self, job: InFlightJob, timings: Timings, **fields: object) -> Result:
         timings.total_ms = (wall_ns() - job.published_ns) / 1e6
@@ -75,13 +82,22 @@ class Settler:
             }
         )
 
+    @staticmethod
+    def _publish_span(job: InFlightJob) -> Span:
+        """A `publish` span under the job's, when spans are recorded; else the job's own
+        (nothing exports spans: only the trace id is carried on)."""
+        if not job.span.is_recording():
+            return job.span
+        return _tracer.start_span("publish", context=trace.set_span_in_context(job.span))
+
     async def _publish(self, job: InFlightJob, result: Result) -> None:
-        reply_to = self._reply_to(job)
-        publish_span = trace.get_tracer("surge").start_span(
-            "publish", context=trace.set_span_in_context(job.span)
-        )
-        with trace.use_span(publish_span, end_on_exit=True):
-            await self._results.publish(result, reply_to, trace_headers())
+        span = self._publish_span(job)
+        headers = trace_headers(trace.set_span_in_context(span))
+        try:
+            await self._results.publish(result, self._reply_to(job), headers)
+        finally:
+            if span is not job.span:
+                span.end()
 
     @staticmethod
     def _reply_to(job: InFlightJob) -> str | None:
@@ -93,23 +109,43 @@ class Settler:
 
     def _done(self, job: InFlightJob, status: str, code: str = "") -> None:
         job.settled = True
-        METRICS.jobs.labels(self._function, status, code).inc()
-        tenant = tenant_label(job.tenant, self._settings.tenants)
-        METRICS.tenant_jobs.labels(self._function, tenant, status).inc()
+        self.metrics.finished(job.tenant, status, code)
         latency = (wall_ns() - job.published_ns) / 1e9
-        METRICS.latency.labels(self._function).observe(max(latency, 0.0))
+        self.metrics.latency.observe(max(latency, 0.0))
         job.span.set_attribute("surge.status", status)
         if code:
             job.span.set_status(StatusCode.ERROR, code)
         job.span.end()
         self._on_settled(job)
 
-    async def succeed(self, job: InFlightJob, outputs: dict[str, Output], timings: Timings) -> None:
-        """Store and send the ok result, then ack."""
-        result = self._result(job, timings, status=JobStatus.OK, outputs=outputs)
-        await self._publish(job, result)
-        await job.msg.ack()
-        self._done(job, "ok")
+    async def succeed_all(self, done: Sequence[Succeeded]) -> list[tuple[InFlightJob, Exception]]:
+        """Store the ok results of a batch (their acknowledgements awaited together),
+        then send each and ack its job. Returns the jobs left unsettled, with why."""
+        failed: list[tuple[InFlightJob, Exception]] = []
+        stored: list[tuple[InFlightJob, Span, EncodedResult]] = []
+        for job, outputs, timings in done:
+            span = self._publish_span(job)
+            result = self._result(job, timings, status=JobStatus.OK, outputs=outputs)
+            try:
+                headers = trace_headers(trace.set_span_in_context(span))
+                stored.append((job, span, await self._results.encode(result, headers)))
+            except Exception as exc:  # e.g. the blob store refused an offloaded image
+                failed.append((job, exc))
+        outcomes = await self._results.store_all([encoded for _, _, encoded in stored])
+        for (job, span, encoded), outcome in zip(stored, outcomes, strict=True):
+            try:
+                if isinstance(outcome, Exception):
+                    raise outcome
+                await self._results.reply(self._reply_to(job), encoded)
+                await job.msg.ack()
+            except Exception as exc:
+                failed.append((job, exc))
+                continue
+            finally:
+                if span is not job.span:
+                    span.end()
+            self._done(job, "ok")
+        return failed
 
     async def fail(self, job: InFlightJob, error: JobError, timings: Timings | None = None) -> None:
         """Store and send an error result, then terminate: never retried."""
@@ -190,7 +226,18 @@ class Settler:
 
 
 log = logging.getLogger("surge.completion")
-_tracer = trace.get_tracer("surge")
+T = TypeVar("T")
+
+
+async def _outcomes(futures: list[asyncio.Future[T]]) -> list[T | BaseException]:
+    """Each future's result or exception, once all are done (without a loop turn when
+    they already are, as postprocessing done inline is)."""
+    if not all(future.done() for future in futures):
+        await asyncio.wait(futures)
+    return [
+        asyncio.CancelledError() if f.cancelled() else f.exception() or f.result() for f in futures
+    ]
+
 
 SMALL_IMAGE_PIXELS = 64 * 64 * 16  # postprocessing smaller images is cheaper than a thread hop
 
@@ -207,8 +254,6 @@ class Completion:
     ) -> None:
         self._model = model
         self._settler = settler
-        self._function = settings.function
-        self._tenants = settings.tenants
         self._cpu_pool = cpu_pool
         self.completed = 0
         self.first_job_at: float | None = None
@@ -230,6 +275,8 @@ class Completion:
             await self.guarded(job, exc)
 
     def _spans(self, job: InFlightJob, size: int, start_ns: int, end_ns: int) -> None:
+        if not job.span.is_recording():
+            return
         parent = trace.set_span_in_context(job.span)
         _tracer.start_span("batch wait", context=parent, start_time=job.fetched_ns).end(start_ns)
         infer = _tracer.start_span("inference", context=parent, start_time=start_ns)
@@ -247,45 +294,66 @@ class Completion:
                 await self.guarded(job, error)
             return
         infer_ms = (end_ns - start_ns) / 1e6
-        METRICS.batch_size.labels(self._function).observe(size)
-        METRICS.inference.labels(self._function).observe(infer_ms / 1000)
+        metrics = self._settler.metrics
+        metrics.batch_size.observe(size)
+        metrics.inference.observe(infer_ms / 1000)
         self.batch_sizes.append(size)
-        settling = []
+        made: list[asyncio.Future[dict[str, Output]]] = []
+        timings: list[Timings] = []
         for index, job in enumerate(batch):
             self._spans(job, size, start_ns, end_ns)
-            share = infer_ms / 1000 / size  # this job's part of the batch's model time
-            tenant = tenant_label(job.tenant, self._tenants)
-            METRICS.tenant_compute.labels(self._function, tenant).inc(share)
+            metrics.compute(job.tenant, infer_ms / 1000 / size)  # its part of the model time
             queued_ms = (start_ns - job.published_ns) / 1e6
-            METRICS.queue_wait.labels(self._function).observe(max(queued_ms, 0.0) / 1000)
-            timings = Timings(queued_ms=queued_ms, batch_size=size, inference_ms=infer_ms)
-            settling.append(self._complete_one(job, out[index], timings))
-        # The jobs of a batch settle concurrently: their result stores overlap on the wire.
-        await asyncio.gather(*settling)
-
-    async def _complete_one(self, job: InFlightJob, row: np.ndarray, timings: Timings) -> None:
-        with bind(job_id=job.job_id, trace_id=job.trace_id, tenant=job.tenant):
-            await self._complete_guarded(job, row, timings)
-
-    async def _complete_guarded(self, job: InFlightJob, row: np.ndarray, timings: Timings) -> None:
-        assert job.image is not None
-        small = self._model.fast and job.image.width * job.image.height <= SMALL_IMAGE_PIXELS
-        try:
-            outputs = await run_in(
-                self._cpu_pool, small, self._model.postprocess, row, job.image, job.outputs
-            )
+            metrics.queue_wait.observe(max(queued_ms, 0.0) / 1000)
+            timings.append(Timings(queued_ms=queued_ms, batch_size=size, inference_ms=infer_ms))
+            made.append(self._postprocess(job, out[index]))
+        # Postprocessing runs across the CPU pool; the results are stored together.
+        outcomes = await _outcomes(made)
+        succeeded: list[Succeeded] = []
+        for job, timing, outcome in zip(batch, timings, outcomes, strict=True):
             job.image = None  # the decoded pixels go now; the budget gets them back at settle
-            await self._settler.succeed(job, outputs, timings)
-        except JobError as exc:
-            await self.fail(job, exc, timings)
-            return
+            if isinstance(outcome, BaseException):
+                await self._not_completed(job, outcome, timing)
+            else:
+                succeeded.append((job, outcome, timing))
+        failed = await self._settler.succeed_all(succeeded)
+        for job, problem in failed:
+            await self._not_completed(job, problem, None)
+        if len(failed) < len(succeeded):
+            self.completed += len(succeeded) - len(failed)
+            self.first_job_at = self.first_job_at or time.time()
+
+    def _postprocess(self, job: InFlightJob, row: np.ndarray) -> asyncio.Future[dict[str, Output]]:
+        """Postprocess one row: here for a small image under a fast model (cheaper than a
+        thread hop), else in the CPU pool."""
+        image = job.image
+        assert image is not None
+        loop = asyncio.get_running_loop()
+        if not (self._model.fast and image.width * image.height <= SMALL_IMAGE_PIXELS):
+            return loop.run_in_executor(
+                self._cpu_pool, self._model.postprocess, row, image, job.outputs
+            )
+        made: asyncio.Future[dict[str, Output]] = loop.create_future()
+        try:
+            made.set_result(self._model.postprocess(row, image, job.outputs))
         except Exception as exc:
-            log.exception("completing job failed")
-            if not job.settled:
-                await self.guarded(job, exc)
+            made.set_exception(exc)
+        return made
+
+    async def _not_completed(
+        self, job: InFlightJob, error: BaseException, timings: Timings | None
+    ) -> None:
+        """A job of a batch that could not be completed: bad input fails it; anything
+        else is retried or dead-lettered."""
+        if isinstance(error, JobError):
+            await self.fail(job, error, timings)
             return
-        self.completed += 1
-        self.first_job_at = self.first_job_at or time.time()
+        if not isinstance(error, Exception):
+            return  # cancelled: the worker is stopping, and its drain hands the job back
+        with bind(job_id=job.job_id, trace_id=job.trace_id, tenant=job.tenant):
+            log.error("completing job failed: %r", error, exc_info=error)
+        if not job.settled:
+            await self.guarded(job, error)
 
     async def split_after_failure(
         self, batch: list[InFlightJob], error: Exception, infer_pool: ThreadPoolExecutor

@@ -18,6 +18,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -76,7 +77,7 @@ class InFlightJob:
     def attempts(self) -> int:
         return int(self.msg.metadata.num_delivered or 1)
 
-    @property
+    @cached_property
     def published_ns(self) -> int:
         """When the job entered the stream (falls back to when it was fetched)."""
         stamp = self.msg.metadata.timestamp
@@ -99,7 +100,7 @@ class InFlightJob:
         """The tenant the job's subject names (the server vouches for it), or None."""
         return self.request.tenant if self.request else tenant_of(self.msg.subject)
 
-    @property
+    @cached_property
     def trace_id(self) -> str | None:
         return trace_id_of(self.span)
 
@@ -234,26 +235,31 @@ class Admission:
         if request.image is None:
             return False
         job.outputs = self._model.check_outputs(request.outputs)
-        limit = min(self._settings.max_pixels, FAST_PATH_PIXELS)
+        if not job.span.is_recording():
+            return self._decode_now(job, request.image, request.content_type)
         with _tracer.start_as_current_span("decode", context=trace.set_span_in_context(job.span)):
-            try:
-                pending = open_image(request.image, request.content_type, max_pixels=limit)
-            except BadInput as exc:
-                if exc.code is ErrorCode.TOO_MANY_PIXELS and limit < self._settings.max_pixels:
-                    return False  # small file, big picture: decode it off the loop
-                raise
-            pixels, later = self._reserve(job.outputs, pending)
-            if not self._budget.try_acquire(pixels, high=job.priority is Priority.HIGH):
-                return False
-            job.pixels = pixels
-            try:
-                job.image, job.sample = self._decode(pending)
-            except BadInput:
-                raise  # settled as an error, which releases the pixels
-            except Exception:
-                self.release(job)  # the full path takes them again
-                raise
-            self._hold(job, job.image, later)
+            return self._decode_now(job, request.image, request.content_type)
+
+    def _decode_now(self, job: InFlightJob, data: bytes, content_type: str | None) -> bool:
+        limit = min(self._settings.max_pixels, FAST_PATH_PIXELS)
+        try:
+            pending = open_image(data, content_type, max_pixels=limit)
+        except BadInput as exc:
+            if exc.code is ErrorCode.TOO_MANY_PIXELS and limit < self._settings.max_pixels:
+                return False  # small file, big picture: decode it off the loop
+            raise
+        pixels, later = self._reserve(job.outputs, pending)
+        if not self._budget.try_acquire(pixels, high=job.priority is Priority.HIGH):
+            return False
+        job.pixels = pixels
+        try:
+            job.image, job.sample = self._decode(pending)
+        except BadInput:
+            raise  # settled as an error, which releases the pixels
+        except Exception:
+            self.release(job)  # the full path takes them again
+            raise
+        self._hold(job, job.image, later)
         return True
 
     async def prepare(self, job: InFlightJob) -> None:

@@ -4,6 +4,7 @@ topology    streams, consumers and the blob bucket, created idempotently
 connect     opening a connection: credentials, TLS, a first try that fails clearly
 pull        one continuous pull request per consumer (`PullFeed`)
 storage     results stored by job id, replies, dead letters, blobs (`ResultStore`)
+acks        writes to JetStream whose acknowledgements are awaited together (`StreamWrites`)
 heartbeat   the heartbeat publisher
 connection  what nats-py's callbacks say about the connection (`ConnectionHealth`)
 poison      dead-letters jobs whose every worker died (MAX_DELIVERIES advisories)
@@ -15,6 +16,9 @@ periodic    background loops, and stopping a task for sure (`end_task`)
 
 from __future__ import annotations
 
+from function.transport.acks import (
+    StreamWrites,
+)
 from function.transport.connect import (
     connect_options,
     open_nats,
@@ -46,6 +50,7 @@ from function.transport.recovery import (
     TopologyWatch,
 )
 from function.transport.storage import (
+    EncodedResult,
     ResultStore,
     fetch_result,
 )
@@ -78,12 +83,14 @@ from function.transport.topology import (
 
 __all__ = [
     "ConnectionHealth",
+    "EncodedResult",
     "HeartbeatPublisher",
     "OrphanSweeper",
     "Periodic",
     "PoisonSweeper",
     "PullFeed",
     "ResultStore",
+    "StreamWrites",
     "TenantConsumers",
     "TenantError",
     "Topology",

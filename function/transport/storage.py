@@ -17,6 +17,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+from collections.abc import Sequence
+from typing import NamedTuple
 
 from nats.aio.client import Client as NATS
 from nats.errors import NoRespondersError
@@ -36,8 +38,9 @@ from function.contract.settings import (
 )
 from function.contract.wire import DeadLetter, ErrorInfo, ImageOutput, JobStatus, Result
 from function.telemetry import METRICS
+from function.transport.acks import StreamWrites
 
-__all__ = ["ResultStore", "fetch_result"]
+__all__ = ["EncodedResult", "ResultStore", "fetch_result"]
 
 log = logging.getLogger("surge.results")
 STORE_TIMEOUT_S = 10.0
@@ -57,6 +60,16 @@ async def fetch_result(
         return None
     assert raw.data is not None
     return Result.model_validate_json(raw.data)
+
+
+class EncodedResult(NamedTuple):
+    """A result ready to store and send: its body, reply headers, stored headers."""
+
+    job_id: str
+    subject: str
+    body: bytes
+    headers: dict[str, str]
+    stored_headers: dict[str, str]
 
 
 def _scoped_id(kind: str, job_id: str, tenant: str | None) -> str:
@@ -84,6 +97,7 @@ class ResultStore:
         self._max_input = max_input
         self._function = function
         self._tenant_blobs: dict[str, ObjectStore] = {}
+        self._writes = StreamWrites(nc)
 
     def fits(self, body: bytes, headers: dict[str, str] | None) -> bool:
         """Whether a message is within the server's `max_payload`, headers included."""
@@ -164,28 +178,44 @@ class ResultStore:
 
         A failed reply is logged and counted, never raised: the stored result stands.
         """
+        encoded = await self.encode(result, trace_headers)
+        [failure] = await self.store_all([encoded])
+        if failure is not None:
+            raise failure
+        await self.reply(reply_to, encoded)
+
+    async def encode(self, result: Result, trace_headers: dict[str, str]) -> EncodedResult:
+        """The result as it will be stored: images moved to the bucket when too large
+        to inline, or a short `result_too_large` error when even that does not fit."""
         await self._offload(result)
-        body, headers, stored = self._encode(result, trace_headers)
-        if not self.fits(body, stored):
+        encoded = self._encode(result, trace_headers)
+        if not self.fits(encoded.body, encoded.stored_headers):
             await self._offload(result, force=True)
-            body, headers, stored = self._encode(result, trace_headers)
-        if not self.fits(body, stored):
+            encoded = self._encode(result, trace_headers)
+        if not self.fits(encoded.body, encoded.stored_headers):
             METRICS.oversized.labels(self._function, "result").inc()
-            result = self._too_large(result, len(body))
-            body, headers, stored = self._encode(result, trace_headers)
-        # Store first: a client never sees a result that is not the final one.
-        await self._js.publish(
-            result_subject(result.job_id, result.tenant),
-            body,
-            headers=stored,
-            timeout=STORE_TIMEOUT_S,
-        )
-        await self._reply(reply_to, body, headers, result.job_id)
+            result = self._too_large(result, len(encoded.body))
+            encoded = self._encode(result, trace_headers)
+        return encoded
+
+    async def store_all(self, results: Sequence[EncodedResult]) -> list[BaseException | None]:
+        """Store every result, awaiting the stream's acks together: None for each one
+        stored, else why not. Store first, reply after: a client never sees a result
+        that is not the final one."""
+        writes = []
+        for encoded in results:
+            try:
+                writes.append(
+                    await self._writes.write(encoded.subject, encoded.body, encoded.stored_headers)
+                )
+            except Exception as exc:  # the connection is gone: nothing later goes out either
+                failed: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+                failed.set_exception(exc)
+                writes.append(failed)
+        return await self._writes.settle(writes, STORE_TIMEOUT_S)
 
     @staticmethod
-    def _encode(
-        result: Result, trace_headers: dict[str, str]
-    ) -> tuple[bytes, dict[str, str], dict[str, str]]:
+    def _encode(result: Result, trace_headers: dict[str, str]) -> EncodedResult:
         """Body, reply headers, and the stored copy's headers (with its de-duplication id)."""
         headers = {
             **trace_headers,
@@ -196,7 +226,10 @@ class ResultStore:
         if result.error is not None:
             headers[Header.ERROR_CODE] = result.error.code.value
         stored = {**headers, Header.MSG_ID: _scoped_id("result", result.job_id, result.tenant)}
-        return result.model_dump_json().encode(), headers, stored
+        subject = result_subject(result.job_id, result.tenant)
+        return EncodedResult(
+            result.job_id, subject, result.model_dump_json().encode(), headers, stored
+        )
 
     def _too_large(self, result: Result, size: int) -> Result:
         """The short error that replaces a result the server could not carry."""
@@ -211,6 +244,10 @@ class ResultStore:
                 "error": ErrorInfo(code=ErrorCode.RESULT_TOO_LARGE, message=message),
             }
         )
+
+    async def reply(self, reply_to: str | None, encoded: EncodedResult) -> None:
+        """Send a stored result to `reply_to` (a failure is logged and counted)."""
+        await self._reply(reply_to, encoded.body, encoded.headers, encoded.job_id)
 
     async def _reply(
         self, reply_to: str | None, body: bytes, headers: dict[str, str], job_id: str

@@ -72,10 +72,27 @@ class MemoryStore:
         self.failing = failing or set()
 
     async def publish(self, result: Result, reply_to: str | None, headers: Any) -> None:
-        if result.job_id in self.failing:
-            raise TimeoutError("store timed out")
-        self.results[result.job_id] = result
-        self.log.append(("store", result.job_id))
+        [failure] = await self.store_all([result])
+        if failure is not None:
+            raise failure
+        await self.reply(reply_to, result)
+
+    async def encode(self, result: Result, headers: Any) -> Result:
+        return result  # stored as it is
+
+    async def store_all(self, results: list[Result]) -> list[BaseException | None]:
+        outcomes: list[BaseException | None] = []
+        for result in results:
+            if result.job_id in self.failing:
+                outcomes.append(TimeoutError("store timed out"))
+                continue
+            self.results[result.job_id] = result
+            self.log.append(("store", result.job_id))
+            outcomes.append(None)
+        return outcomes
+
+    async def reply(self, reply_to: str | None, encoded: Result) -> None:
+        self.log.append(("reply", encoded.job_id))
 
     async def resend(self, result: Result, reply_to: str | None) -> None:
         self.log.append(("resend", result.job_id))
@@ -142,7 +159,7 @@ async def test_ack_comes_after_the_result_is_stored(engine: Engine) -> None:
     await engine.completion.complete(jobs, out, 0, 1)
     for job_id in ("a", "b"):
         events = [event for event, jid in engine.log if jid == job_id]
-        assert events == ["store", "ack"]
+        assert events == ["store", "reply", "ack"]
     assert sorted(engine.settled) == ["a", "b"]
     assert engine.store.results["a"].outputs["scores"] == ScoresOutput(scores={"mean": 1.0})
 
@@ -156,10 +173,21 @@ async def test_a_failed_store_never_acks_and_the_job_comes_back(engine: Engine) 
     assert engine.settled == ["a"] and held.settled
 
 
+async def test_one_failed_store_in_a_batch_leaves_the_others_answered(engine: Engine) -> None:
+    engine.store.failing.add("b")
+    jobs = [job(engine, "a"), job(engine, "b"), job(engine, "c")]
+    out = FakeModel().run_batch([j.ready_sample for j in jobs])
+    await engine.completion.complete(jobs, out, 0, 1)
+    for job_id in ("a", "c"):
+        assert [e for e, jid in engine.log if jid == job_id] == ["store", "reply", "ack"]
+    assert [e for e, jid in engine.log if jid == "b"] == ["nak"]
+    assert sorted(engine.settled) == ["a", "b", "c"] and engine.completion.completed == 2
+
+
 async def test_bad_input_is_stored_then_terminated_once(engine: Engine) -> None:
     held = job(engine, "bad")
     await engine.completion.fail(held, BadInput(ErrorCode.BAD_IMAGE, "not an image"))
-    assert engine.log == [("store", "bad"), ("term", "bad")]
+    assert engine.log == [("store", "bad"), ("reply", "bad"), ("term", "bad")]
     result = engine.store.results["bad"]
     assert result.error is not None and result.error.code is ErrorCode.BAD_IMAGE
     assert engine.settled == ["bad"]
@@ -170,8 +198,8 @@ async def test_a_failing_batch_is_retried_job_by_job(engine: Engine) -> None:
     with pytest.raises(TransientError):
         FakeModel().run_batch([j.ready_sample for j in batch])
     await engine.completion.split_after_failure(batch, TransientError("oom"), engine.pool)
-    assert [e for e, jid in engine.log if jid == "ok-1"] == ["store", "ack"]
-    assert [e for e, jid in engine.log if jid == "ok-2"] == ["store", "ack"]
+    assert [e for e, jid in engine.log if jid == "ok-1"] == ["store", "reply", "ack"]
+    assert [e for e, jid in engine.log if jid == "ok-2"] == ["store", "reply", "ack"]
     assert [e for e, jid in engine.log if jid == "poison"] == ["nak"]
     assert sorted(engine.settled) == ["ok-1", "ok-2", "poison"]
 
@@ -179,7 +207,12 @@ async def test_a_failing_batch_is_retried_job_by_job(engine: Engine) -> None:
 async def test_the_last_attempt_is_dead_lettered_and_answered(engine: Engine) -> None:
     held = job(engine, "tired", value=-1.0, delivered=3)
     await engine.completion.split_after_failure([held], TransientError("oom"), engine.pool)
-    assert engine.log == [("dead_letter", "tired"), ("store", "tired"), ("term", "tired")]
+    assert engine.log == [
+        ("dead_letter", "tired"),
+        ("store", "tired"),
+        ("reply", "tired"),
+        ("term", "tired"),
+    ]
     result = engine.store.results["tired"]
     assert result.error is not None and result.error.code is ErrorCode.MAX_DELIVER_EXCEEDED
     assert engine.store.letters[0].payload_bytes == len(b"payload")
@@ -199,5 +232,5 @@ async def test_a_redelivery_of_a_stored_job_is_answered_from_the_store(engine: E
     stored = await engine.store.lookup("twice")
     assert stored is not None
     await engine.settler.replay(again, stored)
-    assert [e for e, _ in engine.log] == ["store", "ack", "resend", "ack"]
+    assert [e for e, _ in engine.log] == ["store", "reply", "ack", "resend", "ack"]
     assert engine.settled == ["twice", "twice"]  # one ending per delivery, one result
