@@ -2,46 +2,51 @@
 
 surge worker                      run the function (consume jobs from NATS)
 surge submit a.png b.jpg --wait   publish jobs and wait for their results
-surge result JOB_ID               fetch a stored result
+surge result JOB_ID [--out DIR]   fetch a stored result (images elided, or saved as files)
 surge models fetch                download and prepare the models
 surge nats                        run an embedded nats-server for development
 surge tenants add|list|remove     tenants' job streams and quotas
 
 The scaler's and the load generator's commands (`surge up`, `surge demo`, `surge scaler`,
 `surge prewarm`, `surge loadgen`) come from the `surge.commands` entry-point group, loaded
-only when asked for: `surge worker` imports neither package.
+only when asked for; the client commands (`submit`, `result`, `nats`, `tenants`) too:
+`surge worker` imports none of them, and starts sooner.
+
+A command that finds no NATS server says so in one line within 3 s and exits 2;
+`surge --wait-for-nats SECONDS ...` (or SURGE_CONNECT_WAIT_S) waits longer.
 """
 
 from __future__ import annotations
 
-import asyncio
-import json
 import os
+import signal
 import sys
-import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from importlib.metadata import entry_points
 from pathlib import Path
+from types import FrameType
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from function.commands import nats_command, tenants_app
+from function.commands.options import DEFAULT_NATS_URL, Function, NatsUrl
 from function.contract.errors import SurgeError
 from function.contract.nats_auth import NatsConnectError
-from function.contract.quota import QuotaExceeded
-from function.contract.settings import (
-    DEFAULT_FUNCTION,
-    Priority,
-    WorkerSettings,
-    is_valid_tenant,
-)
-from function.contract.wire import ImageOutput, JobStatus, Result, ScoresOutput
+from function.contract.settings import DEFAULT_FUNCTION, WorkerSettings, is_valid_tenant
+from function.transport.connect import CONNECT_WAIT_ENV, NatsUnreachable
 
-__all__ = ["COMMAND_GROUP", "app", "full_app", "load_commands", "main"]
+__all__ = [
+    "COMMAND_GROUP",
+    "LIGHT_COMMANDS",
+    "app",
+    "full_app",
+    "load_commands",
+    "main",
+    "mount_client_commands",
+]
+
+_mounted: set[str] = set()
 
 app = typer.Typer(
     help="Surge: scale-to-zero GPU inference on NATS JetStream.",
@@ -63,11 +68,7 @@ NATS_AUTH_OPTIONS = {
     "--tls-key": ("SURGE_NATS_TLS_KEY", "Client key for mutual TLS."),
     "--tenant": ("SURGE_TENANT", "Your tenant: jobs, results and replies scoped to it."),
 }
-
-
-def _tenant() -> str | None:
-    """The tenant `surge --tenant` (or SURGE_TENANT) names, if any."""
-    return os.environ.get("SURGE_TENANT") or None
+WAIT_FOR_NATS = "--wait-for-nats"
 
 
 def _auth_option(flag: str) -> Any:
@@ -86,6 +87,17 @@ def _nats_credentials(
     tls_cert: Annotated[Path | None, _auth_option("--tls-cert")] = None,
     tls_key: Annotated[Path | None, _auth_option("--tls-key")] = None,
     tenant: Annotated[str | None, _auth_option("--tenant")] = None,
+    wait_for_nats: Annotated[
+        float | None,
+        typer.Option(
+            WAIT_FOR_NATS,
+            envvar=CONNECT_WAIT_ENV,
+            min=0.0,
+            metavar="SECONDS",
+            help="How long a command waits for NATS to answer before it gives up "
+            "(default 3; inf: for ever; a worker retries until NATS answers).",
+        ),
+    ] = None,
 ) -> None:
     """Surge: scale-to-zero GPU inference on NATS JetStream."""
     if tenant is not None and not is_valid_tenant(tenant):
@@ -94,24 +106,39 @@ def _nats_credentials(
     for (env, _), value in zip(NATS_AUTH_OPTIONS.values(), given, strict=True):
         if value is not None:
             os.environ[env] = str(value)
+    if wait_for_nats is not None:
+        os.environ[CONNECT_WAIT_ENV] = str(wait_for_nats)
 
 
 app.add_typer(models_app, name="models")
-app.add_typer(tenants_app, name="tenants")
-app.command("nats")(nats_command)
 console = Console(stderr=True)
+LIGHT_COMMANDS = frozenset({"worker", "models"})  # need none of the client commands
 
-NatsUrl = Annotated[
-    str, typer.Option("--nats-url", envvar="SURGE_NATS_URL", help="NATS server URL.")
-]
-Function = Annotated[
-    str, typer.Option("--function", "-f", envvar="SURGE_FUNCTION", help="Function to run.")
-]
+
+def mount_client_commands(target: typer.Typer = app) -> None:
+    """Add `submit`, `result`, `nats` and `tenants` (once)."""
+    if "client" in _mounted:
+        return
+    from function.commands.jobs import result, submit
+    from function.commands.nats import nats_command
+    from function.commands.tenants import tenants_app
+
+    target.add_typer(tenants_app, name="tenants")
+    target.command("nats")(nats_command)
+    target.command()(submit)
+    target.command()(result)
+    _mounted.add("client")
+
+
+def _stopped(signum: int, frame: FrameType | None) -> None:
+    """uvicorn drains on SIGTERM/SIGINT, then raises the signal again for the handler it
+    found: this one, so a drained worker exits 0 (a normal stop), not killed by it."""
+    raise SystemExit(0)
 
 
 @app.command()
 def worker(
-    nats_url: NatsUrl = "nats://127.0.0.1:4222",
+    nats_url: NatsUrl = DEFAULT_NATS_URL,
     function: Function = DEFAULT_FUNCTION,
     max_batch: Annotated[int | None, typer.Option(help="Largest inference batch.")] = None,
     max_batch_wait_ms: Annotated[
@@ -135,153 +162,9 @@ def worker(
         "model_dir": model_dir,
         "http_port": http_port,
     }
+    for stop in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(stop, _stopped)
     serve(WorkerSettings(**{k: v for k, v in overrides.items() if v is not None}))
-
-
-def _progress() -> Progress:
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-    )
-
-
-def _save_outputs(result: Result, out: Path, blobs: dict[str, bytes]) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"{result.job_id}.json").write_text(result.model_dump_json(indent=2))
-    for name, data in blobs.items():
-        (out / f"{result.job_id}.{name}.png").write_bytes(data)
-
-
-async def _submit(
-    images: list[Path],
-    nats_url: str,
-    function: str,
-    priority: Priority,
-    wait: bool,
-    out: Path | None,
-    outputs: list[str],
-    timeout: float,
-) -> list[Result]:
-    from function.client import SurgeClient
-
-    async with await SurgeClient.connect(nats_url, tenant=_tenant()) as client:
-        inbox = await client.inbox()
-        ids: dict[str, Path] = {}
-        with _progress() as progress:
-            task = progress.add_task("publishing", total=len(images))
-            for path in images:
-                try:
-                    job_id = await client.submit(
-                        path.read_bytes(),
-                        function=function,
-                        priority=priority,
-                        outputs=outputs,
-                        reply_to=inbox.subject,
-                    )
-                except QuotaExceeded:
-                    for job_id, queued in ids.items():  # those before it stay queued
-                        typer.echo(f"{job_id}\t{queued}")
-                    raise
-                ids[job_id] = path
-                progress.advance(task)
-            if not wait:
-                for job_id, path in ids.items():
-                    typer.echo(f"{job_id}\t{path}")
-                return []
-            task = progress.add_task("waiting for results", total=len(ids))
-            deadline = time.monotonic() + timeout
-            while len(inbox.results) < len(ids) and time.monotonic() < deadline:
-                await asyncio.sleep(0.1)
-                progress.update(task, completed=len(set(inbox.results) & set(ids)))
-            results = await inbox.wait(ids, timeout=0)
-            progress.update(task, completed=len(results))
-        for job_id, result in results.items():
-            blobs = {
-                name: await client.output_bytes(o)
-                for name, o in result.outputs.items()
-                if isinstance(o, ImageOutput)
-            }
-            if out is not None:
-                _save_outputs(result, out, blobs)
-            typer.echo(_describe(result, ids[job_id]))
-        for job_id in set(ids) - set(results):
-            typer.echo(f"{job_id}\t{ids[job_id]}\tno result within {timeout:.0f}s")
-        await inbox.close()
-        return list(results.values())
-
-
-def _describe(result: Result, path: Path | str) -> str:
-    if result.status is JobStatus.ERROR and result.error is not None:
-        return f"{result.job_id}\t{path}\terror\t{result.error.code.value}: {result.error.message}"
-    parts = []
-    for name, output in result.outputs.items():
-        if isinstance(output, ScoresOutput):
-            parts.append(
-                f"{name}=" + json.dumps({k: round(v, 4) for k, v in output.scores.items()})
-            )
-        else:
-            parts.append(f"{name}={output.width}x{output.height}")
-    return f"{result.job_id}\t{path}\tok\t{' '.join(parts)}\t{result.timings.total_ms:.0f} ms"
-
-
-@contextmanager
-def _one_line_errors() -> Iterator[None]:
-    """A refusal (a quota, a tenant with no stream) ends as one line and exit status 1."""
-    try:
-        yield
-    except NatsConnectError:
-        raise  # `main` says it, exit status 2
-    except SurgeError as exc:
-        typer.echo(f"surge: {exc}", err=True)
-        raise typer.Exit(1) from None
-
-
-@app.command()
-def submit(
-    images: Annotated[list[Path], typer.Argument(exists=True, dir_okay=False, help="Image files.")],
-    nats_url: NatsUrl = "nats://127.0.0.1:4222",
-    function: Function = DEFAULT_FUNCTION,
-    priority: Annotated[Priority, typer.Option(help="Job priority.")] = Priority.NORMAL,
-    wait: Annotated[bool, typer.Option("--wait/--no-wait", help="Wait for results.")] = False,
-    out: Annotated[Path | None, typer.Option(help="Write results and images here.")] = None,
-    output: Annotated[
-        list[str] | None, typer.Option("--output", "-o", help="Outputs to ask for, e.g. cutout.")
-    ] = None,
-    timeout: Annotated[float, typer.Option(help="Seconds to wait for results.")] = 120.0,
-) -> None:
-    """Publish images as jobs; with --wait, print each result (and save it with --out).
-
-    A job past the tenant's quota ends it: `quota_exceeded: ...` and exit status 1.
-    """
-    with _one_line_errors():
-        results = asyncio.run(
-            _submit(images, nats_url, function, priority, wait, out, output or [], timeout)
-        )
-    if wait and (len(results) < len(images) or any(r.status is JobStatus.ERROR for r in results)):
-        raise typer.Exit(1)
-
-
-@app.command()
-def result(
-    job_id: Annotated[str, typer.Argument(help="The job id (Nats-Msg-Id).")],
-    nats_url: NatsUrl = "nats://127.0.0.1:4222",
-) -> None:
-    """Print the stored result of a job as JSON (exit 1 when there is none)."""
-    from function.client import SurgeClient
-
-    async def fetch() -> Result | None:
-        async with await SurgeClient.connect(nats_url, tenant=_tenant()) as client:
-            return await client.result(job_id)
-
-    with _one_line_errors():
-        found = asyncio.run(fetch())
-    if found is None:
-        console.print(f"no stored result for job {job_id!r}")
-        raise typer.Exit(1)
-    typer.echo(found.model_dump_json(indent=2))
 
 
 @models_app.command("fetch")
@@ -330,9 +213,6 @@ def models_tune(
 COMMAND_GROUP = "surge.commands"
 
 
-_mounted: set[str] = set()
-
-
 def load_commands(target: typer.Typer = app) -> list[str]:
     """Mount every installed `surge.commands` entry point (`register(app)`) once; return
     those that could not be loaded (an extra not installed)."""
@@ -352,6 +232,7 @@ def load_commands(target: typer.Typer = app) -> list[str]:
 
 def full_app() -> typer.Typer:
     """`surge` with every installed subcommand mounted (for tests and embedding)."""
+    mount_client_commands()
     load_commands()
     return app
 
@@ -369,7 +250,7 @@ def _command_word(argv: list[str]) -> str | None:
     for arg in argv:
         if skip:
             skip = False
-        elif arg in NATS_AUTH_OPTIONS:
+        elif arg in NATS_AUTH_OPTIONS or arg == WAIT_FOR_NATS:
             skip = True
         elif not arg.startswith("-"):
             return arg
@@ -377,12 +258,21 @@ def _command_word(argv: list[str]) -> str | None:
 
 
 def main() -> None:
+    if _command_word(sys.argv[1:]) not in LIGHT_COMMANDS:
+        mount_client_commands()
     if not _builtin(sys.argv[1:]):
         for problem in load_commands():
             console.print(f"[yellow]commands not available:[/] {problem}")
     try:
         app()
-    except NatsConnectError as exc:  # a wrong secret or no server: one line, no traceback
+    except NatsUnreachable as exc:  # no server: one line, and what to do
+        typer.echo(
+            f"surge: {exc}: start one with `surge nats`, name yours with --nats-url (or "
+            f"SURGE_NATS_URL), or wait longer with `surge {WAIT_FOR_NATS} SECONDS ...`",
+            err=True,
+        )
+        raise SystemExit(2) from None
+    except NatsConnectError as exc:  # a wrong secret: one line, no traceback
         typer.echo(f"surge: {exc}", err=True)
         raise SystemExit(2) from None
     except SurgeError as exc:  # a refusal (a quota, a tenant): one line, no traceback

@@ -1,8 +1,10 @@
 """Logs, metrics and traces.
 
-* Logs: one JSON object a line on stderr, with `job_id`, `trace_id`, `function`,
-  `model_version` and `tenant` (an authenticated HTTP caller) on every line (from the
-  record's `extra` or the current context).
+* Logs: one line per record on stderr, with `job_id`, `trace_id`, `function`,
+  `model_version` and `tenant` (an authenticated HTTP caller) where they have a value
+  (from the record's `extra` or the current context): JSON objects in a container (stderr
+  not a terminal), readable `time level logger: message key=value` lines on a terminal;
+  `SURGE_LOG_FORMAT=json|text` chooses.
 * Metrics: Prometheus collectors in the default registry (`METRICS`).
 * Traces: OpenTelemetry; the W3C `traceparent` travels in NATS headers. Spans are
   exported over OTLP/HTTP when an endpoint is configured, and dropped otherwise.
@@ -13,11 +15,12 @@ from __future__ import annotations
 import contextvars
 import json
 import logging
+import os
 import sys
 from collections.abc import Collection, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from opentelemetry import trace
 from opentelemetry.context import Context
@@ -29,14 +32,18 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 from prometheus_client import Counter, Gauge, Histogram
 
 __all__ = [
+    "LOG_FORMAT_ENV",
     "METRICS",
     "JsonFormatter",
+    "LogFormat",
     "Metrics",
+    "TextFormatter",
     "bind",
     "configure_logging",
     "configure_tracing",
     "context_from_headers",
     "current_trace_id",
+    "log_format",
     "set_process_fields",
     "tenant_label",
     "trace_headers",
@@ -85,8 +92,21 @@ def current_trace_id() -> str | None:
     return trace_id_of(trace.get_current_span())
 
 
+def _fields(record: logging.LogRecord) -> dict[str, str]:
+    """The record's context fields that have a value (from `extra`, `bind` or the process)."""
+    bound = {**_process_fields, **(_context.get() or {})}
+    found = {}
+    for field in _FIELDS:
+        value = getattr(record, field, None) or bound.get(field)
+        if field == "trace_id" and not value:
+            value = current_trace_id()
+        if value:
+            found[field] = str(value)
+    return found
+
+
 class JsonFormatter(logging.Formatter):
-    """Formats a record as one JSON object."""
+    """Formats a record as one JSON object; fields without a value are left out."""
 
     def format(self, record: logging.LogRecord) -> str:
         doc: dict[str, Any] = {
@@ -94,30 +114,63 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname.lower(),
             "logger": record.name,
             "msg": record.getMessage(),
+            **_fields(record),
         }
-        bound = {**_process_fields, **(_context.get() or {})}
-        for field in _FIELDS:
-            value = getattr(record, field, None) or bound.get(field)
-            if field == "trace_id" and not value:
-                value = current_trace_id()
-            doc[field] = value
         if record.exc_info:
             doc["exc"] = self.formatException(record.exc_info)
         return json.dumps(doc, default=str)
 
 
+class TextFormatter(logging.Formatter):
+    """One readable line for a terminal: local time, level, logger, message, then the
+    fields that have a value as `key=value` (a traceback, if any, on the lines below)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        clock = datetime.fromtimestamp(record.created).strftime("%H:%M:%S")
+        fields = "".join(f" {key}={value}" for key, value in _fields(record).items())
+        line = f"{clock}.{int(record.msecs):03d} {record.levelname:<7} {record.name}: "
+        line += f"{record.getMessage()}{fields}"
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        return line
+
+
+LogFormat = Literal["json", "text"]
+LOG_FORMAT_ENV = "SURGE_LOG_FORMAT"
+
+
+def log_format(stream: Any) -> tuple[LogFormat, str | None]:
+    """`SURGE_LOG_FORMAT` (json or text), else text on a terminal and JSON elsewhere (a
+    container, a file, a pipe); with a complaint when the variable names neither."""
+    chosen = os.environ.get(LOG_FORMAT_ENV, "").strip().lower()
+    if chosen == "json":
+        return "json", None
+    if chosen == "text":
+        return "text", None
+    isatty = getattr(stream, "isatty", None)
+    auto: LogFormat = "text" if callable(isatty) and isatty() else "json"
+    if not chosen:
+        return auto, None
+    return auto, f"{LOG_FORMAT_ENV}={chosen[:16]!r} is neither json nor text; using {auto}"
+
+
 def configure_logging(level: str = "INFO", stream: Any = None) -> None:
-    """Route the `surge` loggers to JSON lines on stderr (idempotent)."""
+    """Route the `surge` loggers to stderr (idempotent): readable lines on a terminal,
+    JSON lines otherwise, or as `SURGE_LOG_FORMAT` says."""
+    stream = stream or sys.stderr
     root = logging.getLogger("surge")
     root.setLevel(level.upper())
     root.propagate = False
     for handler in list(root.handlers):
         if getattr(handler, "_surge", False):
             root.removeHandler(handler)
-    handler = logging.StreamHandler(stream or sys.stderr)
-    handler.setFormatter(JsonFormatter())
+    handler = logging.StreamHandler(stream)
+    chosen, complaint = log_format(stream)
+    handler.setFormatter(JsonFormatter() if chosen == "json" else TextFormatter())
     handler._surge = True  # type: ignore[attr-defined]
     root.addHandler(handler)
+    if complaint is not None:
+        root.warning("%s", complaint)
 
 
 def configure_tracing(

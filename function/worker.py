@@ -22,12 +22,13 @@ from pathlib import Path
 import numpy as np
 from nats.aio.client import Client as NATS
 
+from function.contract.errors import SurgeError
 from function.contract.heartbeat import Heartbeat, WorkerState
 from function.contract.nats_auth import NatsAuth, NatsConnectError, redact_url
 from function.contract.settings import WorkerSettings
 from function.engine.consumer import JobConsumer
-from function.models import LoadedModel
-from function.models.warmup import ModelAdapter, WarmupHook, load_and_warm
+from function.models import LoadedModel, load_task
+from function.models.warmup import ModelAdapter, WarmupHook, load_and_warm, resolve_hooks
 from function.telemetry import METRICS, set_process_fields
 from function.transport.connect import open_nats
 from function.transport.connection import ConnectionHealth, Trouble
@@ -36,9 +37,9 @@ from function.transport.orphans import OrphanSweeper
 from function.transport.poison import PoisonSweeper
 from function.transport.recovery import TenantConsumers, TopologyWatch
 from function.transport.storage import ResultStore
-from function.transport.topology import ensure_topology
+from function.transport.topology import Topology, ensure_topology
 
-__all__ = ["PROCESS_START", "Worker", "process_start_time"]
+__all__ = ["PROCESS_START", "StartupError", "Worker", "check_startup", "process_start_time"]
 
 log = logging.getLogger("surge.worker")
 
@@ -60,6 +61,20 @@ def process_start_time() -> float:
 
 PROCESS_START = process_start_time()
 IMPORTED_AT = time.time()
+
+
+class StartupError(SurgeError):
+    """Settings the worker cannot start with: an unknown function, a task or a warmup
+    hook that does not load. Raised before anything is created on NATS."""
+
+
+def check_startup(settings: WorkerSettings) -> None:
+    """Raise `StartupError` (one line) unless the function's task and hooks load."""
+    try:
+        load_task(settings.function, settings.task)
+        resolve_hooks(settings.warmup_hooks)
+    except SurgeError as exc:
+        raise StartupError(str(exc)) from None
 
 
 class Worker:
@@ -97,21 +112,8 @@ class Worker:
     def ready(self) -> bool:
         return self.state is WorkerState.READY
 
-    async def start(self) -> None:
-        """Connect and create the topology, load + warm the model, then start consuming."""
-        try:
-            await self._start()
-        except NatsConnectError as exc:  # one clear line: no traceback for a wrong secret
-            self.error = exc
-            log.error("worker failed to start: %s", exc)
-            raise
-        except BaseException as exc:
-            self.error = exc
-            log.exception("worker failed to start")
-            raise
-
-    async def _start(self) -> None:
-        settings = self.settings
+    async def _connect(self, settings: WorkerSettings) -> Topology:
+        """Connect, start the heartbeat, create (or check) the streams and consumers."""
         clock = time.perf_counter()
         self.nc = await open_nats(
             settings.nats_url,
@@ -124,16 +126,44 @@ class Worker:
         log.info(
             "connected to NATS at %s with %s", redact_url(settings.nats_url), self.auth.describe()
         )
-        js = self.nc.jetstream()
         self._heartbeat = HeartbeatPublisher(
             self.nc, settings.function, self.snapshot, settings.heartbeat_interval_s
         )
         self._heartbeat.start()
-        topology = await ensure_topology(js, settings)
+        topology = await ensure_topology(self.nc.jetstream(), settings)
         self.phases["connect"] = time.perf_counter() - clock
-        model, self.warmup_ms, settings = await asyncio.to_thread(
-            load_and_warm, settings, self.warmup_hooks, self.phases
+        return topology
+
+    async def start(self) -> None:
+        """Connect and create the topology, load + warm the model, then start consuming."""
+        try:
+            check_startup(self.settings)  # before anything touches NATS
+            await self._start()
+        except (NatsConnectError, StartupError) as exc:  # one clear line, no traceback
+            self.error = exc
+            log.error("worker failed to start: %s", exc)
+            raise
+        except asyncio.CancelledError:  # stopped while starting (SIGTERM): not a failure
+            raise
+        except BaseException as exc:
+            self.error = exc
+            log.exception("worker failed to start")
+            raise
+
+    async def _start(self) -> None:
+        settings = self.settings
+        # The model loads and warms in its thread while NATS connects: neither waits.
+        loading = asyncio.get_running_loop().run_in_executor(
+            None, load_and_warm, settings, self.warmup_hooks, self.phases
         )
+        try:
+            topology = await self._connect(settings)
+        except BaseException:
+            loading.cancel()  # the load ends on its own; nothing waits for it
+            raise
+        model, self.warmup_ms, settings = await loading
+        assert self.nc is not None and self._heartbeat is not None
+        js = self.nc.jetstream()
         self.model = model
         self.tuned = settings
         for setting in ("runners", "intra_op_threads", "max_batch"):

@@ -12,6 +12,8 @@ import asyncio
 import ipaddress
 import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 from urllib.parse import urlparse
@@ -19,7 +21,8 @@ from urllib.parse import urlparse
 import typer
 from rich.console import Console
 
-from function.contract.settings import servers_from
+from function.contract.settings import DEFAULT_FUNCTION, servers_from
+from function.transport.connect import NatsUnreachable
 from loadgen.run.profiles import Profile, profile_from_options
 from loadgen.sim.cli import simulate
 
@@ -96,6 +99,22 @@ def resolve_url(flag: str | None) -> str:
     return url
 
 
+@contextmanager
+def _no_nats_hint() -> Iterator[None]:
+    """No NATS server at the URL: one line naming the ways to get one, exit status 2."""
+    try:
+        yield
+    except NatsUnreachable as exc:
+        err_console.print(
+            f"surge loadgen: {exc}: start one (`surge nats` or `surge up`), or pass --embedded "
+            "for a private server and workers",
+            soft_wrap=True,
+            markup=False,
+            highlight=False,
+        )
+        raise typer.Exit(2) from None
+
+
 @loadgen_app.command()
 def run(
     profile: ProfileOpt = "marketing-spike",
@@ -111,7 +130,9 @@ def run(
         float, typer.Option(help="After the arrivals, wait this long (s) for the last results.")
     ] = 30.0,
     seed: Annotated[int, typer.Option(help="Random seed of the arrival process.")] = 1,
-    function: Annotated[str, typer.Option("--function", "-f", help="Function to load.")] = "tiny",
+    function: Annotated[
+        str, typer.Option("--function", "-f", help="Function to load (default: as `surge worker`).")
+    ] = DEFAULT_FUNCTION,
     high_fraction: Annotated[
         float, typer.Option(min=0.0, max=1.0, help="Share of jobs sent with priority high.")
     ] = 0.0,
@@ -133,6 +154,7 @@ def run(
     progress: Annotated[bool, typer.Option(help="Show a progress bar while running.")] = True,
 ) -> None:
     """Run a profile open-loop; write report.json + PNGs; exit 1 if any job is missing."""
+    from loadgen.report.hints import hints_table, lost_hints
     from loadgen.report.tables import summary_table, write_report
     from loadgen.run.runner import payload_for, run_profile
 
@@ -140,31 +162,34 @@ def run(
     url = resolve_url(nats_url) if not embedded else ""
     out = out or Path("reports") / f"loadgen-{shape.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     payload, content_type = payload_for(image)
-    report = asyncio.run(
-        run_profile(
-            shape,
-            url=url,
-            function=function,
-            payload=payload,
-            content_type=content_type,
-            seed=seed,
-            high_fraction=high_fraction,
-            max_jobs=max_jobs,
-            max_time=max_time,
-            drain_timeout=drain_timeout,
-            embedded_workers=workers if embedded else None,
-            out=out,
-            console=err_console if progress else None,
+    with _no_nats_hint():
+        report = asyncio.run(
+            run_profile(
+                shape,
+                url=url,
+                function=function,
+                payload=payload,
+                content_type=content_type,
+                seed=seed,
+                high_fraction=high_fraction,
+                max_jobs=max_jobs,
+                max_time=max_time,
+                drain_timeout=drain_timeout,
+                embedded_workers=workers if embedded else None,
+                out=out,
+                console=err_console if progress else None,
+            )
         )
-    )
     report = write_report(report, out)
     console.print(summary_table(report))
     console.print(f"report: {out}/report.json, latency.png, load.png")
     if not report.ok:
         err_console.print(
             f"[bold red]{report.accounting.lost} job(s) without an outcome "
-            f"(missing {report.accounting.missing}, rejected {report.accounting.rejected})[/]"
+            f"(missing {report.accounting.missing}, "
+            f"rejected {sum(report.accounting.rejected.values())})[/]"
         )
+        err_console.print(hints_table(lost_hints(report)))
         raise typer.Exit(1)
 
 

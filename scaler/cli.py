@@ -1,6 +1,6 @@
 """The scaler's commands, mounted on `surge` through the `surge.commands` entry point.
 
-surge scaler serve                           KEDA external-push scaler (gRPC :9090, metrics :8080)
+surge scaler serve                           KEDA external-push scaler (gRPC :9090, metrics :9092)
 surge up                                     nats-server + scaler + workers scaled 0..N locally
 surge up --secure --tenants acme,globex      the same with mutual TLS, users and tenants' streams
 surge prewarm --at +10m --rate 50 --for 15m  store a pre-warm plan for a campaign
@@ -48,7 +48,15 @@ def serve(
         int | None, typer.Option(help="gRPC port (default 9090, SURGE_SCALER_GRPC_PORT).")
     ] = None,
     metrics_port: Annotated[
-        int | None, typer.Option(help="Prometheus port, 0 = off (default 8080).")
+        int | None,
+        typer.Option(help="Prometheus port, 0 = off (default 9092, SURGE_SCALER_METRICS_PORT)."),
+    ] = None,
+    health_port: Annotated[
+        int | None,
+        typer.Option(
+            help="Plaintext port serving only gRPC health checks, for the kubelet's gRPC "
+            "probes when gRPC is TLS; 0 = off (default 0, SURGE_SCALER_HEALTH_PORT)."
+        ),
     ] = None,
     tls_cert: Annotated[
         Path | None,
@@ -76,6 +84,7 @@ def serve(
     overrides = {
         "grpc_port": grpc_port,
         "metrics_port": metrics_port,
+        "health_port": health_port,
         "tls_cert": tls_cert,
         "tls_key": tls_key,
         "tls_client_ca": tls_client_ca,
@@ -96,15 +105,11 @@ def _checked_settings(overrides: dict[str, Any]) -> ScalerSettings:
     try:
         settings = ScalerSettings(**overrides)
         settings.server_tls()
-    except ValidationError as exc:
-        _fail("; ".join(f"{_env_name(e['loc'])}: {e['msg']}" for e in exc.errors()))
+    except ValidationError as exc:  # InvalidSettings: one line naming the variables
+        _fail(str(exc))
     except ScalerTlsError as exc:
         _fail(str(exc))
     return settings
-
-
-def _env_name(loc: tuple[int | str, ...]) -> str:
-    return "SURGE_SCALER_" + "_".join(str(part) for part in loc).upper()
 
 
 def _fail(message: str) -> NoReturn:

@@ -4,6 +4,11 @@
 consumer settings (ack wait, max deliver, ...) come from the worker's `SURGE_*` vars,
 so the scaler creates consumers exactly as the workers would.
 
+Ports: gRPC for KEDA on 9090 (it also serves the standard `grpc.health.v1` service),
+Prometheus metrics on 9092 (the worker has 8080), and, when `health_port` is set, a
+plaintext gRPC port that serves only `grpc.health.v1`: the kubelet's gRPC probes speak
+no TLS, so with TLS on 9090 they need it (the manifests use 9091).
+
 `ScalerMetadata` parses a ScaledObject trigger's `metadata` (all strings on the wire)::
 
     triggers:
@@ -33,13 +38,16 @@ import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic_settings import SettingsConfigDict
 
 from function.contract.errors import SurgeError
+from function.contract.settings import SurgeSettings
 from scaler.policy import Policy
 
 __all__ = [
+    "GRPC_PORT",
+    "METRICS_PORT",
     "MetadataError",
     "ScalerMetadata",
     "ScalerSettings",
@@ -52,15 +60,28 @@ __all__ = [
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]+$")
 
 
-class ScalerSettings(BaseSettings):
+GRPC_PORT = 9090
+METRICS_PORT = 9092  # not the worker's 8080: both may run on one machine
+
+
+class ScalerSettings(SurgeSettings):
     """Where the scaler listens and how often it looks (`SURGE_SCALER_<NAME>`)."""
 
     model_config = SettingsConfigDict(env_prefix="SURGE_SCALER_", extra="ignore")
 
     grpc_host: str = "0.0.0.0"
-    grpc_port: int = Field(default=9090, ge=0)
+    grpc_port: int = Field(default=GRPC_PORT, ge=0, le=65535)
     metrics_host: str = "0.0.0.0"
-    metrics_port: int = Field(default=8080, ge=0, description="0 turns the endpoint off.")
+    metrics_port: int = Field(
+        default=METRICS_PORT, ge=0, le=65535, description="0 turns the endpoint off."
+    )
+    health_port: int = Field(
+        default=0,
+        ge=0,
+        le=65535,
+        description="Plaintext gRPC port (on grpc_host) serving only grpc.health.v1, for "
+        "the kubelet's gRPC probes when the gRPC port is TLS; 0 turns it off.",
+    )
     poll_interval_s: float = Field(default=0.1, gt=0)
     stale_after_s: float = Field(default=5.0, gt=0)
     plan_refresh_s: float = Field(default=2.0, gt=0)
@@ -70,6 +91,16 @@ class ScalerSettings(BaseSettings):
     tls_client_ca: Path | None = Field(
         default=None, description="CA bundle (PEM): require client certificates it signed."
     )
+
+    @field_validator("metrics_port", "health_port")
+    @classmethod
+    def _own_port(cls, value: int, info: ValidationInfo) -> int:
+        """Two listeners on one port would fail at start: say which, now."""
+        taken = {info.data.get(name): name for name in ("grpc_port", "metrics_port")}
+        other = taken.get(value) if value else None
+        if other is not None:
+            raise ValueError(f"is also SURGE_SCALER_{other.upper()}; give each its own port")
+        return value
 
     @field_validator("tls_cert", "tls_key", "tls_client_ca", mode="before")
     @classmethod

@@ -4,7 +4,8 @@ Starts nats-server and the scaler with no worker running, publishes a burst of
 background-removal jobs made from real photos, lets the scaler start workers with the
 same decision code KEDA would consume and drain them after the cooldown. Prints a
 summary with the replica count over time and leaves, in the output folder, the masks
-and cut-outs, `timeline.png` and `report.json`.
+and cut-outs named `<n>-<photo>-<output>.png`, `index.html` (also `.csv`, `.json`: every
+job with its photo, status, latency and files), `timeline.png` and `report.json`.
 """
 
 from __future__ import annotations
@@ -21,9 +22,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from function.contract.settings import WorkerSettings
-from function.contract.wire import ImageOutput, JobStatus
+from function.contract.wire import JobStatus
 from function.local.nats_server import EmbeddedNats
 from function.models import fetch_photos
+from scaler.demo_files import DemoIndex, save_from, write_index
+from scaler.demo_plot import write_timeline
 from scaler.local import LocalConfig
 from scaler.stack import SpikeReport, spike_demo
 
@@ -107,33 +110,6 @@ def _table(summary: dict[str, Any], report: SpikeReport) -> Table:
     return table
 
 
-def _plot(report: SpikeReport, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    times = [t for t, _, _ in report.timeline]
-    fig, left = plt.subplots(figsize=(9, 4))
-    left.step(times, [r for _, r, _ in report.timeline], where="post", color="tab:blue")
-    left.set_xlabel("seconds")
-    left.set_ylabel("worker replicas", color="tab:blue")
-    right = left.twinx()
-    right.plot(times, [b for _, _, b in report.timeline], color="tab:orange")
-    right.set_ylabel("backlog (pending + in flight)", color="tab:orange")
-    left.set_title("Scale from zero and back: replicas and backlog")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-
-
-def _save_outputs(report: SpikeReport, out: Path) -> None:
-    for result in report.results.values():
-        for name, output in result.outputs.items():
-            if isinstance(output, ImageOutput) and output.data is not None:
-                (out / f"{result.job_id}.{name}.png").write_bytes(output.payload())
-
-
 def run_demo(
     *,
     jobs: int,
@@ -147,7 +123,8 @@ def run_demo(
     out.mkdir(parents=True, exist_ok=True)
     model_dir = WorkerSettings().model_dir.resolve()
     with console.status("fetching the models and photos"):
-        photos = [p.read_bytes() for p in fetch_photos(model_dir).values()]
+        photo_files = fetch_photos(model_dir)
+        photos = [p.read_bytes() for p in photo_files.values()]
     config = LocalConfig(
         function=function,
         max_workers=max_workers,
@@ -185,10 +162,18 @@ def run_demo(
             )
         )
         progress.update(task, completed=report.answered)
+        names = list(photo_files)
+        sent = {job_id: names[index] for job_id, index in report.inputs.items()}
+        rows = asyncio.run(save_from(server.url, report.results.values(), out, sent))
     summary = summarize(report)
-    _save_outputs(report, out)
-    _plot(report, out / "timeline.png")
+    index = write_index(DemoIndex(jobs=jobs, missing=summary["missing"], rows=rows), out)
+    write_timeline(report, out / "timeline.png")
     (out / "report.json").write_text(json.dumps(summary, indent=2))
     console.print(_table(summary, report))
-    console.print(f"masks, cut-outs, timeline.png and report.json in {out}/")
+    files = sum(len(row.files) for row in rows)
+    console.print(
+        f"in {out}/: {index['html'].name} (also .csv, .json) lists every job with its photo, "
+        f"status, latency and outputs; {files} output files named <n>-<photo>-<output>.png; "
+        "timeline.png; report.json"
+    )
     return report.ok == jobs and report.back_to_zero_s is not None

@@ -117,6 +117,8 @@ class LocalScaler:
                 self.exits.append((worker.number, code, group is self.draining))
                 if group is self.running:
                     log.warning("worker %d exited unasked (code %s)", worker.number, code)
+                elif code == 0:
+                    log.info("worker %d stopped", worker.number)
                 else:
                     log.info("worker %d stopped (code %s)", worker.number, code)
 

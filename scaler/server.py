@@ -1,6 +1,6 @@
 """KEDA `external-push` scaler over gRPC: a thin servicer on top of `ScalerHub`.
 
-    surge scaler serve      # gRPC on :9090, Prometheus metrics on :8080
+    surge scaler serve      # gRPC on :9090, Prometheus metrics on :9092
 
 gRPC is plaintext unless `SURGE_SCALER_TLS_CERT`/`_KEY` are set (TLS), and with
 `SURGE_SCALER_TLS_CLIENT_CA` it requires KEDA's client certificate (mutual TLS): the
@@ -11,6 +11,12 @@ INVALID_ARGUMENT for bad metadata or an unknown metric name, UNAVAILABLE when NA
 cannot be reached (or the state is stale), INTERNAL when the JetStream API refuses.
 `GetMetricSpec` asks for a target of 1 replica, so the HPA's `ceil(metric / target)`
 is the replica demand that `GetMetrics` reports.
+
+Health: the standard `grpc.health.v1.Health` service, on the gRPC port and, when
+`health_port` is set, alone on that plaintext port (for the kubelet's gRPC probes).
+The server as a whole (service "") is SERVING while the process runs: the liveness
+probe. `externalscaler.ExternalScaler` is SERVING once NATS is connected and KEDA's
+contract is served, NOT_SERVING before and while shutting down: the readiness probe.
 """
 
 from __future__ import annotations
@@ -25,6 +31,8 @@ from typing import Any, NoReturn
 
 import grpc
 import nats
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1.health import aio as health_aio
 from prometheus_client import start_http_server
 
 from function.contract.settings import WorkerSettings
@@ -36,11 +44,20 @@ from scaler.metrics import SCALER_METRICS as M
 from scaler.policy import Decision
 from scaler.watcher import FunctionWatcher, WatchError
 
-__all__ = ["ExternalScaler", "run_scaler", "server_credentials", "start_grpc"]
+__all__ = [
+    "SCALER_SERVICE",
+    "ExternalScaler",
+    "run_scaler",
+    "server_credentials",
+    "start_grpc",
+    "start_health",
+]
 
 log = logging.getLogger("surge.scaler.server")
 
 Context = grpc.aio.ServicerContext[Any, Any]
+SCALER_SERVICE = pb.DESCRIPTOR.services_by_name["ExternalScaler"].full_name
+Health = health_aio.HealthServicer
 
 
 class ExternalScaler(pb_grpc.ExternalScalerServicer):
@@ -151,12 +168,18 @@ def server_credentials(tls: ServerTls) -> grpc.ServerCredentials:
 
 
 async def start_grpc(
-    hub: ScalerHub, host: str, port: int, tls: ServerTls | None = None
+    hub: ScalerHub,
+    host: str,
+    port: int,
+    tls: ServerTls | None = None,
+    health: Health | None = None,
 ) -> tuple[grpc.aio.Server, int]:
-    """Serve `ExternalScaler` on `host:port` (0: any free port), over TLS when `tls` is
-    given; returns the bound port."""
+    """Serve `ExternalScaler` (and `health`, if given) on `host:port` (0: any free port),
+    over TLS when `tls` is given; returns the bound port."""
     server = grpc.aio.server()
     pb_grpc.add_ExternalScalerServicer_to_server(ExternalScaler(hub), server)
+    if health is not None:
+        health_pb2_grpc.add_HealthServicer_to_server(health, server)
     address = f"{host}:{port}"
     if tls is None:
         bound = server.add_insecure_port(address)
@@ -165,6 +188,17 @@ async def start_grpc(
     await server.start()
     mode = "plaintext" if tls is None else tls.describe()
     log.info("KEDA external scaler listening on %s:%d, %s", host, bound, mode)
+    return server, bound
+
+
+async def start_health(host: str, port: int, health: Health) -> tuple[grpc.aio.Server, int]:
+    """Serve only `grpc.health.v1` on plaintext `host:port` (0: any free port), for probes
+    that speak no TLS; returns the bound port."""
+    server = grpc.aio.server()
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    bound = server.add_insecure_port(f"{host}:{port}")
+    await server.start()
+    log.info("gRPC health checks on %s:%d, plaintext", host, bound)
     return server, bound
 
 
@@ -177,6 +211,23 @@ async def _connect(url: str, settings: ScalerSettings, worker: WorkerSettings) -
             log.warning("cannot reach NATS at %s (%r); retrying in %.1fs", url, exc, delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 10.0)
+
+
+async def _connect_until(
+    stop: asyncio.Event, url: str, settings: ScalerSettings, worker: WorkerSettings
+) -> ScalerHub | None:
+    """The hub once NATS answers, or None when `stop` is set first (SIGTERM while
+    NATS is away still exits)."""
+    connecting = asyncio.ensure_future(_connect(url, settings, worker))
+    stopping = asyncio.ensure_future(stop.wait())
+    await asyncio.wait({connecting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    stopping.cancel()
+    if connecting.done():
+        return connecting.result()
+    connecting.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await connecting
+    return None
 
 
 async def run_scaler(
@@ -194,11 +245,24 @@ async def run_scaler(
     if settings.metrics_port:
         start_http_server(settings.metrics_port, addr=settings.metrics_host)
         log.info("metrics on %s:%d", settings.metrics_host, settings.metrics_port)
-    hub = await _connect(worker.nats_url, settings, worker)
-    server, _ = await start_grpc(hub, settings.grpc_host, settings.grpc_port, tls)
+    health = Health()
+    await health.set(SCALER_SERVICE, health_pb2.HealthCheckResponse.NOT_SERVING)
+    probes = None
+    if settings.health_port:
+        probes, _ = await start_health(settings.grpc_host, settings.health_port, health)
     try:
-        await stop.wait()
+        hub = await _connect_until(stop, worker.nats_url, settings, worker)
+        if hub is None:
+            return
+        server, _ = await start_grpc(hub, settings.grpc_host, settings.grpc_port, tls, health)
+        await health.set(SCALER_SERVICE, health_pb2.HealthCheckResponse.SERVING)
+        try:
+            await stop.wait()
+        finally:
+            log.info("stopping")
+            await health.enter_graceful_shutdown()
+            await server.stop(settings.grace_s)
+            await hub.close()
     finally:
-        log.info("stopping")
-        await server.stop(settings.grace_s)
-        await hub.close()
+        if probes is not None:
+            await probes.stop(0)

@@ -163,6 +163,8 @@ class SpikeReport:
     worker_exits: list[tuple[int, int | None, bool]] = field(default_factory=list)
     results: dict[str, Result] = field(default_factory=dict)
     elapsed_s: float = 0.0
+    inputs: dict[str, int] = field(default_factory=dict)
+    """Job id -> the index in `payloads` of the input it was sent."""
 
 
 def _png(index: int) -> bytes:
@@ -204,7 +206,7 @@ async def spike_demo(
                 asyncio.create_task(_watch(inbox, local, on_progress)) if on_progress else None
             )
             start = time.monotonic()
-            ids = []
+            ids, inputs = [], {}
             for index in range(jobs):
                 if spread_s and jobs > 1:
                     await asyncio.sleep(
@@ -212,15 +214,15 @@ async def spike_demo(
                     )
                 priority = Priority.HIGH if index % 8 == 0 else Priority.NORMAL
                 job = payloads[index % len(payloads)]
-                ids.append(
-                    await client.submit(
-                        job,
-                        function=config.function,
-                        priority=priority,
-                        reply_to=inbox.subject,
-                        outputs=outputs,
-                    )
+                job_id = await client.submit(
+                    job,
+                    function=config.function,
+                    priority=priority,
+                    reply_to=inbox.subject,
+                    outputs=outputs,
                 )
+                ids.append(job_id)
+                inputs[job_id] = index % len(payloads)
             results = await inbox.wait(ids, timeout=wait_s)
             arrived = [inbox.received_at[j] for j in results if j in inbox.received_at]
             elapsed = (max(arrived) if arrived else time.monotonic()) - start
@@ -248,6 +250,7 @@ async def spike_demo(
         worker_exits=exits,
         results=results,
         elapsed_s=elapsed,
+        inputs=inputs,
     )
 
 

@@ -20,6 +20,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from function.commands.options import DEFAULT_NATS_URL, NatsUrl
 from function.contract.errors import SurgeError
 from function.contract.nats_auth import NatsConnectError
 from function.contract.quota import TenantQuota
@@ -39,9 +40,6 @@ tenants_app = typer.Typer(
     no_args_is_help=True,
 )
 
-NatsUrl = Annotated[
-    str, typer.Option("--nats-url", envvar="SURGE_NATS_URL", help="NATS server URL.")
-]
 Name = Annotated[
     str, typer.Argument(metavar="NAME", help="The tenant id (lower-case letters, digits, - and _).")
 ]
@@ -151,7 +149,7 @@ def add(
     max_rate: Annotated[
         float | None, typer.Option(min=0, help=f"Jobs per second. {_UNLIMITED}")
     ] = None,
-    nats_url: NatsUrl = "nats://127.0.0.1:4222",
+    nats_url: NatsUrl = DEFAULT_NATS_URL,
 ) -> None:
     """Create a tenant's job stream, or change its quotas; print what it now has."""
     from nats.js.errors import NotFoundError
@@ -181,7 +179,7 @@ def add(
 
 @tenants_app.command("list")
 def list_(
-    nats_url: NatsUrl = "nats://127.0.0.1:4222",
+    nats_url: NatsUrl = DEFAULT_NATS_URL,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
 ) -> None:
     """Every tenant with its quotas and the jobs queued on its stream."""
@@ -235,7 +233,7 @@ def remove(
     force: Annotated[
         bool, typer.Option("--force", help="Remove it even with jobs queued (they are dropped).")
     ] = False,
-    nats_url: NatsUrl = "nats://127.0.0.1:4222",
+    nats_url: NatsUrl = DEFAULT_NATS_URL,
 ) -> None:
     """Delete a tenant's job stream; refused while it has queued jobs, unless --force."""
     from nats.js.errors import NotFoundError

@@ -25,13 +25,18 @@ Subjects::
 
 from __future__ import annotations
 
+import json
 import re
+from collections.abc import Mapping
 from enum import StrEnum
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal, Self
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, ValidationError, field_validator
+from pydantic_core import ErrorDetails, InitErrorDetails, PydanticCustomError
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from function.contract.errors import SurgeError, clip
 
 __all__ = [
     "ADVISORIES_STREAM",
@@ -52,7 +57,9 @@ __all__ = [
     "TENANT_INBOX_MARK",
     "TENANT_STREAM_PREFIX",
     "Header",
+    "InvalidSettings",
     "Priority",
+    "SurgeSettings",
     "WorkerSettings",
     "consumer_name",
     "dead_subject",
@@ -205,19 +212,108 @@ def consumer_name(function: str, priority: Priority | str) -> str:
 
 ProviderName = Literal["tensorrt", "cuda", "cpu"]
 DEFAULT_PROVIDERS: tuple[ProviderName, ...] = ("tensorrt", "cuda", "cpu")
+MAX_SHOWN_VALUE_CHARS = 40  # a bad value is quoted in the error, cut to this
 
 
-class WorkerSettings(BaseSettings):
-    """Everything a worker process can be configured with; env vars are `SURGE_<NAME>`."""
+class InvalidSettings(ValidationError, SurgeError):
+    """Settings that do not validate, said in one line that names each variable::
+
+        invalid settings: SURGE_PROVIDERS item 0 'rocm': Input should be 'tensorrt', ...
+
+    Still pydantic's `ValidationError` (code that catches it keeps working) and a
+    `SurgeError`, which the `surge` command prints as one line, without a traceback.
+    """
+
+    line: str
+
+    @classmethod
+    def of(cls, error: ValidationError, prefix: str) -> Self:
+        """`error` restated for variables named `prefix` + field (or `prefix` alone for a
+        value without fields, such as `PORT`)."""
+        details = error.errors(include_url=False)
+        made = cls.from_exception_data(error.title, [_init_details(d) for d in details])
+        made.line = "invalid settings: " + "; ".join(_problem(d, prefix) for d in details)
+        return made
+
+    def __str__(self) -> str:
+        return self.line
+
+
+def _init_details(detail: ErrorDetails) -> InitErrorDetails:
+    """An error as `from_exception_data` takes it, its message kept word for word."""
+    return {
+        "type": PydanticCustomError(detail["type"], detail["msg"]),
+        "loc": detail["loc"],
+        "input": detail["input"],
+    }
+
+
+def _problem(detail: ErrorDetails, prefix: str) -> str:
+    field, *rest = detail["loc"] or ("",)
+    name = f"{prefix}{str(field).upper()}" + "".join(f" item {part}" for part in rest)
+    value = detail["input"]
+    shown = "" if isinstance(value, dict) else f" {clip(repr(value), MAX_SHOWN_VALUE_CHARS)}"
+    return f"{name}{shown}: {detail['msg']}"
+
+
+def _parse_list(value: object) -> object:
+    """A list setting from text: a JSON list (`["cuda","cpu"]`) or comma-separated
+    (`cuda,cpu`); empty text is an empty list. Anything else passes through."""
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    if text.startswith("["):
+        try:
+            return json.loads(text)
+        except ValueError:
+            raise ValueError('not a JSON list; write it as ["a","b"] or a,b') from None
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+class SurgeSettings(BaseSettings):
+    """Base of Surge's settings classes: a bad value raises `InvalidSettings` (one line
+    naming the variable), and `from_mapping` reads a given environment (what Knative
+    Functions' `start(cfg)` passes)."""
+
+    def __init__(self, **values: Any) -> None:
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:
+            raise InvalidSettings.of(exc, type(self)._prefix()) from None
+
+    @classmethod
+    def _prefix(cls) -> str:
+        return cls.model_config.get("env_prefix") or ""
+
+    @classmethod
+    def from_mapping(cls, env: Mapping[str, str]) -> Self:
+        """The settings that the variables in `env` starting with the prefix give (any
+        case); they win over the process environment, which fills in the rest as usual."""
+        prefix = cls._prefix().upper()
+        fields = {
+            k[len(prefix) :].lower(): v for k, v in env.items() if k.upper().startswith(prefix)
+        }
+        return cls(**{name: value for name, value in fields.items() if name in cls.model_fields})
+
+
+class WorkerSettings(SurgeSettings):
+    """Everything a worker process can be configured with; env vars are `SURGE_<NAME>`.
+
+    List settings take a JSON list or a comma-separated list: `SURGE_PROVIDERS=cuda,cpu`
+    and `SURGE_PROVIDERS='["cuda","cpu"]'` are the same.
+    """
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
 
     nats_url: str = "nats://127.0.0.1:4222"
-    tenants: list[str] = Field(
+    tenants: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="Tenants named in metrics; any other is 'other'."
     )
     connect_wait_s: float = Field(
-        default=30.0, gt=0, description="How long a first connection waits for NATS to answer."
+        default=float("inf"),
+        gt=0,
+        description="How long a worker's first connection waits for NATS to answer "
+        "(retrying with backoff, one log line an attempt; inf: until it does).",
     )
     function: str = DEFAULT_FUNCTION
     model_dir: Path = Field(default=Path(".cache/surge/models"))
@@ -225,7 +321,9 @@ class WorkerSettings(BaseSettings):
     task: str | None = Field(
         default=None, description="'module:factory' for a custom task (pre/post-processing)."
     )
-    providers: list[ProviderName] = Field(default_factory=lambda: list(DEFAULT_PROVIDERS))
+    providers: Annotated[list[ProviderName], NoDecode] = Field(
+        default_factory=lambda: list(DEFAULT_PROVIDERS)
+    )
     intra_op_threads: int = Field(
         default=0, ge=0, description="Threads per inference run (0: from the CPU quota)."
     )
@@ -237,9 +335,11 @@ class WorkerSettings(BaseSettings):
     )
     max_batch: int = Field(default=8, ge=1)
     max_batch_wait_ms: float = Field(default=5.0, ge=0)
-    warmup_batch_sizes: list[int] | None = None
+    warmup_batch_sizes: Annotated[list[int] | None, NoDecode] = None
     warmup_dir: Path | None = Field(default=None, description="Images to run once before ready.")
-    warmup_hooks: list[str] = Field(default_factory=list, description="'module:callable' hooks.")
+    warmup_hooks: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="'module:callable' hooks."
+    )
     ack_wait_s: float = Field(default=60.0, gt=0)
     max_deliver: int = Field(default=5, ge=1)
     max_ack_pending: int = Field(default=256, ge=1)
@@ -276,3 +376,8 @@ class WorkerSettings(BaseSettings):
     http_port: int = 8080
     log_level: str = "INFO"
     otlp_endpoint: str | None = None
+
+    @field_validator("tenants", "providers", "warmup_batch_sizes", "warmup_hooks", mode="before")
+    @classmethod
+    def _text_list(cls, value: object) -> object:
+        return _parse_list(value)

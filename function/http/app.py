@@ -3,11 +3,14 @@
     GET  /health/liveness     200, or 500 when the process is stuck or failed to start
     GET  /health/readiness    200 once the model is warm and the consumer attached, else 503
     GET  /metrics             Prometheus text
-    POST /v1/infer/{function} image bytes or JSON envelope -> the queue path's result JSON
+    POST /v1/infer/{function} image bytes, multipart upload or JSON envelope -> the queue
+                              path's result JSON, or with `Accept: image/png` the image itself
     POST /                    CloudEvents (binary or structured) -> a CloudEvent with the result
     GET  /docs                OpenAPI
 
-Bodies over `SURGE_MAX_PAYLOAD_BYTES` are refused before they are read whole. With
+Bodies over `SURGE_MAX_PAYLOAD_BYTES` are refused before they are read whole
+(`function.http.body`); `function.http.negotiate` picks JSON or the image, and
+`function.http.openapi` maps error codes to statuses and documents them. With
 `SURGE_HTTP_AUTH_*` configured, `/v1/infer` and `POST /` need `Authorization: Bearer`
 (`function.http.auth`); probes, `/metrics` and `/docs` stay open.
 """
@@ -18,62 +21,39 @@ import time
 import uuid
 from typing import TYPE_CHECKING, Annotated
 
-from fastapi import Depends, FastAPI, Header, Path, Request, Response
+from fastapi import Depends, FastAPI, Header, Path, Query, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 from opentelemetry import trace
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from function.contract.errors import BadInput, ErrorCode, JobError
-from function.contract.http_auth import HttpAuthSettings
+from function.contract.errors import ErrorCode, JobError
 from function.contract.parse import check_tenant_blob, parse_job
 from function.contract.settings import Header as H
 from function.contract.settings import Priority, job_subject
 from function.contract.wire import ErrorInfo, JobStatus, Result, Timings
-from function.http.auth import Authenticator, AuthRejected, bearer_auth, rejection_response
+from function.http.auth import Authenticator, AuthRejected
+from function.http.bearer import bearer_auth, rejection_response
+from function.http.body import read_upload
+from function.http.negotiate import IMAGE_DEFAULTS, NotAcceptable, pick_image, wants_image
+from function.http.openapi import (
+    INFER_REQUEST_BODY,
+    NOT_ACCEPTABLE,
+    error_responses,
+    infer_responses,
+    status_of,
+)
 from function.telemetry import METRICS, bind, context_from_headers, trace_id_of
 
 if TYPE_CHECKING:
     from function.http.func import Function
 
-__all__ = ["HTTP_STATUS", "create_app"]
+__all__ = ["create_app"]
 
-HTTP_STATUS: dict[ErrorCode, int] = {
-    ErrorCode.BAD_IMAGE: 400,
-    ErrorCode.BAD_ENVELOPE: 422,
-    ErrorCode.UNSUPPORTED_MEDIA_TYPE: 415,
-    ErrorCode.PAYLOAD_TOO_LARGE: 413,
-    ErrorCode.TOO_MANY_PIXELS: 413,
-    ErrorCode.UNKNOWN_FUNCTION: 404,
-    ErrorCode.INPUT_NOT_FOUND: 422,
-    ErrorCode.DEADLINE_EXCEEDED: 504,
-    ErrorCode.INFERENCE_FAILED: 503,
-    ErrorCode.MAX_DELIVER_EXCEEDED: 503,
-    ErrorCode.NOT_READY: 503,
-    ErrorCode.RESULT_TOO_LARGE: 500,
-    ErrorCode.UNAUTHORIZED: 401,
-    ErrorCode.FORBIDDEN: 403,
-}
 _tracer = trace.get_tracer("surge")
 
 
-async def _read_limited(request: Request, limit: int) -> bytes:
-    """The body, refusing (413) as soon as it is known to be over `limit`."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise BadInput(ErrorCode.PAYLOAD_TOO_LARGE, f"body is {declared} bytes, limit {limit}")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise BadInput(ErrorCode.PAYLOAD_TOO_LARGE, f"body is over the limit of {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def create_app(fn: Function, auth: HttpAuthSettings | None = None) -> FastAPI:
-    """The FastAPI application serving `fn`; `auth` (default: from `SURGE_HTTP_AUTH_*`) is
-    loaded here, once, and a broken configuration raises `HttpAuthError`."""
-    authenticator = Authenticator.from_settings(auth or HttpAuthSettings.from_env())
+def create_app(fn: Function, authenticator: Authenticator | None = None) -> FastAPI:
+    """The FastAPI application serving `fn`, with `authenticator` (None: auth off)."""
     app = FastAPI(
         title="Surge function",
         summary="Scale-to-zero ONNX inference; the same jobs as the NATS queue, over HTTP.",
@@ -104,7 +84,9 @@ def create_app(fn: Function, auth: HttpAuthSettings | None = None) -> FastAPI:
     async def metrics() -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
-    async def _infer(request: Request, function: str, given_id: str | None) -> Result:
+    async def _infer(
+        request: Request, function: str, given_id: str | None, asked: str | None = None
+    ) -> Result:
         settings = fn.settings
         start = time.perf_counter()
         headers = dict(request.headers)
@@ -126,21 +108,18 @@ def create_app(fn: Function, auth: HttpAuthSettings | None = None) -> FastAPI:
                 worker = fn.worker
                 if worker is None or worker.consumer is None or not worker.ready:
                     raise JobError(ErrorCode.NOT_READY, "the model is still warming up")
-                body = await _read_limited(request, settings.max_payload_bytes)
-                wire = (
-                    {H.CONTENT_TYPE: headers.get("content-type", "")}
-                    if headers.get("content-type")
-                    else {}
-                )
+                upload = await read_upload(request, settings.max_payload_bytes)
+                wire = {H.CONTENT_TYPE: upload.content_type} if upload.content_type else {}
                 wire.update({k: v for k, v in headers.items() if k.startswith("ce-")})
-                if "surge-outputs" in headers:
-                    wire[H.OUTPUTS] = headers["surge-outputs"]
+                asked = asked if asked is not None else headers.get("surge-outputs")
+                if asked is not None:
+                    wire[H.OUTPUTS] = asked
                 if given_id:
                     wire[H.MSG_ID] = given_id
                 job = parse_job(
                     job_subject(Priority.HIGH, function),
                     wire,
-                    body,
+                    upload.data,
                     stream="http",
                     sequence=uuid.uuid4().int >> 64,
                     max_payload=settings.max_payload_bytes,
@@ -179,33 +158,60 @@ def create_app(fn: Function, auth: HttpAuthSettings | None = None) -> FastAPI:
                 }
             )
 
-    def _status(result: Result) -> int:
-        return HTTP_STATUS[result.error.code] if result.error else 200
+    def _json(result: Result, status: int, headers: dict[str, str] | None = None) -> Response:
+        return JSONResponse(result.model_dump(mode="json"), status_code=status, headers=headers)
 
     @app.post(
         "/v1/infer/{function}",
-        summary="Synchronous inference: image bytes or a JSON envelope",
+        summary="Synchronous inference: image bytes, a multipart upload or a JSON envelope",
+        description=(
+            "Answers the queue path's result JSON; with `Accept: image/png` the image output "
+            "itself (`?output=` picks which). Errors are the same `Result` with "
+            "`status: error`."
+        ),
         response_model=Result,
+        responses=infer_responses(),
+        openapi_extra={"requestBody": INFER_REQUEST_BODY},
         dependencies=authenticated,
     )
     async def infer(
         request: Request,
         function: Annotated[str, Path(description="Function name, e.g. remove-bg")],
+        output: Annotated[
+            str | None,
+            Query(
+                description="Which output (remove-bg: `mask` or `cutout`; a comma list for "
+                "JSON). With `Accept: image/png` the image sent, by default "
+                + ", ".join(f"`{o}` for {f}" for f, o in IMAGE_DEFAULTS.items())
+                + ", else the function's first image output; overrides `Surge-Outputs`."
+            ),
+        ] = None,
         surge_job_id: Annotated[str | None, Header()] = None,
-    ) -> JSONResponse:
-        result = await _infer(request, function, surge_job_id)
-        headers = (
-            {"Retry-After": "1"}
-            if result.error and result.error.code is ErrorCode.NOT_READY
-            else None
-        )
-        return JSONResponse(
-            result.model_dump(mode="json"), status_code=_status(result), headers=headers
-        )
+    ) -> Response:
+        image = wants_image(request.headers.get("accept"))
+        if image and output is None and "surge-outputs" not in request.headers:
+            output = IMAGE_DEFAULTS.get(function)
+        result = await _infer(request, function, surge_job_id, output)
+        vary = {"Vary": "Accept"}
+        if result.error is None and image:
+            try:
+                name, picture = pick_image(result, output or request.headers.get("surge-outputs"))
+            except NotAcceptable as exc:
+                error = ErrorInfo(code=exc.code, message=exc.message)
+                refused = result.model_copy(
+                    update={"status": JobStatus.ERROR, "error": error, "outputs": {}}
+                )
+                return _json(refused, NOT_ACCEPTABLE, vary)
+            headers = {**vary, H.JOB_ID: result.job_id, "Surge-Output": name}
+            return Response(picture.payload(), media_type=picture.content_type, headers=headers)
+        if result.error and result.error.code is ErrorCode.NOT_READY:
+            vary["Retry-After"] = "1"
+        return _json(result, status_of(result), vary)
 
     @app.post(
         "/",
         summary="CloudEvents (binary or structured mode); replies with a CloudEvent",
+        responses=error_responses(),
         dependencies=authenticated,
     )
     async def cloudevent(request: Request) -> Response:
@@ -220,7 +226,7 @@ def create_app(fn: Function, auth: HttpAuthSettings | None = None) -> FastAPI:
             "type": "dev.surge.result" if result.error is None else "dev.surge.error",
             "subject": result.job_id,
         }
-        status = _status(result)
+        status = status_of(result)
         if structured:
             event: dict[str, object] = {**attributes, "datacontenttype": "application/json"}
             event["data"] = result.model_dump(mode="json")

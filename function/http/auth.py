@@ -20,19 +20,14 @@ import hmac
 import json
 import logging
 import re
-import uuid
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import jwt
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
-from fastapi import Request, Security
-from fastapi.responses import JSONResponse
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import Counter
 
 from function.contract.errors import ErrorCode
@@ -43,7 +38,6 @@ from function.contract.http_auth import (
     TenantsFile,
     load_tenants,
 )
-from function.contract.wire import ErrorInfo, JobStatus, Result
 
 __all__ = [
     "AUTH_REQUESTS",
@@ -51,8 +45,6 @@ __all__ = [
     "AuthRejected",
     "Authenticator",
     "Principal",
-    "bearer_auth",
-    "rejection_response",
 ]
 
 log = logging.getLogger("surge.http.auth")
@@ -333,48 +325,3 @@ def _read(path: Path, where: str) -> bytes:
         return path.read_bytes()
     except OSError as exc:
         raise HttpAuthError(f"{where}: cannot read it: {exc.strerror}") from None
-
-
-_SCHEME = HTTPBearer(auto_error=False, description="An API key or a JWT.")
-Dependency = Callable[..., Awaitable[None]]
-
-
-def bearer_auth(authenticator: Authenticator | None, function: Callable[[], str]) -> Dependency:
-    """A FastAPI dependency setting `request.state.tenant` (None while auth is off)."""
-    if authenticator is None:
-
-        async def open_route(request: Request) -> None:
-            request.state.tenant = None
-
-        return open_route
-
-    async def check(
-        request: Request,
-        _: Annotated[HTTPAuthorizationCredentials | None, Security(_SCHEME)],
-    ) -> None:
-        name = function()
-        try:
-            principal = authenticator.authenticate(request.headers.get("authorization"))
-            authenticator.authorize(principal, name)
-        except AuthRejected as exc:
-            tenant = authenticator.metric_tenant(exc.tenant)
-            AUTH_REQUESTS.labels(name, tenant, exc.code.value).inc()
-            log.info("refused (%d): %s", exc.status, exc.reason, extra={"tenant": exc.tenant})
-            raise
-        AUTH_REQUESTS.labels(name, authenticator.metric_tenant(principal.tenant), "ok").inc()
-        log.debug("authenticated by %s", principal.via, extra={"tenant": principal.tenant})
-        request.state.tenant = principal.tenant
-
-    return check
-
-
-def rejection_response(exc: AuthRejected, function: str) -> JSONResponse:
-    """The app's error result for a refused request, with the Bearer challenge on 401."""
-    result = Result(
-        job_id=uuid.uuid4().hex,
-        status=JobStatus.ERROR,
-        function=function,
-        error=ErrorInfo(code=exc.code, message=exc.reason),
-    )
-    headers = {"WWW-Authenticate": exc.www_authenticate()} if exc.status == 401 else None
-    return JSONResponse(result.model_dump(mode="json"), status_code=exc.status, headers=headers)

@@ -19,14 +19,19 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from function.contract.errors import SurgeError
 from function.contract.heartbeat import WorkerState
+from function.contract.http_auth import HttpAuthSettings
 from function.contract.settings import ENV_PREFIX, WorkerSettings
-from function.http.app import create_app
+from function.http.auth import Authenticator
 from function.models.warmup import WarmupHook
 from function.telemetry import configure_logging, configure_tracing
-from function.worker import Worker
+from function.worker import Worker, check_startup
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
 
 __all__ = ["STUCK_AFTER_S", "Function", "new"]
 
@@ -36,9 +41,10 @@ STUCK_AFTER_S = 30.0  # event loop silent this long: the process is stuck
 
 
 def settings_from(cfg: Mapping[str, str]) -> WorkerSettings:
-    """Worker settings from a config mapping (func passes `os.environ.copy()`)."""
-    values = {k[len(ENV_PREFIX) :].lower(): v for k, v in cfg.items() if k.startswith(ENV_PREFIX)}
-    return WorkerSettings.model_validate(values)
+    """Worker settings from a config mapping (func passes `os.environ.copy()`), read as
+    from the environment: list settings as JSON or comma-separated; `InvalidSettings`
+    (one line) for a bad value."""
+    return WorkerSettings.from_mapping(cfg)
 
 
 class Function:
@@ -54,7 +60,20 @@ class Function:
         self._ticker: asyncio.Task[None] | None = None
         self._last_tick = time.monotonic()
         self.on_fatal: Callable[[str], None] | None = None
-        self.app = create_app(self)
+        self.start_error: SurgeError | None = None
+        # Loaded here, once: a broken configuration raises `HttpAuthError` at construction.
+        self._authenticator = Authenticator.from_settings(HttpAuthSettings.from_env())
+        self._app: FastAPI | None = None
+
+    @property
+    def app(self) -> FastAPI:
+        """The HTTP app (probes, metrics, `/v1/infer`), made on first use: importing
+        FastAPI does not delay a worker's start."""
+        if self._app is None:
+            from function.http.app import create_app
+
+            self._app = create_app(self, self._authenticator)
+        return self._app
 
     def add_warmup_hook(self, hook: WarmupHook) -> None:
         """Run `hook(loaded_model)` after model load, before ready."""
@@ -65,9 +84,23 @@ class Function:
         await self.app(scope, receive, send)
 
     def start(self, cfg: Mapping[str, str] | None = None) -> None:
-        """Begin connecting, loading and warming in the background; return at once."""
-        if cfg is not None and any(k.startswith(ENV_PREFIX) for k in cfg):
-            self.settings = settings_from(cfg)
+        """Begin connecting, loading and warming in the background; return at once.
+
+        Settings it cannot start with raise here, in one logged line, before anything
+        touches NATS: the host fails its startup (uvicorn; func-python after 0.8.1), or,
+        if it goes on serving (func-python 0.8.1), liveness fails and the pod restarts.
+        A second call (a host's lifespan after `surge worker` started it) does nothing.
+        """
+        if self.worker is not None:
+            return
+        try:
+            if cfg is not None and any(k.startswith(ENV_PREFIX) for k in cfg):
+                self.settings = settings_from(cfg)
+            check_startup(self.settings)
+        except SurgeError as exc:
+            self.start_error = exc
+            log.error("cannot start: %s", exc)
+            raise
         configure_logging(self.settings.log_level)
         configure_tracing(f"surge-{self.settings.function}", self.settings.otlp_endpoint)
         self.worker = Worker(self.settings, warmup_hooks=self._hooks)
@@ -96,6 +129,8 @@ class Function:
         """False when the process is stuck, its start failed, or a problem (a NATS
         connection closed for good, lost streams, failing pulls) outlasted
         `liveness_grace_s`. A connection being re-established fails readiness only."""
+        if self.start_error is not None:
+            return False, f"start failed: {self.start_error}"
         worker = self.worker
         if worker is not None and worker.error is not None:
             return False, f"start failed: {worker.error}"

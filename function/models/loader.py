@@ -16,7 +16,9 @@ from function.models.base import Task
 from function.models.prepare import prepare_model
 from function.models.runner import OnnxRunner
 
-__all__ = ["LoadedModel", "load_model"]
+__all__ = ["RERUN_BELOW_MS", "LoadedModel", "load_model"]
+
+RERUN_BELOW_MS = 5.0  # a warmup run this cheap is run twice: the second is the steady cost
 
 
 @dataclass
@@ -52,14 +54,25 @@ class LoadedModel:
         ]
 
     def warmup(self, batch_sizes: Iterable[int] = (1,)) -> dict[int, float]:
-        """Run real inference on the task's warmup image at each batch size; return ms."""
+        """Run real inference on the task's warmup image at each batch size; return ms.
+
+        A size whose first run was cheap (under `RERUN_BELOW_MS`) is run again and the
+        faster run kept: a first run carries one-time allocations, and deciding whether
+        a run is cheaper than a thread hop needs the steady cost.
+        """
         sample = self.task.preprocess(self.task.warmup_image())
         timings: dict[int, float] = {}
         for size in batch_sizes:
-            start = time.perf_counter()
-            self.run_batch([sample] * size)
-            timings[size] = (time.perf_counter() - start) * 1000.0
+            runs = [self._timed([sample] * size)]
+            if runs[0] < RERUN_BELOW_MS:
+                runs.append(self._timed([sample] * size))
+            timings[size] = min(runs)
         return timings
+
+    def _timed(self, samples: list[np.ndarray]) -> float:
+        start = time.perf_counter()
+        self.run_batch(samples)
+        return (time.perf_counter() - start) * 1000.0
 
 
 def load_model(

@@ -6,8 +6,6 @@ from pathlib import Path
 from typing import Any, ClassVar, Final
 
 import numpy as np
-import onnx
-from onnx import TensorProto, helper
 from PIL import Image
 
 from function.contract.wire import Output, ScoresOutput
@@ -23,6 +21,9 @@ _IR_VERSION: Final = 7
 
 def tiny_model_bytes() -> bytes:
     """The serialised tiny graph: x float32 [batch,1,8,8] -> ReduceMean -> mean [batch]."""
+    import onnx  # building graphs only: off the import path of every worker
+    from onnx import TensorProto, helper
+
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 1, 8, 8])
     mean = helper.make_tensor_value_info("mean", TensorProto.FLOAT, ["batch"])
     node = helper.make_node("ReduceMean", ["x"], ["mean"], axes=[1, 2, 3], keepdims=0)

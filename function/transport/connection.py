@@ -4,6 +4,8 @@ nats-py reconnects after a dropped connection, but closes it for good on some se
 errors (e.g. `maximum control line exceeded`). `ConnectionHealth` turns the callbacks
 into a problem with a start time (readiness fails at once, liveness after a grace)
 and calls `on_fatal` once when the connection is closed without the worker asking.
+Before the first connection, `open_nats`'s attempts are one warning line each and the
+problem readiness shows ("cannot reach NATS at ...").
 """
 
 from __future__ import annotations
@@ -41,7 +43,17 @@ class ConnectionHealth:
             "reconnected_cb": self._reconnected,
             "closed_cb": self._closed,
             "error_cb": self._error,
+            "progress_cb": self._connecting,
         }
+
+    def _connecting(self, problem: str | None) -> None:
+        """`open_nats` failed an attempt (`problem`), or connected (None)."""
+        if problem is None:
+            self.trouble = None
+            return
+        since = self.trouble[1] if self.trouble is not None else time.monotonic()
+        self.trouble = (problem, since)
+        log.warning("%s", problem)
 
     async def _disconnected(self) -> None:
         if self.trouble is None and not self.closing:

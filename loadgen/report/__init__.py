@@ -2,4 +2,5 @@
 
 tables  summary and side-by-side tables; writing and reading `report.json`
 plots   latency and load plots (PNG)
+hints   why a run lost jobs, and what to try
 """

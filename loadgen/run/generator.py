@@ -29,7 +29,14 @@ from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
 from function.contract.parse import job_headers
-from function.contract.settings import JOBS_STREAM, Header, Priority, WorkerSettings, job_subject
+from function.contract.settings import (
+    DEFAULT_FUNCTION,
+    JOBS_STREAM,
+    Header,
+    Priority,
+    WorkerSettings,
+    job_subject,
+)
 from function.transport.storage import fetch_result
 from function.transport.topology import ensure_streams
 from loadgen.run.ledger import Ledger
@@ -47,7 +54,7 @@ LOOKUP_CONCURRENCY = 64
 class LoadOptions:
     """How to run a profile: target function, bounds, payload."""
 
-    function: str = "tiny"
+    function: str = DEFAULT_FUNCTION
     seed: int = 1
     high_fraction: float = 0.0
     max_jobs: int | None = None
@@ -161,6 +168,8 @@ class LoadRun:
             arrival_phase_s=arrival_phase,
             elapsed_s=elapsed,
             workers_seen=tracker.seen,
+            workers_ready_seen=tracker.ever_ready,
+            other_functions_seen=tracker.others(),
         )
 
     async def _publish_all(self, results_subject: str, ack_prefix: str) -> None:

@@ -5,7 +5,8 @@
   scaler created them yet, the stream's message count on the function's subjects
   (WorkQueue: a stored job is a pending job);
 * replicas: distinct `worker_id`s whose latest heartbeat says `ready` and is recent
-  (within 2.5 heartbeat intervals, at least 1.5 s);
+  (within 2.5 heartbeat intervals, at least 1.5 s); workers of other functions are
+  counted too, so that a run against a function nobody serves can say so;
 * dead letters: this run's jobs on `SURGE_DEAD` (`surge.dead.<function>`).
 """
 
@@ -39,28 +40,54 @@ from function.transport.tenants import list_tenants
 
 __all__ = ["BacklogProbe", "HeartbeatTracker", "read_dead_letters"]
 
+_MAX_OTHERS = 100
+"""Other functions, and workers of each, remembered at most (heartbeats are not bounded)."""
+
 
 class HeartbeatTracker:
-    """Remembers each worker's latest heartbeat for one function."""
+    """Remembers each worker's latest heartbeat for one function, and which workers of
+    other functions were heard from (a run against a function nobody serves says so)."""
 
     def __init__(self, nc: NATS, function: str) -> None:
         self._nc = nc
-        self._subject = heartbeat_subject(function)
+        self._function = function
         self._latest: dict[str, tuple[float, Heartbeat]] = {}
+        self._ever_ready: set[str] = set()
+        self._others: dict[str, set[str]] = {}
         self._sub: Subscription | None = None
 
     async def start(self) -> None:
-        self._sub = await self._nc.subscribe(self._subject, cb=self._on_beat)
+        self._sub = await self._nc.subscribe(heartbeat_subject("*"), cb=self._on_beat)
 
     async def _on_beat(self, msg: Msg) -> None:
-        with contextlib.suppress(ValueError):
+        try:
             beat = Heartbeat.model_validate_json(msg.data)
-            self._latest[beat.worker_id] = (time.monotonic(), beat)
+        except ValueError:
+            return
+        if beat.function != self._function:
+            name = beat.function[:64]
+            if name in self._others or len(self._others) < _MAX_OTHERS:
+                workers = self._others.setdefault(name, set())
+                if len(workers) < _MAX_OTHERS:
+                    workers.add(beat.worker_id)
+            return
+        self._latest[beat.worker_id] = (time.monotonic(), beat)
+        if beat.state is WorkerState.READY:
+            self._ever_ready.add(beat.worker_id)
 
     @property
     def seen(self) -> int:
-        """Distinct workers heard from since start."""
+        """Distinct workers of the function heard from since start."""
         return len(self._latest)
+
+    @property
+    def ever_ready(self) -> int:
+        """Distinct workers of the function that reported ready at least once."""
+        return len(self._ever_ready)
+
+    def others(self) -> dict[str, int]:
+        """{function: distinct workers heard from} for every other function."""
+        return {name: len(ids) for name, ids in sorted(self._others.items())}
 
     def ready(self, now: float | None = None) -> int | None:
         """Workers ready now; None when no worker has ever been heard from."""

@@ -126,6 +126,13 @@ class RunReport(BaseModel):
     replica_seconds: float | None = Field(
         None, description="Sum of ready replicas over the 1 s samples: the cost in replica-s."
     )
-    workers_seen: int = 0
+    workers_seen: int = Field(default=0, description="Workers of the function heard from.")
+    workers_ready_seen: int = Field(
+        default=0, description="Workers of the function that reported ready at least once."
+    )
+    other_functions_seen: dict[str, int] = Field(
+        default_factory=dict,
+        description="Workers of other functions heard from during the run, by function.",
+    )
     timeline: list[TimelinePoint] = Field(default_factory=list)
     files: dict[str, str] = Field(default_factory=dict)

@@ -67,6 +67,8 @@ def build_report(
     arrival_phase_s: float,
     elapsed_s: float,
     workers_seen: int,
+    workers_ready_seen: int = 0,
+    other_functions_seen: dict[str, int] | None = None,
 ) -> RunReport:
     """The report of a finished run."""
     accounting = ledger.accounting()
@@ -92,5 +94,7 @@ def build_report(
         peak_replicas=max(replicas) if replicas else None,
         replica_seconds=float(sum(replicas)) if replicas else None,
         workers_seen=workers_seen,
+        workers_ready_seen=workers_ready_seen,
+        other_functions_seen=other_functions_seen or {},
         timeline=timeline,
     )

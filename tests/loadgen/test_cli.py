@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -9,7 +11,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from function.cli import full_app
-from function.local.nats_server import EmbeddedNats
+from function.local.nats_server import EmbeddedNats, free_port
 from loadgen.cli import is_loopback_url
 from loadgen.run.records import RunReport
 from loadgen.sim import SimReport
@@ -47,13 +49,16 @@ def test_run_with_nobody_answering_fails_loudly_and_still_reports(
 ) -> None:
     out = tmp_path / "run"
     args = ["loadgen", "run", "--profile", "constant", "--rate", "5", "--duration", "1.5"]
-    args += ["--function", "nobody", "--drain-timeout", "1", "--no-progress"]
+    args += ["--drain-timeout", "1", "--no-progress"]  # the default function: remove-bg
     args += ["--nats-url", nats_server.url, "--out", str(out)]
-    result = runner.invoke(app, args)
+    result = runner.invoke(app, args, env={"COLUMNS": "200"})
     assert result.exit_code == 1, result.output
     assert "missing" in result.output
+    assert "why: no worker of 'remove-bg' sent a heartbeat during the run" in result.output
+    assert "try: start one (`surge worker -f remove-bg`" in result.output
     report = RunReport.model_validate_json((out / "report.json").read_text())
-    assert not report.ok
+    assert not report.ok and report.config.function == "remove-bg"
+    assert report.workers_seen == 0 and report.other_functions_seen == {}
     assert report.accounting.missing == report.accounting.published > 0
     assert report.accounting.acknowledged == report.accounting.published
     assert report.peak_backlog == report.accounting.published  # nothing consumed them
@@ -79,3 +84,18 @@ def test_simulate_prints_assumptions_and_writes_files(tmp_path: Path) -> None:
     assert _is_png(tmp_path / "simulation.png")
     bad = runner.invoke(app, ["loadgen", "simulate", "--policy", "magic", "--duration", "60"])
     assert bad.exit_code == 2
+
+
+def test_run_with_no_nats_server_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    """Before: ten seconds, then a line that did not say how to get a server."""
+    url = f"nats://127.0.0.1:{free_port()}"
+    args = [sys.executable, "-m", "function", "--wait-for-nats", "0.5", "loadgen", "run"]
+    args += ["--profile", "constant", "--duration", "1", "--no-progress", "--nats-url", url]
+    args += ["--out", str(tmp_path / "run")]
+    done = subprocess.run(args, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith(f"surge loadgen: no NATS server answered at {url} within 0.5 s")
+    assert "--embedded" in lines[0]
+    assert not (tmp_path / "run" / "report.json").exists()

@@ -9,6 +9,7 @@ from pathlib import Path
 from rich.console import Console
 
 from scaler.demo import run_demo, sparkline
+from scaler.demo_files import DemoIndex
 
 
 def test_sparkline_follows_time_not_sample_count() -> None:
@@ -30,3 +31,8 @@ def test_demo_scales_from_zero_and_back(tmp_path: Path, model_dir: Path) -> None
     assert report["peak_replicas"] == 1
     assert (tmp_path / "timeline.png").read_bytes().startswith(b"\x89PNG")
     assert "from 0 workers" in printed
+    index = DemoIndex.model_validate_json((tmp_path / "index.json").read_text())
+    assert [row.n for row in index.rows] == [1, 2, 3, 4, 5, 6] and index.missing == 0
+    assert all(row.status == "ok" and row.scores for row in index.rows)  # tiny: scores only
+    assert "index.html" in printed and (tmp_path / "index.html").exists()
+    assert not [p for p in tmp_path.glob("*.png") if p.name != "timeline.png"]
