@@ -30,6 +30,7 @@ from function.engine.consumer import JobConsumer
 from function.models import LoadedModel, load_task
 from function.models.warmup import ModelAdapter, WarmupHook, load_and_warm, resolve_hooks
 from function.telemetry import METRICS, set_process_fields
+from function.transport.calls import CallGateway
 from function.transport.connect import open_nats
 from function.transport.connection import ConnectionHealth, Trouble
 from function.transport.heartbeat import HeartbeatPublisher
@@ -107,6 +108,7 @@ class Worker:
         self.connection = ConnectionHealth()
         self.topology_watch: TopologyWatch | None = None
         self._orphans: OrphanSweeper | None = None
+        self._calls: CallGateway | None = None
 
     @property
     def ready(self) -> bool:
@@ -197,6 +199,8 @@ class Worker:
             log.warning("could not list tenants (open jobs are served; retrying): %r", exc)
         self.topology_watch.start()
         self._orphans.start()
+        self._calls = CallGateway(self.nc, js, settings.function)
+        await self._calls.start()
         self.phases["attach"] = time.perf_counter() - clock
         self.state = WorkerState.READY
         self.ready_at = datetime.now(UTC)
@@ -273,7 +277,7 @@ class Worker:
             return
         self.state = WorkerState.DRAINING
         METRICS.ready.labels(self.settings.function).set(0)
-        for task in (self._orphans, self.topology_watch):
+        for task in (self._calls, self._orphans, self.topology_watch):
             if task is not None:
                 await task.stop()
         # With the connection closed for good nothing can be settled: JetStream

@@ -82,6 +82,7 @@ from function.contract.quota import (
 )
 from function.contract.settings import (
     ADVISORIES_STREAM,
+    CALL_SUBJECT_PREFIX,
     CONSUMER_PREFIX,
     DEAD_STREAM,
     DEAD_SUBJECT_PREFIX,
@@ -101,6 +102,7 @@ from function.contract.settings import (
     Header,
     Priority,
     WorkerSettings,
+    call_subject,
     consumer_name,
     dead_subject,
     heartbeat_subject,
@@ -142,6 +144,7 @@ from function.contract.wire import (
 __all__ = [
     "ADVISORIES_STREAM",
     "ASYMMETRIC_ALGORITHMS",
+    "CALL_SUBJECT_PREFIX",
     "CLOUDEVENTS_JSON",
     "CONSUMER_PREFIX",
     "DEAD_STREAM",
@@ -208,6 +211,7 @@ __all__ = [
     "answer_address",
     "as_utc",
     "authorization_config",
+    "call_subject",
     "check_reply_subject",
     "check_tenant_blob",
     "clip",

@@ -40,6 +40,7 @@ from function.contract.errors import SurgeError, clip
 
 __all__ = [
     "ADVISORIES_STREAM",
+    "CALL_SUBJECT_PREFIX",
     "CONSUMER_PREFIX",
     "DEAD_STREAM",
     "DEAD_SUBJECT_PREFIX",
@@ -61,6 +62,7 @@ __all__ = [
     "Priority",
     "SurgeSettings",
     "WorkerSettings",
+    "call_subject",
     "consumer_name",
     "dead_subject",
     "heartbeat_subject",
@@ -88,6 +90,7 @@ ADVISORIES_STREAM = "SURGE_ADVISORIES"
 MAX_DELIVERIES_ADVISORY_PREFIX = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES"
 DEAD_SUBJECT_PREFIX = "surge.dead"
 HEARTBEAT_SUBJECT_PREFIX = "surge.heartbeat"
+CALL_SUBJECT_PREFIX = "surge.call"  # request/reply for NATS users: `nats req surge.call.<fn>`
 OBJECT_STORE_BUCKET = "surge-blobs"
 CONSUMER_PREFIX = "surge"
 # Subjects a job may never name as its reply subject: Surge's own streams and heartbeats.
@@ -98,6 +101,7 @@ RESERVED_SUBJECT_PREFIXES = tuple(
         RESULTS_SUBJECT_PREFIX,
         DEAD_SUBJECT_PREFIX,
         HEARTBEAT_SUBJECT_PREFIX,
+        CALL_SUBJECT_PREFIX,
     )
 )
 
@@ -137,6 +141,11 @@ _TENANT = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 def is_valid_tenant(tenant: str) -> bool:
     """A tenant id: one subject token of lower-case letters, digits, `-` and `_`."""
     return bool(_TENANT.match(tenant))
+
+
+def call_subject(function: str) -> str:
+    """Where a NATS request for `function` goes: its reply is the job's result."""
+    return f"{CALL_SUBJECT_PREFIX}.{function}"
 
 
 def job_subject(priority: Priority | str, function: str, tenant: str | None = None) -> str:

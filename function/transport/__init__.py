@@ -5,6 +5,7 @@ connect     opening a connection: credentials, TLS, a first try that fails clear
 pull        one continuous pull request per consumer (`PullFeed`)
 storage     results stored by job id, replies, dead letters, blobs (`ResultStore`)
 acks        writes to JetStream whose acknowledgements are awaited together (`StreamWrites`)
+calls       `nats req surge.call.<function>`: a request stored as a job, answered by its result
 heartbeat   the heartbeat publisher
 connection  what nats-py's callbacks say about the connection (`ConnectionHealth`)
 poison      dead-letters jobs whose every worker died (MAX_DELIVERIES advisories)
@@ -18,6 +19,10 @@ from __future__ import annotations
 
 from function.transport.acks import (
     StreamWrites,
+)
+from function.transport.calls import (
+    CALL_HEADERS,
+    CallGateway,
 )
 from function.transport.connect import (
     connect_options,
@@ -82,6 +87,8 @@ from function.transport.topology import (
 )
 
 __all__ = [
+    "CALL_HEADERS",
+    "CallGateway",
     "ConnectionHealth",
     "EncodedResult",
     "HeartbeatPublisher",

@@ -15,6 +15,7 @@ PUBLIC = {
     "contract": (
         "ADVISORIES_STREAM",
         "ASYMMETRIC_ALGORITHMS",
+        "CALL_SUBJECT_PREFIX",
         "CLOUDEVENTS_JSON",
         "CONSUMER_PREFIX",
         "DEAD_STREAM",
@@ -81,6 +82,7 @@ PUBLIC = {
         "answer_address",
         "as_utc",
         "authorization_config",
+        "call_subject",
         "check_reply_subject",
         "check_tenant_blob",
         "clip",
@@ -119,6 +121,8 @@ PUBLIC = {
         "trusted",
     ),
     "transport": (
+        "CALL_HEADERS",
+        "CallGateway",
         "ConnectionHealth",
         "EncodedResult",
         "HeartbeatPublisher",

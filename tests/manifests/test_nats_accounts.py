@@ -26,6 +26,7 @@ from function.contract.settings import (
     RESULTS_STREAM,
     Priority,
     WorkerSettings,
+    call_subject,
     consumer_name,
     dead_subject,
     heartbeat_subject,
@@ -142,6 +143,9 @@ RULES: Final = [
     ("worker", "publish", f"{tenant_inbox_prefix('tenant-b')}.reply", True),
     ("worker", "publish", "_INBOX.reply", True),
     ("worker", "publish", job_subject(NORMAL, FUNCTION), False),
+    ("worker", "publish", job_subject(HIGH, FUNCTION), True),  # a call, as a job
+    ("worker", "publish", job_subject(HIGH, FUNCTION, "tenant-a"), False),
+    ("worker", "subscription", call_subject(FUNCTION), True),
     ("scaler", "subscription", heartbeat_subject(FUNCTION), True),
     ("scaler", "publish", heartbeat_subject(FUNCTION), False),
     ("scaler", "subscription", "surge.results.>", False),
