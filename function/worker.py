@@ -18,6 +18,7 @@ import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from nats.aio.client import Client as NATS
@@ -158,12 +159,20 @@ class Worker:
         loading = asyncio.get_running_loop().run_in_executor(
             None, load_and_warm, settings, self.warmup_hooks, self.phases
         )
-        try:
-            topology = await self._connect(settings)
+        connecting = asyncio.ensure_future(self._connect(settings))
+        try:  # whichever fails first is the reason: a model that cannot load need not
+            # wait for NATS, nor a refused connection for the model
+            both: list[asyncio.Future[Any]] = [loading, connecting]
+            await asyncio.wait(both, return_when=asyncio.FIRST_EXCEPTION)
+            failed = [f for f in both if f.done() and f.exception() is not None]
+            if failed:
+                await failed[0]  # raises its error
+            topology = await connecting
+            model, self.warmup_ms, settings = await loading
         except BaseException:
-            loading.cancel()  # the load ends on its own; nothing waits for it
+            connecting.cancel()
+            loading.cancel()  # the load's thread ends on its own; nothing waits for it
             raise
-        model, self.warmup_ms, settings = await loading
         assert self.nc is not None and self._heartbeat is not None
         js = self.nc.jetstream()
         self.model = model

@@ -124,12 +124,16 @@ class Settler:
         failed: list[tuple[InFlightJob, Exception]] = []
         stored: list[tuple[InFlightJob, Span, EncodedResult]] = []
         for job, outputs, timings in done:
+            if job.settled:  # handed back meanwhile (the drain's timeout)
+                continue
             span = self._publish_span(job)
-            result = self._result(job, timings, status=JobStatus.OK, outputs=outputs)
             try:
+                result = self._result(job, timings, status=JobStatus.OK, outputs=outputs)
                 headers = trace_headers(trace.set_span_in_context(span))
                 stored.append((job, span, await self._results.encode(result, headers)))
-            except Exception as exc:  # e.g. the blob store refused an offloaded image
+            except Exception as exc:  # outputs that do not validate, a blob store refusal
+                if span is not job.span:
+                    span.end()
                 failed.append((job, exc))
         outcomes = await self._results.store_all([encoded for _, _, encoded in stored])
         for (job, span, encoded), outcome in zip(stored, outcomes, strict=True):
@@ -286,7 +290,19 @@ class Completion:
     async def complete(
         self, batch: list[InFlightJob], out: np.ndarray, start_ns: int, end_ns: int
     ) -> None:
-        """Postprocess row i for job i, store and send its result, ack."""
+        """Postprocess row i for job i, store and send its result, ack; whatever goes
+        wrong, every job of the batch still ends (retried when nothing else settled it)."""
+        try:
+            await self._complete(batch, out, start_ns, end_ns)
+        except Exception as exc:
+            log.exception("completing a batch failed")
+            for job in batch:
+                if not job.settled:
+                    await self.guarded(job, exc)
+
+    async def _complete(
+        self, batch: list[InFlightJob], out: np.ndarray, start_ns: int, end_ns: int
+    ) -> None:
         size = len(batch)
         if len(out) != size:
             error = RuntimeError(f"model returned {len(out)} rows for a batch of {size}")

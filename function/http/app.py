@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Literal
 
 from fastapi import Depends, FastAPI, Header, Path, Query, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
@@ -27,6 +27,7 @@ from opentelemetry import trace
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from function.contract.errors import ErrorCode, JobError
+from function.contract.http_auth import HttpAuthSettings
 from function.contract.parse import check_tenant_blob, parse_job
 from function.contract.settings import Header as H
 from function.contract.settings import Priority, job_subject
@@ -52,8 +53,13 @@ __all__ = ["create_app"]
 _tracer = trace.get_tracer("surge")
 
 
-def create_app(fn: Function, authenticator: Authenticator | None = None) -> FastAPI:
-    """The FastAPI application serving `fn`, with `authenticator` (None: auth off)."""
+def create_app(
+    fn: Function, authenticator: Authenticator | Literal["env"] | None = "env"
+) -> FastAPI:
+    """The FastAPI application serving `fn`: auth from `SURGE_HTTP_AUTH_*` by default
+    (a broken configuration raises `HttpAuthError`), or `authenticator`; None: auth off."""
+    if authenticator == "env":
+        authenticator = Authenticator.from_settings(HttpAuthSettings.from_env())
     app = FastAPI(
         title="Surge function",
         summary="Scale-to-zero ONNX inference; the same jobs as the NATS queue, over HTTP.",

@@ -34,8 +34,9 @@ class StreamWrites:
         self._waiting: dict[str, asyncio.Future[int]] = {}
 
     async def _open(self) -> None:
-        self._prefix = f"{self._nc.new_inbox()}."
-        await self._nc.subscribe(f"{self._prefix}*", cb=self._on_ack)
+        prefix = f"{self._nc.new_inbox()}."
+        await self._nc.subscribe(f"{prefix}*", cb=self._on_ack)
+        self._prefix = prefix  # only once acknowledgements can arrive
 
     async def write(
         self, subject: str, body: bytes, headers: dict[str, str]
@@ -67,8 +68,10 @@ class StreamWrites:
                 future.cancel()
                 self._forget(future)
                 outcomes.append(TimeoutError(f"no acknowledgement within {timeout:g}s"))
+            elif future.cancelled():  # never counts as stored
+                outcomes.append(TimeoutError("the write was cancelled"))
             else:
-                outcomes.append(None if future.cancelled() else future.exception())
+                outcomes.append(future.exception())
         return outcomes
 
     def _forget(self, future: asyncio.Future[int]) -> None:

@@ -19,10 +19,11 @@ import uuid
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
+from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.errors import APIError
 
-from function.contract.bounds import reply_subject_problem
+from function.contract.bounds import message_size, reply_subject_problem
 from function.contract.errors import ErrorCode
 from function.contract.parse import job_headers
 from function.contract.settings import Header, Priority, call_subject, job_subject
@@ -45,6 +46,11 @@ _STORE_TIMEOUT_S = 5.0
 _MAX_MSG_SIZE_EXCEEDED = 10054
 
 
+class _TooLarge(Exception):
+    def __init__(self, size: int) -> None:
+        super().__init__(f"{size} bytes do not fit the server's max_payload with the headers")
+
+
 class CallGateway:
     """Turns requests on `surge.call.<function>` into jobs answered to the requester."""
 
@@ -63,7 +69,7 @@ class CallGateway:
         """Take no more requests (those stored already are answered by the queue)."""
         if self._sub is not None:
             with contextlib.suppress(Exception):  # a closed connection has no subscriptions
-                await self._sub.unsubscribe()
+                await self._sub.drain()  # type: ignore[no-untyped-call]  # queued ones stay
             self._sub = None
 
     async def _on_call(self, msg: Msg) -> None:
@@ -75,21 +81,30 @@ class CallGateway:
         given = msg.headers or {}
         headers = {name: given[name] for name in CALL_HEADERS if given.get(name)}
         headers.update(job_headers(job_id, reply_to=msg.reply))
+        if message_size(msg.data, headers) > self._nc.max_payload:  # the server would close
+            await self._refuse(msg.reply, job_id, _TooLarge(len(msg.data)))  # the connection
+            return
         try:
-            await self._js.publish(
-                job_subject(Priority.HIGH, self.function),
-                msg.data,
-                headers=headers,
-                timeout=_STORE_TIMEOUT_S,
-            )
+            await self._store(msg.data, headers)
         except Exception as exc:
             await self._refuse(msg.reply, job_id, exc)
             return
         self.calls += 1
 
+    async def _store(self, data: bytes, headers: dict[str, str]) -> None:
+        """Store the job; an unanswered store is tried once more under the same
+        `Nats-Msg-Id` (JetStream keeps one copy), so a slow store is not refused while
+        its job runs."""
+        subject = job_subject(Priority.HIGH, self.function)
+        try:
+            await self._js.publish(subject, data, headers=headers, timeout=_STORE_TIMEOUT_S)
+        except NatsTimeoutError:
+            await self._js.publish(subject, data, headers=headers, timeout=_STORE_TIMEOUT_S)
+
     async def _refuse(self, reply: str, job_id: str, exc: Exception) -> None:
         """Answer a call whose job could not be stored, at once."""
-        too_large = isinstance(exc, APIError) and exc.err_code == _MAX_MSG_SIZE_EXCEEDED
+        refused = isinstance(exc, APIError) and exc.err_code == _MAX_MSG_SIZE_EXCEEDED
+        too_large = refused or isinstance(exc, _TooLarge)
         code = ErrorCode.PAYLOAD_TOO_LARGE if too_large else ErrorCode.NOT_READY
         message = f"the job could not be queued: {type(exc).__name__}: {exc}"[:512]
         result = Result(

@@ -62,3 +62,15 @@ async def test_a_request_the_queue_refuses_is_answered_at_once(
     result = await _call(nats_server.url, call_subject("tiny"), png_bytes())
     assert result.error is not None and result.error.code is ErrorCode.PAYLOAD_TOO_LARGE
     assert "could not be queued" in result.error.message
+
+
+async def test_a_request_too_large_to_requeue_is_refused_and_the_worker_stays_connected(
+    nats_server: EmbeddedNats, start_worker: WorkerFactory
+) -> None:
+    worker = await start_worker(function="tiny")
+    assert worker.nc is not None
+    body = png_bytes() + b"\0" * (worker.nc.max_payload - len(png_bytes()) - 16)
+    result = await _call(nats_server.url, call_subject("tiny"), body)
+    assert result.error is not None and result.error.code is ErrorCode.PAYLOAD_TOO_LARGE
+    assert worker.nc.is_connected  # its headers would have made the server close it
+    assert (await _call(nats_server.url, call_subject("tiny"), png_bytes())).status is JobStatus.OK

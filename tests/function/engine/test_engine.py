@@ -119,6 +119,8 @@ class FakeModel:
     def postprocess(
         self, row: np.ndarray, image: Image.Image, outputs: tuple[str, ...]
     ) -> dict[str, Output]:
+        if float(row[0]) == 7.0:  # a task whose outputs are not Outputs
+            return {"scores": "not an output"}  # type: ignore[dict-item]
         return {"scores": ScoresOutput(scores={"mean": float(row[0])})}
 
 
@@ -182,6 +184,18 @@ async def test_one_failed_store_in_a_batch_leaves_the_others_answered(engine: En
         assert [e for e, jid in engine.log if jid == job_id] == ["store", "reply", "ack"]
     assert [e for e, jid in engine.log if jid == "b"] == ["nak"]
     assert sorted(engine.settled) == ["a", "b", "c"] and engine.completion.completed == 2
+
+
+async def test_outputs_that_do_not_validate_leave_the_rest_of_the_batch_answered(
+    engine: Engine,
+) -> None:
+    jobs = [job(engine, "a"), job(engine, "odd", value=7.0), job(engine, "c")]
+    out = FakeModel().run_batch([j.ready_sample for j in jobs])
+    await engine.completion.complete(jobs, out, 0, 1)
+    for job_id in ("a", "c"):
+        assert [e for e, jid in engine.log if jid == job_id] == ["store", "reply", "ack"]
+    assert [e for e, jid in engine.log if jid == "odd"] == ["nak"]  # retried, not stranded
+    assert sorted(engine.settled) == ["a", "c", "odd"]
 
 
 async def test_bad_input_is_stored_then_terminated_once(engine: Engine) -> None:

@@ -32,6 +32,7 @@ from function.contract.http_auth import HttpAuthError
 from function.contract.quota import TenantQuota
 from function.contract.settings import WorkerSettings, tenant_blob_bucket
 from function.contract.wire import JobStatus, Result, ScoresOutput
+from function.http.app import create_app
 from function.http.func import Function
 from function.local.nats_server import EmbeddedNats
 from function.telemetry import JsonFormatter
@@ -434,3 +435,14 @@ async def test_an_http_tenants_upload_is_read_from_its_own_bucket(
     assert Result.model_validate(own.json()).tenant == "acme"
     error = Result.model_validate(other.json()).error
     assert error is not None and error.code is ErrorCode.INPUT_NOT_FOUND
+
+
+async def test_an_app_built_without_an_authenticator_reads_the_environment(
+    auth_env: Path, tmp_path: Path
+) -> None:
+    """`create_app(fn)` (embedding, tests) never fails open when auth is configured."""
+    app = create_app(_function(tmp_path))
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://surge") as http:
+        refused = await http.post("/v1/infer/tiny", content=b"x")
+    assert refused.status_code == 401
