@@ -20,6 +20,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 import numpy as np
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeoutError
 from opentelemetry import trace
 from opentelemetry.trace import Span, StatusCode
 
@@ -48,6 +50,24 @@ log = logging.getLogger("surge.settle")
 # A job whose batch ran and whose outputs are made: its result is ready to store.
 Succeeded = tuple[InFlightJob, dict[str, Output], Timings]
 _tracer = trace.get_tracer("surge")
+
+
+_ACK_TRIES = 4
+_ACK_TIMEOUT_S = 2.5
+
+
+async def _ack_confirmed(job: InFlightJob) -> None:
+    """Ack, and wait for the server to confirm it, trying again (an ack is idempotent):
+    an ack lost in a leader change would have the job delivered again and answered a
+    second time from its stored result."""
+    for attempt in range(_ACK_TRIES):
+        try:
+            await job.msg.ack_sync(timeout=_ACK_TIMEOUT_S)
+            return
+        except (NatsTimeoutError, NoRespondersError):
+            if attempt == _ACK_TRIES - 1:
+                raise
+            await asyncio.sleep(0.25 * (attempt + 1))
 
 
 class Settler:
@@ -136,19 +156,27 @@ class Settler:
                     span.end()
                 failed.append((job, exc))
         outcomes = await self._results.store_all([encoded for _, _, encoded in stored])
+        replied: list[InFlightJob] = []
         for (job, span, encoded), outcome in zip(stored, outcomes, strict=True):
             try:
                 if isinstance(outcome, Exception):
                     raise outcome
                 await self._results.reply(self._reply_to(job), encoded)
-                await job.msg.ack()
             except Exception as exc:
                 failed.append((job, exc))
                 continue
             finally:
                 if span is not job.span:
                     span.end()
-            self._done(job, "ok")
+            replied.append(job)
+        acks = await asyncio.gather(*map(_ack_confirmed, replied), return_exceptions=True)
+        for job, ack in zip(replied, acks, strict=True):
+            if isinstance(ack, Exception):
+                failed.append((job, ack))
+            elif isinstance(ack, BaseException):
+                raise ack
+            else:
+                self._done(job, "ok")
         return failed
 
     async def fail(self, job: InFlightJob, error: JobError, timings: Timings | None = None) -> None:
@@ -164,7 +192,7 @@ class Settler:
     async def replay(self, job: InFlightJob, stored: Result) -> None:
         """A redelivered job whose result is already stored: send it again, ack."""
         await self._results.resend(stored, self._reply_to(job))
-        await job.msg.ack()
+        await _ack_confirmed(job)
         self._done(job, stored.status.value, stored.error.code.value if stored.error else "")
 
     async def retry_or_dead_letter(self, job: InFlightJob, error: Exception) -> None:

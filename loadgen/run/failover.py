@@ -71,10 +71,14 @@ class FailoverReport:
     settled: bool
     elapsed_s: float
     reconnects: int = 0
+    fetched: int = 0
+    """Jobs whose reply never came (a client reconnecting misses core NATS messages) but
+    whose result was in the store, where `SurgeClient` looks for a missing reply."""
 
     @property
     def lost(self) -> int:
-        return self.accounting.lost
+        """Jobs without a result, pushed or stored."""
+        return self.accounting.lost - self.fetched
 
     @property
     def twice(self) -> int:
@@ -86,8 +90,8 @@ class FailoverReport:
         a = self.accounting
         return [
             f"jobs {a.scheduled}: published {a.published}, answered {a.answered} "
-            f"(ok {a.answered_ok}), lost {self.lost}, answered twice {self.twice}, "
-            f"stored ok {self.stored_ok}",
+            f"(ok {a.answered_ok}; {self.fetched} more from the store), lost {self.lost}, "
+            f"answered twice {self.twice}, stored ok {self.stored_ok}",
             f"killed {self.killed} (SURGE_JOBS leader); failover pause {self.pause_s:.2f}s "
             f"(longest gap between results from the kill on)",
             f"publish retries {self.publish_retries}, longest publish "
@@ -222,7 +226,9 @@ async def run_failover(
     await sub.unsubscribe()
     elapsed = time.monotonic() - start
     stored = [await client.result(ledger.job_id(i)) for i in range(jobs)]
+    unanswered = set(ledger.unanswered())
     return FailoverReport(
+        fetched=sum(stored[i] is not None for i in unanswered),
         accounting=ledger.accounting(),
         stored_ok=sum(r is not None and r.status.value == "ok" for r in stored),
         killed=load.killed,

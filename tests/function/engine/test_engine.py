@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from nats.errors import TimeoutError as NatsTimeoutError
 from opentelemetry.trace import INVALID_SPAN
 from PIL import Image
 
@@ -38,6 +39,7 @@ class FakeMsg:
     data: bytes = b"payload"
     reply: str = "$JS.ACK.fake"
     headers: dict[str, str] = field(default_factory=dict)
+    unconfirmed_acks: int = 0
 
     def __post_init__(self) -> None:
         self.headers = {Header.MSG_ID: self.job_id, **self.headers}
@@ -50,6 +52,12 @@ class FakeMsg:
         )
 
     async def ack(self) -> None:
+        self.log.append(("ack", self.job_id))
+
+    async def ack_sync(self, timeout: float = 1.0) -> None:
+        if self.unconfirmed_acks > 0:  # a leader change: the ack goes unanswered
+            self.unconfirmed_acks -= 1
+            raise NatsTimeoutError
         self.log.append(("ack", self.job_id))
 
     async def term(self) -> None:
@@ -196,6 +204,16 @@ async def test_outputs_that_do_not_validate_leave_the_rest_of_the_batch_answered
         assert [e for e, jid in engine.log if jid == job_id] == ["store", "reply", "ack"]
     assert [e for e, jid in engine.log if jid == "odd"] == ["nak"]  # retried, not stranded
     assert sorted(engine.settled) == ["a", "c", "odd"]
+
+
+async def test_an_unconfirmed_ack_is_sent_again_not_left_to_a_redelivery(
+    engine: Engine,
+) -> None:
+    held = job(engine, "a")
+    held.msg.unconfirmed_acks = 2  # type: ignore[attr-defined]
+    await engine.completion.complete([held], FakeModel().run_batch([held.ready_sample]), 0, 1)
+    assert [e for e, _ in engine.log] == ["store", "reply", "ack"]
+    assert engine.settled == ["a"] and engine.completion.completed == 1
 
 
 async def test_bad_input_is_stored_then_terminated_once(engine: Engine) -> None:
