@@ -169,14 +169,14 @@ class Settler:
                 if span is not job.span:
                     span.end()
             replied.append(job)
+            self._done(job, "ok")  # stored and answered: what happens to the ack is JetStream's
         acks = await asyncio.gather(*map(_ack_confirmed, replied), return_exceptions=True)
         for job, ack in zip(replied, acks, strict=True):
-            if isinstance(ack, Exception):
-                failed.append((job, ack))
+            if isinstance(ack, Exception):  # JetStream delivers it again; the stored result
+                with bind(job_id=job.job_id, trace_id=job.trace_id, tenant=job.tenant):
+                    log.warning("ack not confirmed (%r): it will be answered from the store", ack)
             elif isinstance(ack, BaseException):
                 raise ack
-            else:
-                self._done(job, "ok")
         return failed
 
     async def fail(self, job: InFlightJob, error: JobError, timings: Timings | None = None) -> None:
