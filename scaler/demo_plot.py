@@ -15,7 +15,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 
-from scaler.plotting import integer_axis, mark
+from scaler.plotting import integer_axis, mark, save_png
 from scaler.stack import SpikeReport
 
 __all__ = ["demo_marks", "timeline_figure", "write_timeline"]
@@ -101,7 +101,4 @@ def timeline_figure(report: SpikeReport) -> Figure:
 
 def write_timeline(report: SpikeReport, path: Path) -> Path:
     """Draw `timeline_figure` into the PNG at `path`."""
-    fig = timeline_figure(report)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_png(timeline_figure(report), path)

@@ -12,6 +12,7 @@ Counts (replicas, backlog, jobs per second) are drawn as steps; a series with ho
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Literal
 
 import matplotlib
@@ -19,15 +20,24 @@ import numpy as np
 
 matplotlib.use("Agg")
 
+import matplotlib.pyplot as plt
 from matplotlib.axes import Axes
+from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
-__all__ = ["MARK_GID", "integer_axis", "mark", "marks_of", "with_gaps"]
+__all__ = ["MARK_GID", "integer_axis", "mark", "marks_of", "save_png", "with_gaps"]
 
 MARK_GID = "surge-mark:"
 """The `gid` prefix of every line `mark()` draws (then its label), so that tests and
 readers can find them; the label is written on the plot, not in the legend."""
+
+
+def save_png(fig: Figure, path: Path) -> Path:
+    """Write `fig` to the PNG at `path` and free it."""
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
 
 
 def with_gaps(values: Sequence[float | int | None]) -> list[float]:

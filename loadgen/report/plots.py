@@ -18,7 +18,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from loadgen.run.records import RunReport, TimelinePoint
-from scaler.plotting import integer_axis, mark, with_gaps
+from scaler.plotting import integer_axis, mark, save_png, with_gaps
 
 __all__ = [
     "latency_figure",
@@ -126,20 +126,14 @@ def load_figure(report: RunReport) -> Figure:
     return fig
 
 
-def _save(fig: Figure, path: Path) -> Path:
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
-
-
 def plot_latency(report: RunReport, path: Path) -> Path:
     """`latency_figure` as a PNG at `path`."""
-    return _save(latency_figure(report), path)
+    return save_png(latency_figure(report), path)
 
 
 def plot_load(report: RunReport, path: Path) -> Path:
     """`load_figure` as a PNG at `path`."""
-    return _save(load_figure(report), path)
+    return save_png(load_figure(report), path)
 
 
 def write_plots(report: RunReport, out: Path) -> dict[str, str]:

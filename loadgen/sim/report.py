@@ -15,7 +15,7 @@ from matplotlib.figure import Figure
 from rich.table import Table
 
 from loadgen.sim.params import PolicyResult, SimReport
-from scaler.plotting import integer_axis, mark
+from scaler.plotting import integer_axis, mark, save_png
 
 __all__ = ["plot_simulation", "policy_table", "simulation_figure", "write_simulation"]
 
@@ -116,10 +116,7 @@ def simulation_figure(report: SimReport) -> Figure:
 
 def plot_simulation(report: SimReport, path: Path) -> Path:
     """`simulation_figure` as a PNG at `path`."""
-    fig = simulation_figure(report)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_png(simulation_figure(report), path)
 
 
 def write_simulation(report: SimReport, out: Path) -> dict[str, str]:
