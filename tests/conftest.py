@@ -71,6 +71,17 @@ async def client(nats_server: EmbeddedNats) -> AsyncIterator[SurgeClient]:
         yield surge_client
 
 
+@pytest.fixture
+def figures() -> Iterator[list[Any]]:
+    """Matplotlib figures a test appends here are closed after it."""
+    import matplotlib.pyplot as plt
+
+    made: list[Any] = []
+    yield made
+    for fig in made:
+        plt.close(fig)
+
+
 WorkerFactory = Callable[..., Awaitable[Worker]]
 
 

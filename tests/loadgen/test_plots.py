@@ -4,11 +4,8 @@ matplotlib artists (not pixels): gaps, steps, whole-number axes, marks, one pane
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 
-import matplotlib.pyplot as plt
 import numpy as np
-import pytest
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
@@ -29,14 +26,6 @@ TIMELINE = [
     point(4, arrivals=0, completions=9),
     point(5, completions=4, backlog=0, replicas=1),
 ]
-
-
-@pytest.fixture
-def figures() -> Iterator[list[Figure]]:
-    made: list[Figure] = []
-    yield made
-    for fig in made:
-        plt.close(fig)
 
 
 def _line(ax: Axes, label: str) -> tuple[list[float], list[float], str]:

@@ -4,7 +4,6 @@ job, and a timeline whose plotted data marks the cold start and the first result
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -131,14 +130,6 @@ async def test_results_are_numbered_named_and_indexed(tmp_path: Path) -> None:
     assert '<a href="3-astronaut-mask.png"><img src="3-astronaut-mask.png"' in page
     assert "job-bad&lt;b&gt;" in page and "job-bad<b>" not in page
     assert "cutout: not saved" in page
-
-
-@pytest.fixture
-def figures() -> Iterator[list[Figure]]:
-    made: list[Figure] = []
-    yield made
-    for fig in made:
-        plt.close(fig)
 
 
 # Scaler time: idle, the spike seen at 1.0 s, a worker started at 1.2 s, a second at
