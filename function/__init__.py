@@ -6,7 +6,7 @@ Packages, lowest first (each imports only from those above it in this list):
     telemetry  JSON logs, Prometheus metrics, OpenTelemetry traces
     transport  JetStream I/O: topology, pull, result storage, heartbeats, sweepers
     models     ONNX Runtime sessions, tasks, imaging, warmup
-    engine     one job's life: consumer -> job -> finish (-> transport.storage)
+    engine     one job's life: consumer -> job -> finish -> settle (-> transport.storage)
     worker     one process: connect, warm, consume, drain;  client: publish jobs, read results
     local      the embedded nats-server and worker processes
     http       the Knative function (`new`), FastAPI app, uvicorn serving

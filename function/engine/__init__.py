@@ -1,10 +1,11 @@
 """One job's life, from its message to its settled outcome. Follow a job through
-`consumer` (the map), `job` (admission), `finish` (the one place a job ends) and
-`function.transport.storage` (where its result lands).
+`consumer` (the map), `job` (admission), `finish` (after inference), `settle` (the one
+place a job ends) and `function.transport.storage` (where its result lands).
 
     consumer    the pull loop: fetch (high before normal), admit, batch, infer, finish
     job         `InFlightJob` and `Admission`: parse, replay, read, decode, or settle early
-    finish      `Settler`, `Completion`: postprocess, store, reply, ack; or fail, nak, dead-letter
+    finish      `Completion`: postprocess a batch's jobs, then settle each
+    settle      `Settler`: store, reply, ack (confirmed); or fail, nak, dead-letter, hand back
     jobmetrics  `JobMetrics`: the per-job Prometheus series, labels resolved once
     feeds       one pull feed per priority and source (open jobs, each tenant)
     batcher     dynamic batching across priorities, sources served in turn
@@ -37,8 +38,6 @@ from function.engine.feeds import (
 from function.engine.finish import (
     SMALL_IMAGE_PIXELS,
     Completion,
-    Settler,
-    Succeeded,
 )
 from function.engine.job import (
     SMALL_INPUT_BYTES,
@@ -51,6 +50,10 @@ from function.engine.jobmetrics import (
 )
 from function.engine.ratelimit import (
     TenantRates,
+)
+from function.engine.settle import (
+    Settler,
+    Succeeded,
 )
 
 __all__ = [

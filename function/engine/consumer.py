@@ -40,9 +40,10 @@ from function.engine.batcher import PriorityBatcher
 from function.engine.batchmodel import BatchModel, run_in
 from function.engine.budget import PixelBudget, pixel_budget
 from function.engine.feeds import FeedKey, Feeds
-from function.engine.finish import Completion, Settler
+from function.engine.finish import Completion
 from function.engine.job import Admission, InFlightJob, wall_ns
 from function.engine.ratelimit import TenantRates
+from function.engine.settle import Settler
 from function.models.hardware import usable_cpus
 from function.telemetry import context_from_headers
 from function.transport.connection import Trouble

@@ -39,7 +39,7 @@ from function.telemetry import METRICS, trace_id_of
 from function.transport.storage import ResultStore
 
 if TYPE_CHECKING:
-    from function.engine.finish import Settler
+    from function.engine.settle import Settler
 
 __all__ = ["SMALL_INPUT_BYTES", "Admission", "InFlightJob", "wall_ns"]
 

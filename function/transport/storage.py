@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
 from nats.errors import NoRespondersError
 from nats.js import JetStreamContext
 from nats.js.errors import Error as JetStreamError
@@ -202,17 +203,16 @@ class ResultStore:
         """Store every result, awaiting the stream's acks together: None for each one
         stored, else why not. Store first, reply after: a client never sees a result
         that is not the final one."""
-        writes = []
-        for encoded in results:
-            try:
-                writes.append(
-                    await self._writes.write(encoded.subject, encoded.body, encoded.stored_headers)
-                )
-            except Exception as exc:  # the connection is gone: nothing later goes out either
-                failed: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-                failed.set_exception(exc)
-                writes.append(failed)
-        return await self._writes.settle(writes, STORE_TIMEOUT_S)
+        writes = [
+            self._writes.write(encoded.subject, encoded.body, encoded.stored_headers)
+            for encoded in results
+        ]
+        return await self._writes.settle_all(writes, STORE_TIMEOUT_S)
+
+    async def ack_all(self, msgs: Sequence[Msg], timeout: float) -> list[BaseException | None]:
+        """Ack every job message, awaiting the server's confirmations together: None for
+        each confirmed, else why not (an ack is idempotent: send it again)."""
+        return await self._writes.settle_all([self._writes.ack(msg) for msg in msgs], timeout)
 
     @staticmethod
     def _encode(result: Result, trace_headers: dict[str, str]) -> EncodedResult:

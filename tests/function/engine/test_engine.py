@@ -22,8 +22,9 @@ from PIL import Image
 from function.contract.errors import BadInput, ErrorCode, TransientError
 from function.contract.settings import Header, Priority, WorkerSettings
 from function.contract.wire import DeadLetter, ModelInfo, Output, Result, ScoresOutput
-from function.engine.finish import Completion, Settler
+from function.engine.finish import Completion
 from function.engine.job import InFlightJob
+from function.engine.settle import Settler
 
 MODEL = ModelInfo(name="fake", version="0" * 16)
 
@@ -101,6 +102,16 @@ class MemoryStore:
 
     async def reply(self, reply_to: str | None, encoded: Result) -> None:
         self.log.append(("reply", encoded.job_id))
+
+    async def ack_all(self, msgs: list[FakeMsg], timeout: float) -> list[BaseException | None]:
+        outcomes: list[BaseException | None] = []
+        for msg in msgs:
+            try:
+                await msg.ack_sync(timeout)
+                outcomes.append(None)
+            except Exception as exc:
+                outcomes.append(exc)
+        return outcomes
 
     async def resend(self, result: Result, reply_to: str | None) -> None:
         self.log.append(("resend", result.job_id))

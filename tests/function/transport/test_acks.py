@@ -1,4 +1,5 @@
-"""`StreamWrites` against a real nats-server: stored, refused, unanswered, in one wait."""
+"""`StreamWrites` against a real nats-server: writes stored, refused or unanswered, and acks
+confirmed, each batch in one wait."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import nats
 import pytest
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
+from nats.errors import NoRespondersError
 from nats.js.api import DiscardPolicy, StreamConfig
 from nats.js.errors import APIError, NoStreamResponseError
 
@@ -67,3 +69,29 @@ async def test_an_unanswered_write_times_out_and_is_forgotten(nc: NATS) -> None:
     [outcome] = await writes.settle([future], timeout=0.2)
     assert isinstance(outcome, TimeoutError)
     assert future.cancelled() and not writes._waiting
+
+
+async def test_acks_are_confirmed_together_and_a_gone_consumer_is_an_error(nc: NATS) -> None:
+    js = nc.jetstream()
+    for i in range(2):
+        await js.publish(f"acks.{i}", b"x")
+    sub = await js.pull_subscribe("acks.>", durable="acker")
+    msgs = await sub.fetch(1, timeout=5)
+    writes = StreamWrites(nc)
+    outcomes = await writes.settle_all([writes.ack(msg) for msg in msgs], timeout=5)
+    assert outcomes == [None]
+    info = await js.consumer_info("ACKS", "acker")
+    assert info.num_ack_pending == 0 and info.ack_floor.consumer_seq == 1
+    [last] = await sub.fetch(1, timeout=5)
+    await js.delete_consumer("ACKS", "acker")
+    [outcome] = await writes.settle_all([writes.ack(last)], timeout=2)
+    assert isinstance(outcome, NoRespondersError | TimeoutError)
+
+
+async def test_a_write_that_cannot_be_sent_fails_alone(nc: NATS) -> None:
+    writes = StreamWrites(nc)
+    no_reply = Msg(nc, subject="acks.0", reply="", data=b"")
+    outcomes = await writes.settle_all(
+        [writes.write("acks.0", b"1", {}), writes.ack(no_reply)], timeout=5
+    )
+    assert outcomes[0] is None and isinstance(outcomes[1], ValueError)
