@@ -10,13 +10,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import subprocess
 import sys
 import time
 import uuid
 from pathlib import Path
+from typing import NamedTuple
 
 import nats
+import psutil
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
@@ -31,6 +34,8 @@ from function.transport.connect import connect_options
 __all__ = [
     "BARE_CONSUMER",
     "BARE_STREAM",
+    "CpuProbe",
+    "LoopRate",
     "ReplyCollector",
     "bare_cold_start",
     "bare_pull_loop",
@@ -161,18 +166,51 @@ async def publish_backlog(
         )
 
 
-class ReplyCollector:
-    """Receive times of the first `count` messages on `subject`; `rate()` after `wait()`."""
+class CpuProbe:
+    """CPU seconds (user + system) process `pid` spends between `start()` and `stop()`,
+    per job: robust where wall-clock rates on a shared machine are not."""
 
-    def __init__(self, nc: NATS, subject: str, count: int) -> None:
+    def __init__(self, pid: int | None = None) -> None:
+        self.pid = pid
+        self._start: float | None = None
+        self.seconds: float | None = None
+
+    def _cpu(self) -> float:
+        times = psutil.Process(self.pid).cpu_times()
+        return float(times.user + times.system)
+
+    def start(self) -> None:
+        with contextlib.suppress(psutil.Error, ValueError):
+            self._start = self._cpu()
+
+    def stop(self) -> None:
+        if self._start is not None:
+            with contextlib.suppress(psutil.Error, ValueError):
+                self.seconds = self._cpu() - self._start
+
+    def us_per_job(self, jobs: int) -> float | None:
+        """Microseconds per job, for `jobs` answered between the marks."""
+        return self.seconds * 1e6 / jobs if self.seconds is not None and jobs > 0 else None
+
+
+class ReplyCollector:
+    """Receive times of the first `count` messages on `subject`; `rate()` after `wait()`.
+    A `probe` measures a process's CPU from the first message to the last."""
+
+    def __init__(self, nc: NATS, subject: str, count: int, probe: CpuProbe | None = None) -> None:
         self._nc, self.subject, self.count = nc, subject, count
+        self.probe = probe
         self.times: list[float] = []
         self._done = asyncio.Event()
 
     async def __aenter__(self) -> ReplyCollector:
         async def on_msg(msg: Msg) -> None:
             self.times.append(time.perf_counter())
+            if self.probe is not None and len(self.times) == 1:
+                self.probe.start()
             if len(self.times) >= self.count:
+                if self.probe is not None and len(self.times) == self.count:
+                    self.probe.stop()
                 self._done.set()
 
         self._sub = await self._nc.subscribe(self.subject, cb=on_msg)
@@ -191,10 +229,18 @@ class ReplyCollector:
         return (len(self.times) - 1) / span if span > 0 else 0.0
 
 
+class LoopRate(NamedTuple):
+    """A consumer's jobs/s, and its CPU microseconds per job (None if not measured)."""
+
+    jobs_s: float
+    cpu_us_per_job: float | None
+
+
 async def bare_pull_loop(
     url: str, count: int, payload: bytes, batch: int, result_size: int, timeout: float = 300
-) -> float:
-    """Jobs/s of a bare fetch + publish + ack loop (own process) draining `count` jobs."""
+) -> LoopRate:
+    """Jobs/s (and CPU per job) of a bare fetch + publish + ack loop (own process)
+    draining `count` jobs."""
     nc = await nats.connect(url)
     js = nc.jetstream()
     await js.add_stream(
@@ -210,13 +256,15 @@ async def bare_pull_loop(
     )
     inbox = nc.new_inbox()
     try:
-        async with ReplyCollector(nc, inbox, count) as replies:
+        probe = CpuProbe()
+        async with ReplyCollector(nc, inbox, count, probe) as replies:
             await publish_backlog(js, BARE_SUBJECT, count, payload, inbox, "bare")
             args = [url, BARE_STREAM, BARE_CONSUMER, str(count), str(batch), str(result_size)]
             proc = await asyncio.create_subprocess_exec(sys.executable, "-c", BARE_LOOP, *args)
+            probe.pid = proc.pid
             await replies.wait(timeout)
             await proc.wait()
-            return replies.rate()
+            return LoopRate(replies.rate(), probe.us_per_job(count - 1))
     finally:
         await js.delete_stream(BARE_STREAM)
         await nc.drain()

@@ -39,6 +39,11 @@ class MessagePath(BaseModel):
     bare_jobs_s: float
     worker_jobs_s: float
     ratio: float
+    bare_cpu_us_per_job: float | None = None
+    worker_cpu_us_per_job: float | None = None
+    cpu_ratio: float | None = Field(
+        default=None, description="bare CPU per job / worker CPU per job: noise-robust"
+    )
 
 
 class Percentiles(BaseModel):

@@ -7,7 +7,8 @@ Each figure is a ratio to a bare baseline on the same machine, at the same momen
   `--batch`/`--threads` vs raw `run()` on the same batch and threads (target >= 0.95 of
   the same-configuration baseline; see `loadgen.bench.hardware` for the side by side);
 * message path: `tiny` worker throughput vs a bare nats-py loop doing the same fetch +
-  publish result + ack on a JetStream pull consumer (target >= 0.7);
+  publish result + ack on a JetStream pull consumer (target >= 0.7), with each one's CPU
+  per job from its first answer to its last (steadier than rates on a shared machine);
 * latency: `tiny` job round trip p50 vs a bare nats-py request/reply (target <= 1.5x);
 * memory: worker resident set vs a bare process holding the same session (<= 1.5x);
 * cold start: worker process start to ready vs bare session create + one inference
@@ -112,6 +113,14 @@ def _env(batch: int, threads: int) -> dict[str, str]:
     return env
 
 
+def _cpu_ratio(bare: float | None, worker: float | None) -> float | None:
+    return bare / worker if bare and worker else None
+
+
+def _cpu(us: float | None) -> str:
+    return f", {us:.0f} us CPU/job" if us is not None else ""
+
+
 def figures_of(record: BenchRecord) -> list[Figure]:
     ratios = {
         "compute": record.compute.ratio,
@@ -168,7 +177,13 @@ def run(
         cpu_count=os.cpu_count(),
         compute=Compute(raw_img_s=raw, worker_img_s=e2e, ratio=e2e / raw),
         message_path=MessagePath(
-            jobs=message_jobs, bare_jobs_s=bare_mp, worker_jobs_s=surge_mp, ratio=surge_mp / bare_mp
+            jobs=message_jobs,
+            bare_jobs_s=bare_mp.jobs_s,
+            worker_jobs_s=surge_mp.jobs_s,
+            ratio=surge_mp.jobs_s / bare_mp.jobs_s,
+            bare_cpu_us_per_job=bare_mp.cpu_us_per_job,
+            worker_cpu_us_per_job=surge_mp.cpu_us_per_job,
+            cpu_ratio=_cpu_ratio(bare_mp.cpu_us_per_job, surge_mp.cpu_us_per_job),
         ),
         latency_ms=Latency(surge=lat_surge, bare=lat_bare, p50_ratio=lat_surge.p50 / lat_bare.p50),
         memory=Memory(worker_rss=worker_rss, bare_rss=bare_rss, ratio=worker_rss / bare_rss),
@@ -240,8 +255,8 @@ def table(record: BenchRecord) -> Table:
         "compute": ("throughput img/s", f"{c.worker_img_s:.2f}", f"{c.raw_img_s:.2f} raw ORT"),
         "message path": (
             "tiny jobs/s",
-            f"{mp.worker_jobs_s:.0f}",
-            f"{mp.bare_jobs_s:.0f} bare loop",
+            f"{mp.worker_jobs_s:.0f}{_cpu(mp.worker_cpu_us_per_job)}",
+            f"{mp.bare_jobs_s:.0f} bare loop{_cpu(mp.bare_cpu_us_per_job)}",
         ),
         "latency p50": (
             "round trip p50 ms",

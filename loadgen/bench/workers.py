@@ -16,7 +16,7 @@ from function.local.nats_server import free_port
 from function.local.processes import start_worker_process, stop_worker_processes, wait_ready
 from function.models import fetch_photos
 from function.transport.topology import ensure_streams
-from loadgen.bench.baselines import ReplyCollector, publish_backlog
+from loadgen.bench.baselines import CpuProbe, LoopRate, ReplyCollector, publish_backlog
 from loadgen.run.runner import tiny_png
 
 __all__ = [
@@ -75,21 +75,25 @@ async def backlog_rate(url: str, function: str, image: bytes, jobs: int) -> floa
 
 async def surge_message_path(
     url: str, count: int, logs: Path, env: dict[str, str], timeout: float = 300
-) -> tuple[float, WorkerProcess]:
-    """Jobs/s of a `tiny` worker process draining a backlog of `count` jobs published
-    before it started; returns the still running worker for the latency figure."""
+) -> tuple[LoopRate, WorkerProcess]:
+    """Jobs/s (and CPU per job) of a `tiny` worker process draining a backlog of `count`
+    jobs published before it started; returns the still running worker for the latency
+    figure."""
     nc = await nats.connect(url)
     js = nc.jetstream()
     await ensure_streams(js, WorkerSettings())
     inbox = nc.new_inbox()
     worker = WorkerProcess(url, "tiny", logs / "tiny.log", env)
     try:
-        async with ReplyCollector(nc, inbox, count) as replies:
+        probe = CpuProbe()
+        async with ReplyCollector(nc, inbox, count, probe) as replies:
             subject = job_subject(Priority.NORMAL, "tiny")
             await publish_backlog(js, subject, count, tiny_png(), inbox, "mp")
             worker.start()
+            assert worker.proc is not None
+            probe.pid = worker.proc.pid
             await replies.wait(timeout)
-            return replies.rate(), worker
+            return LoopRate(replies.rate(), probe.us_per_job(count - 1)), worker
     except BaseException:
         worker.stop()
         raise
