@@ -14,6 +14,7 @@ import asyncio
 import logging
 import os
 import socket
+import threading
 import time
 import uuid
 from datetime import UTC, datetime
@@ -39,11 +40,12 @@ from function.transport.orphans import OrphanSweeper
 from function.transport.poison import PoisonSweeper
 from function.transport.recovery import TenantConsumers, TopologyWatch
 from function.transport.storage import ResultStore
-from function.transport.topology import Topology, ensure_topology
+from function.transport.topology import Topology, ensure_topology, jobs_waiting
 
 __all__ = ["PROCESS_START", "StartupError", "Worker", "check_startup", "process_start_time"]
 
 log = logging.getLogger("surge.worker")
+BACKLOG_ANSWER_WAIT_S = 5.0  # the longest a loaded model waits to learn whether jobs wait
 
 
 def process_start_time() -> float:
@@ -110,6 +112,8 @@ class Worker:
         self.topology_watch: TopologyWatch | None = None
         self._orphans: OrphanSweeper | None = None
         self._calls: CallGateway | None = None
+        self._attached = threading.Event()  # set from the loop, awaited by the load's thread
+        self._jobs_waiting = False
 
     @property
     def ready(self) -> bool:
@@ -135,7 +139,17 @@ class Worker:
         self._heartbeat.start()
         topology = await ensure_topology(self.nc.jetstream(), settings)
         self.phases["connect"] = time.perf_counter() - clock
+        try:
+            self._jobs_waiting = await jobs_waiting(self.nc.jetstream(), topology.consumers) > 0
+        except Exception as exc:  # only a shortcut: warm as usual
+            log.debug("could not count waiting jobs: %r", exc)
         return topology
+
+    def _backlog_at_start(self) -> bool:
+        """(the load's thread) Whether jobs were waiting when the worker attached: ready
+        needs the connection anyway, so waiting for its answer costs the start nothing."""
+        self._attached.wait(BACKLOG_ANSWER_WAIT_S)
+        return self._jobs_waiting
 
     async def start(self) -> None:
         """Connect and create the topology, load + warm the model, then start consuming."""
@@ -157,9 +171,15 @@ class Worker:
         settings = self.settings
         # The model loads and warms in its thread while NATS connects: neither waits.
         loading = asyncio.get_running_loop().run_in_executor(
-            None, load_and_warm, settings, self.warmup_hooks, self.phases
+            None,
+            load_and_warm,
+            settings,
+            self.warmup_hooks,
+            self.phases,
+            self._backlog_at_start,
         )
         connecting = asyncio.ensure_future(self._connect(settings))
+        connecting.add_done_callback(lambda _: self._attached.set())  # or failed: never hang
         try:  # whichever fails first is the reason: a model that cannot load need not
             # wait for NATS, nor a refused connection for the model
             both: list[asyncio.Future[Any]] = [loading, connecting]

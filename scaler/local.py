@@ -4,9 +4,12 @@
     await local.run(stop)          # until `stop` is set; then `await local.shutdown()`
 
 Each tick asks the hub for the same `Decision` KEDA gets and follows it: more
-replicas at once when demand rises (up to `max_workers`; a warming worker counts),
-fewer only after demand stayed lower for `cooldown_s`, and none once the function
-has been inactive for `cooldown_s`. Stopping is draining: SIGTERM, and the worker
+replicas when demand rises (up to `max_workers`; a warming worker counts), fewer only
+after demand stayed lower for `cooldown_s`, and none once the function has been
+inactive for `cooldown_s`. The workers share this machine, and a cold start is CPU
+work (imports, session, warm run): at most `max_starting` start at once (by default one
+per four usable CPUs, at least one), so from zero the first is ready, and answering,
+sooner than all of them together would be. Stopping is draining: SIGTERM, and the worker
 hands back or finishes what it holds. Clusters use KEDA instead; this is the
 single-machine default and the demo.
 """
@@ -24,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from function.contract.heartbeat import WorkerState
 from function.local.nats_server import free_port
 from function.local.processes import start_worker_process
 from scaler.config import ScalerMetadata
@@ -32,7 +36,7 @@ from scaler.metrics import SCALER_METRICS as M
 from scaler.policy import Decision
 from scaler.watcher import WatchError
 
-__all__ = ["LocalConfig", "LocalScaler", "TimelinePoint"]
+__all__ = ["LocalConfig", "LocalScaler", "TimelinePoint", "default_max_starting"]
 
 log = logging.getLogger("surge.scaler.local")
 
@@ -51,6 +55,15 @@ class LocalConfig:
     log_dir: Path = Path(".cache/surge/local")
     worker_env: dict[str, str] = field(default_factory=dict)
     metadata: dict[str, str] = field(default_factory=dict)
+    max_starting: int = 0  # workers starting at once; 0: one per four usable CPUs (>= 1)
+    start_timeout_s: float = 60.0  # a worker not ready by then no longer holds back others
+
+
+def default_max_starting() -> int:
+    """Cold starts this machine runs at once without slowing each other much."""
+    from function.models.hardware import usable_cpus  # here: `function.models` loads ORT
+
+    return max(1, usable_cpus() // 4)
 
 
 @dataclass
@@ -84,6 +97,7 @@ class LocalScaler:
         self._started = clock()
         self._count = 0
         self._lower_since: float | None = None
+        self.max_starting = config.max_starting or default_max_starting()
         self.config.log_dir.mkdir(parents=True, exist_ok=True)
 
     @property
@@ -128,8 +142,15 @@ class LocalScaler:
             return 0
         return max(1, min(decision.replicas, self.config.max_workers))
 
+    def starting(self, ready: int, now: float) -> int:
+        """Workers still starting: those running but not (yet) ready, counting only
+        those started within `start_timeout_s`."""
+        young = sum(1 for w in self.running if now - w.started < self.config.start_timeout_s)
+        return max(0, min(young, self.replicas - ready))
+
     async def step(self) -> Decision | None:
-        """One tick: reap, decide, start at once or drain after the cooldown."""
+        """One tick: reap, decide, start (within `max_starting`) or drain after the
+        cooldown."""
         self._reap()
         now = self.clock()
         try:
@@ -142,7 +163,9 @@ class LocalScaler:
         want = self.target(decision)
         if want > self.replicas:
             self._lower_since = None
-            for _ in range(want - self.replicas):
+            ready = watcher.replicas.count(WorkerState.READY)
+            room = self.max_starting - self.starting(ready, now)
+            for _ in range(min(want - self.replicas, max(room, 0))):
                 self._start_worker()
         elif want < self.replicas:
             self._lower_since = self._lower_since if self._lower_since is not None else now

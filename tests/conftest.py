@@ -93,7 +93,7 @@ async def start_worker(nats_server: EmbeddedNats, model_dir: Path) -> AsyncItera
     async def start(**overrides: Any) -> Worker:
         settings = WorkerSettings(
             nats_url=nats_server.url,
-            model_dir=model_dir,
+            model_dir=overrides.pop("model_dir", model_dir),
             ack_wait_s=overrides.pop("ack_wait_s", 10.0),
             nak_delay_s=overrides.pop("nak_delay_s", 0.1),
             fetch_timeout_s=overrides.pop("fetch_timeout_s", 0.5),

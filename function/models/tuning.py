@@ -8,7 +8,9 @@ climb ends after two sizes; on a GPU it goes on while batching pays.
 
 The choice is kept in the model cache (`tuning/<key>.json`, the key naming the model
 version, providers, runners, threads and the largest batch allowed), so later starts on
-the same kind of machine warm only the chosen size, once per runner.
+the same kind of machine warm only the chosen size, once per runner, or not at all when
+jobs are already waiting: their first batch warms the session, sooner than a synthetic
+run followed by theirs.
 """
 
 from __future__ import annotations
@@ -81,12 +83,20 @@ def _read(path: Path) -> BatchChoice | None:
 
 
 def tuned_batch(
-    loaded: LoadedModel, runners: int, threads: int, max_batch: int, cache_dir: Path
+    loaded: LoadedModel,
+    runners: int,
+    threads: int,
+    max_batch: int,
+    cache_dir: Path,
+    *,
+    warm: bool = True,
 ) -> tuple[BatchChoice, bool]:
-    """The batch size from an earlier start's choice (warming only that size), or chosen
-    now and kept; True when it came from the cache."""
+    """The batch size from an earlier start's choice (warming only that size, unless not
+    to `warm`), or chosen now and kept; True when it came from the cache."""
     path = cache_dir / "tuning" / f"{_key(loaded, runners, threads, max_batch)}.json"
     cached = _read(path)
+    if cached is not None and cached.max_batch <= max_batch and not warm:
+        return cached, True
     if cached is not None and cached.max_batch <= max_batch:
         sample = loaded.task.preprocess(loaded.task.warmup_image())
         with ThreadPoolExecutor(runners, thread_name_prefix="surge-warm") as pool:

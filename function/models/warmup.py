@@ -122,10 +122,14 @@ class Warmed(NamedTuple):
 
 
 def load_and_warm(
-    settings: WorkerSettings, hooks: Iterable[WarmupHook], phases: dict[str, float]
+    settings: WorkerSettings,
+    hooks: Iterable[WarmupHook],
+    phases: dict[str, float],
+    jobs_waiting: Callable[[], bool] = lambda: False,
 ) -> Warmed:
     """Fetch, prepare, open the session, choose or warm the batch sizes, run hooks
-    (blocking)."""
+    (blocking). With a batch size kept from an earlier start and `jobs_waiting()` true
+    once the session is open, the synthetic warm run is skipped: those jobs warm it."""
     task = load_task(settings.function, settings.task)
     cpus = usable_cpus()
     cpu_plan = parallelism(
@@ -147,9 +151,15 @@ def load_and_warm(
     start = time.perf_counter()
     tune = settings.warmup_batch_sizes is None and "max_batch" not in settings.model_fields_set
     cached = False
+    waiting = tune and jobs_waiting()
     if tune:
         choice, cached = tuned_batch(
-            loaded, plan.runners, cpu_plan.threads, max_batch, settings.model_dir
+            loaded,
+            plan.runners,
+            cpu_plan.threads,
+            max_batch,
+            settings.model_dir,
+            warm=not waiting,
         )
         max_batch = choice.max_batch
         warmup_ms = {size: ms * size for size, ms in choice.per_image_ms.items()}  # per batch
@@ -171,6 +181,8 @@ def load_and_warm(
         if tune
         else "",
     )
+    if cached and waiting:
+        log.info("no synthetic warm run: jobs are waiting, and their first batch warms the session")
     start = time.perf_counter()
     all_hooks = list(hooks) + resolve_hooks(settings.warmup_hooks)
     if settings.warmup_dir is not None:

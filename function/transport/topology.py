@@ -60,6 +60,7 @@ __all__ = [
     "ensure_topology",
     "job_filters",
     "jobs_subjects",
+    "jobs_waiting",
     "missing_topology",
     "stream_configs",
     "sweeper_config",
@@ -325,6 +326,15 @@ async def ensure_blob_store(js: JetStreamContext, settings: WorkerSettings) -> O
             bucket=OBJECT_STORE_BUCKET, ttl=settings.blob_ttl_s, replicas=settings.stream_replicas
         )
         return await js.create_object_store(OBJECT_STORE_BUCKET, config=config)
+
+
+async def jobs_waiting(js: JetStreamContext, consumers: dict[Priority, str]) -> int:
+    """Open jobs not yet delivered to `consumers` (tenants' streams are not counted)."""
+    waiting = 0
+    for name in consumers.values():
+        info = await js.consumer_info(JOBS_STREAM, name)
+        waiting += int(info.num_pending or 0)
+    return waiting
 
 
 async def ensure_topology(js: JetStreamContext, settings: WorkerSettings) -> Topology:

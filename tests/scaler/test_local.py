@@ -20,6 +20,7 @@ async def test_embedded_stack_scales_from_zero_under_a_burst_and_back(
     config = LocalConfig(
         function="tiny",
         max_workers=2,
+        max_starting=2,  # both at once: tiny drains 40 jobs before a second would start
         cooldown_s=1.0,
         log_dir=tmp_path / "logs",
         worker_env={"SURGE_MODEL_DIR": str(tmp_path / "models")},

@@ -68,3 +68,36 @@ def test_surge_models_tune_keeps_the_choice_for_workers(tmp_path: Path) -> None:
     assert len(kept) == 1
     settings = WorkerSettings(function="tiny", model_dir=tmp_path)
     assert load_and_warm(settings, [], {}).warmup_ms  # the kept choice, warmed
+
+
+def test_a_kept_choice_is_not_warmed_when_jobs_are_waiting(
+    tiny: LoadedModel, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tuned_batch(tiny, 2, 1, 4, tmp_path)  # measured and kept
+    runs: list[int] = []
+    real_run = tiny.run_batch
+    monkeypatch.setattr(
+        tiny, "run_batch", lambda samples: runs.append(len(samples)) or real_run(samples)
+    )
+    choice, cached = tuned_batch(tiny, 2, 1, 4, tmp_path, warm=False)
+    assert cached and runs == []  # the waiting jobs' first batch warms the session
+    tuned_batch(tiny, 2, 1, 4, tmp_path)
+    assert runs == [choice.max_batch] * 2  # otherwise one warm run per runner
+    runs.clear()
+    fresh = tmp_path / "elsewhere"
+    tuned_batch(tiny, 2, 1, 4, fresh, warm=False)
+    assert runs  # nothing kept yet: the climb measures, jobs waiting or not
+
+
+def test_load_and_warm_skips_the_warm_run_only_for_a_kept_choice_with_jobs_waiting(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = WorkerSettings(function="tiny", model_dir=tmp_path, providers=["cpu"])
+    first = load_and_warm(settings, [], {}, jobs_waiting=lambda: True)
+    assert "no synthetic warm run" not in caplog.text  # the first start had to measure
+    with caplog.at_level("INFO", logger="surge.warmup"):
+        again = load_and_warm(settings, [], {}, jobs_waiting=lambda: True)
+    assert "no synthetic warm run" in caplog.text
+    assert (
+        again.warmup_ms == first.warmup_ms and again.settings.max_batch == first.settings.max_batch
+    )
