@@ -116,10 +116,11 @@ LIGHT_COMMANDS = frozenset({"worker", "models"})  # need none of the client comm
 
 
 def mount_client_commands(target: typer.Typer = app) -> None:
-    """Add `submit`, `result`, `nats` and `tenants` (once)."""
+    """Add `submit`, `result`, `status`, `cancel`, `nats` and `tenants` (once)."""
     if "client" in _mounted:
         return
     from function.commands.jobs import result, submit
+    from function.commands.lifecycle import cancel, status
     from function.commands.nats import nats_command
     from function.commands.tenants import tenants_app
 
@@ -127,6 +128,8 @@ def mount_client_commands(target: typer.Typer = app) -> None:
     target.command("nats")(nats_command)
     target.command()(submit)
     target.command()(result)
+    target.command()(status)
+    target.command()(cancel)
     _mounted.add("client")
 
 

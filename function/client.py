@@ -15,6 +15,7 @@ import asyncio
 import base64
 import contextlib
 import json
+import logging
 import time
 import uuid
 from collections.abc import Iterable
@@ -30,6 +31,7 @@ from nats.js.object_store import ObjectStore
 from opentelemetry import trace
 
 from function.contract.errors import SurgeError
+from function.contract.lifecycle import JobTicket
 from function.contract.nats_auth import NatsAuth
 from function.contract.parse import (
     is_valid_job_id,
@@ -51,12 +53,14 @@ from function.contract.settings import (
 from function.contract.wire import ImageOutput, JobEnvelope, Result
 from function.telemetry import trace_headers
 from function.transport.connect import open_nats
+from function.transport.records import write_ticket
 from function.transport.storage import fetch_result
 from function.transport.topology import ensure_blob_store, ensure_streams
 
 __all__ = ["ResultInbox", "SurgeClient", "new_job_id"]
 
 _tracer = trace.get_tracer("surge.client")
+log = logging.getLogger("surge.client")
 _ACK_TIMEOUT_S = 5.0  # for the stream's acknowledgement of a submitted job (nats-py's)
 
 
@@ -138,6 +142,12 @@ class SurgeClient:
         self.js = nc.jetstream()
         self._own = own_connection
         self._call_inbox: ResultInbox | None = None
+        self._tasks: set[asyncio.Future[None]] = set()
+
+    def _background(self, task: asyncio.Future[None]) -> None:
+        """Keep `task` alive until done (closing the client waits for it)."""
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     @classmethod
     async def connect(
@@ -167,6 +177,8 @@ class SurgeClient:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=5)
         if self._own:
             await self.nc.drain()
 
@@ -194,17 +206,50 @@ class SurgeClient:
             span.set_attribute("surge.job_id", job_id)
             headers.update(trace_headers())
             try:
-                await self._store(subject, payload, headers, _ACK_TIMEOUT_S)
+                stored = await self._store(subject, payload, headers, _ACK_TIMEOUT_S)
             except NoStreamResponseError:  # an open job (a tenant's refusal says more)
                 # Nothing has created the streams yet (no worker ever ran): create them.
                 await ensure_streams(self.js, WorkerSettings())
-                await self._store(subject, payload, headers, _ACK_TIMEOUT_S)
+                stored = await self._store(subject, payload, headers, _ACK_TIMEOUT_S)
+            await self._ticket(job_id, function, priority, stored, reply_to)
         return job_id
+
+    async def _ticket(
+        self,
+        job_id: str,
+        function: str,
+        priority: Priority | str,
+        stored: tuple[str, int],
+        reply_to: str | None,
+    ) -> None:
+        """Record the job on its results subject, so `status` and `cancel` can find its
+        message (a result that came first is kept; a refused write is only logged).
+
+        A tenant's user may not write under `surge.results.` (only workers do): its jobs
+        are followed through the worker's HTTP API, which writes on its behalf.
+        """
+        if self.tenant is not None:
+            return
+        stream, sequence = stored
+        ticket = JobTicket(
+            job_id=job_id,
+            function=function,
+            priority=Priority(priority),
+            tenant=self.tenant,
+            stream=stream,
+            sequence=sequence,
+            reply_to=reply_to,
+        )
+        try:
+            await write_ticket(self.js, ticket)
+        except Exception as exc:  # the job is queued all the same
+            log.warning("job %s queued, but its ticket was not written: %r", job_id, exc)
 
     async def _store(
         self, subject: str, payload: bytes, headers: dict[str, str], timeout: float
-    ) -> None:
-        """Publish and await the stream's acknowledgement, raising what a refusal means.
+    ) -> tuple[str, int]:
+        """Publish and await the stream's acknowledgement, raising what a refusal means;
+        (stream, sequence) of the stored job.
 
         (nats-py's `publish_async` never resolves on an error acknowledgement, such as a
         tenant's quota: its handler raises instead of failing the future.)
@@ -220,6 +265,9 @@ class SurgeClient:
             except APIError as exc:
                 raise self._refusal(exc) from exc
             raise APIError(description=str(answer["error"]))
+        if not isinstance(answer, dict):
+            raise APIError(description="unreadable acknowledgement")
+        return str(answer.get("stream", "")), int(answer.get("seq", 0))
 
     def _refusal(self, exc: Exception) -> Exception:
         """What a refused publish means for this client: a tenant's quota, its missing
@@ -261,7 +309,9 @@ class SurgeClient:
             headers.update(trace_headers())
             stored = asyncio.ensure_future(self._store(subject, payload, headers, timeout))
         try:
-            await stored
+            where = await stored
+            ticket = self._ticket(job_id, function, priority, where, inbox.subject)
+            self._background(asyncio.ensure_future(ticket))  # not on the result's path
             return await asyncio.wait_for(arrived, timeout)
         except TimeoutError:
             found = await self.result(job_id)

@@ -29,6 +29,7 @@ from function.contract.heartbeat import Heartbeat, WorkerState
 from function.contract.nats_auth import NatsAuth, NatsConnectError, redact_url
 from function.contract.settings import WorkerSettings
 from function.engine.consumer import JobConsumer
+from function.engine.control import JobControl
 from function.models import LoadedModel, load_task
 from function.models.warmup import ModelAdapter, WarmupHook, load_and_warm, resolve_hooks
 from function.telemetry import METRICS, set_process_fields
@@ -112,6 +113,7 @@ class Worker:
         self.topology_watch: TopologyWatch | None = None
         self._orphans: OrphanSweeper | None = None
         self._calls: CallGateway | None = None
+        self._control: JobControl | None = None
         self._attached = threading.Event()  # set from the loop, awaited by the load's thread
         self._jobs_waiting = False
 
@@ -230,6 +232,8 @@ class Worker:
         self._orphans.start()
         self._calls = CallGateway(self.nc, js, settings.function)
         await self._calls.start()
+        self._control = JobControl(self.nc, settings.function, self.worker_id, self.consumer.held)
+        await self._control.start()
         self.phases["attach"] = time.perf_counter() - clock
         self.state = WorkerState.READY
         self.ready_at = datetime.now(UTC)
@@ -313,6 +317,8 @@ class Worker:
         # redelivers whatever was in flight after ack_wait, so do not wait for it.
         if self.consumer:
             await self.consumer.stop(timeout if self.connection.fatal is None else 0.5)
+        if self._control:  # after the drain: a job held until then can still be cancelled
+            await self._control.stop()
         if self._sweeper:
             await self._sweeper.stop()
         self.state = WorkerState.STOPPED

@@ -22,12 +22,11 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from function.commands.options import DEFAULT_NATS_URL, Function, NatsUrl, tenant
+from function.commands.options import DEFAULT_NATS_URL, Function, NatsUrl, check_job_id, tenant
 from function.commands.outputs import elided_json, save_result
 from function.commands.workers import WorkerSightings
 from function.contract.errors import SurgeError
 from function.contract.nats_auth import NatsConnectError
-from function.contract.parse import is_valid_job_id
 from function.contract.quota import QuotaExceeded
 from function.contract.settings import DEFAULT_FUNCTION, Priority
 from function.contract.wire import ImageOutput, JobStatus, Result, ScoresOutput
@@ -35,7 +34,7 @@ from function.contract.wire import ImageOutput, JobStatus, Result, ScoresOutput
 if TYPE_CHECKING:
     from function.client import ResultInbox, SurgeClient
 
-__all__ = ["result", "submit"]
+__all__ = ["connect_client", "one_line_errors", "result", "submit"]
 
 console = Console(stderr=True)
 
@@ -58,7 +57,7 @@ def _progress() -> Progress:
 
 
 @contextmanager
-def _one_line_errors() -> Iterator[None]:
+def one_line_errors() -> Iterator[None]:
     """A refusal (a quota, a tenant with no stream) ends as one line and exit status 1."""
     try:
         yield
@@ -84,7 +83,7 @@ def describe(result: Result, path: Path | str) -> str:
     return f"{result.job_id}\t{path}\tok\t{' '.join(parts)}\t{result.timings.total_ms:.0f} ms"
 
 
-async def _connect(nats_url: str) -> SurgeClient:
+async def connect_client(nats_url: str) -> SurgeClient:
     """A client for the tenant `surge --tenant` names, waiting `surge --wait-for-nats`."""
     from function.client import SurgeClient
     from function.transport.connect import connect_wait_s
@@ -153,7 +152,7 @@ async def _submit(
     outputs: list[str],
     timeout: float,
 ) -> list[Result]:
-    async with await _connect(nats_url) as client:
+    async with await connect_client(nats_url) as client:
         inbox = await client.inbox()
         ids = await _publish(client, inbox, images, function, priority, outputs)
         if not wait:
@@ -201,7 +200,7 @@ def submit(
 
     A job past the tenant's quota ends it: `quota_exceeded: ...` and exit status 1.
     """
-    with _one_line_errors():
+    with one_line_errors():
         results = asyncio.run(
             _submit(images, nats_url, function, priority, wait, out, output or [], timeout)
         )
@@ -216,19 +215,16 @@ def result(
 ) -> None:
     """Print the stored result of a job as JSON, image data elided (exit 1 when there is
     none); with --out, write it there with its images as files and print their paths."""
-    if not is_valid_job_id(job_id):
-        raise typer.BadParameter(
-            "printable ASCII, no spaces, '.', '*' or '>' (at most 256)", param_hint="JOB_ID"
-        )
+    check_job_id(job_id)
 
     async def fetch() -> tuple[Result | None, list[Path]]:
-        async with await _connect(nats_url) as client:
+        async with await connect_client(nats_url) as client:
             found = await client.result(job_id)
             if found is None or out is None:
                 return found, []
             return found, save_result(found, await _images(client, found), out)
 
-    with _one_line_errors():
+    with one_line_errors():
         found, written = asyncio.run(fetch())
     if found is None:
         typer.echo(

@@ -41,6 +41,7 @@ class ErrorCode(StrEnum):
     UNAUTHORIZED = "unauthorized"  # HTTP only: no valid credential
     FORBIDDEN = "forbidden"  # HTTP only: the tenant may not call this function
     QUOTA_EXCEEDED = "quota_exceeded"  # the tenant's pending, payload or rate quota
+    CANCELLED = "cancelled"  # asked to stop: `surge cancel`, `DELETE /v1/jobs/{id}`
 
 
 MAX_MESSAGE_CHARS = 1024

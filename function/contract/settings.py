@@ -42,10 +42,12 @@ __all__ = [
     "ADVISORIES_STREAM",
     "CALL_SUBJECT_PREFIX",
     "CONSUMER_PREFIX",
+    "CONTROL_SUBJECT_PREFIX",
     "DEAD_STREAM",
     "DEAD_SUBJECT_PREFIX",
     "DEFAULT_FUNCTION",
     "ENV_PREFIX",
+    "EVENTS_SUBJECT_PREFIX",
     "FUNCTIONS",
     "HEARTBEAT_SUBJECT_PREFIX",
     "JOBS_STREAM",
@@ -64,7 +66,9 @@ __all__ = [
     "WorkerSettings",
     "call_subject",
     "consumer_name",
+    "control_subject",
     "dead_subject",
+    "events_subject",
     "heartbeat_subject",
     "is_valid_tenant",
     "job_subject",
@@ -91,6 +95,8 @@ MAX_DELIVERIES_ADVISORY_PREFIX = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES"
 DEAD_SUBJECT_PREFIX = "surge.dead"
 HEARTBEAT_SUBJECT_PREFIX = "surge.heartbeat"
 CALL_SUBJECT_PREFIX = "surge.call"  # request/reply for NATS users: `nats req surge.call.<fn>`
+CONTROL_SUBJECT_PREFIX = "surge.control"  # asks every worker of a function about a job
+EVENTS_SUBJECT_PREFIX = "surge.events"  # a job's state changes, for whoever watches
 OBJECT_STORE_BUCKET = "surge-blobs"
 CONSUMER_PREFIX = "surge"
 # Subjects a job may never name as its reply subject: Surge's own streams and heartbeats.
@@ -102,6 +108,8 @@ RESERVED_SUBJECT_PREFIXES = tuple(
         DEAD_SUBJECT_PREFIX,
         HEARTBEAT_SUBJECT_PREFIX,
         CALL_SUBJECT_PREFIX,
+        CONTROL_SUBJECT_PREFIX,
+        EVENTS_SUBJECT_PREFIX,
     )
 )
 
@@ -133,6 +141,7 @@ class Header:
     ATTEMPTS = "Surge-Attempts"
     ORIGINAL_SUBJECT = "Surge-Original-Subject"
     CE_SPECVERSION = "ce-specversion"
+    RECORD = "Surge-Record"  # on a results subject: "ticket" (queued) or absent (a result)
 
 
 _TENANT = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
@@ -160,6 +169,21 @@ def result_subject(job_id: str, tenant: str | None = None) -> str:
         f"{RESULTS_SUBJECT_PREFIX}.{tenant}.{job_id}"
         if tenant
         else f"{RESULTS_SUBJECT_PREFIX}.{job_id}"
+    )
+
+
+def control_subject(function: str, tenant: str | None = None) -> str:
+    """Where a job's status and cancel questions reach every worker of `function`."""
+    base = f"{CONTROL_SUBJECT_PREFIX}.{function}"
+    return f"{base}.{tenant}" if tenant else base
+
+
+def events_subject(job_id: str, tenant: str | None = None) -> str:
+    """Where a job's state changes are published (core NATS: watch it, nothing is kept)."""
+    return (
+        f"{EVENTS_SUBJECT_PREFIX}.{tenant}.{job_id}"
+        if tenant
+        else f"{EVENTS_SUBJECT_PREFIX}.{job_id}"
     )
 
 

@@ -6,6 +6,7 @@ place a job ends) and `function.transport.storage` (where its result lands).
     job         `InFlightJob` and `Admission`: parse, replay, read, decode, or settle early
     finish      `Completion`: postprocess a batch's jobs, then settle each
     settle      `Settler`: store, reply, ack (confirmed); or fail, nak, dead-letter, hand back
+    control     `JobControl`: answers status and cancel questions about the jobs held
     jobmetrics  `JobMetrics`: the per-job Prometheus series, labels resolved once
     feeds       one pull feed per priority and source (open jobs, each tenant)
     batcher     dynamic batching across priorities, sources served in turn
@@ -30,6 +31,9 @@ from function.engine.budget import (
 )
 from function.engine.consumer import (
     JobConsumer,
+)
+from function.engine.control import (
+    JobControl,
 )
 from function.engine.feeds import (
     FeedKey,
@@ -67,6 +71,7 @@ __all__ = [
     "Feeds",
     "InFlightJob",
     "JobConsumer",
+    "JobControl",
     "JobMetrics",
     "PixelBudget",
     "PriorityBatcher",

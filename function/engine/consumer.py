@@ -139,6 +139,10 @@ class JobConsumer:
     def batch_sizes(self) -> list[int]:
         return list(self._completion.batch_sizes)
 
+    def held(self, stream: str, sequence: int) -> InFlightJob | None:
+        """The job this worker holds for stream message (`stream`, `sequence`), if any."""
+        return self._by_sequence.get((stream, sequence))
+
     def _forget(self, job: InFlightJob) -> None:
         if job in self._in_flight:
             self._in_flight.discard(job)
@@ -275,6 +279,9 @@ class JobConsumer:
 
     async def _run_batch(self, batch: list[InFlightJob]) -> None:
         batch = self._drop_expired(batch)
+        for job in [job for job in batch if job.cancelled]:  # never started: no work done
+            batch.remove(job)
+            self._spawn(self._settler.cancelled(job))
         if not batch:
             return
         samples = [job.ready_sample for job in batch]

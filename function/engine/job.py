@@ -65,6 +65,7 @@ class InFlightJob:
     running_since: int | None = None
     settled: bool = False
     source: str = ""  # the tenant whose stream it came from ("" for the open stream)
+    cancelled: bool = False  # asked to stop (`JobControl`): its output is never sent
 
     @property
     def ready_sample(self) -> np.ndarray:

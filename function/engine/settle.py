@@ -31,6 +31,7 @@ from function.contract.wire import (
 from function.engine.job import InFlightJob, wall_ns
 from function.engine.jobmetrics import JobMetrics
 from function.telemetry import METRICS, bind, trace_headers
+from function.transport.acks import DuplicateWrite
 from function.transport.storage import EncodedResult, ResultStore
 
 __all__ = ["Settler", "Succeeded"]
@@ -138,8 +139,13 @@ class Settler:
         then send each and ack its job. Returns the jobs left unsettled, with why."""
         failed: list[tuple[InFlightJob, Exception]] = []
         stored: list[tuple[InFlightJob, Span, EncodedResult]] = []
+        ended: list[InFlightJob] = []  # final results from elsewhere: acked, never sent
         for job, outputs, timings in done:
             if job.settled:  # handed back meanwhile (the drain's timeout)
+                continue
+            if job.cancelled:  # its canceller stored and sent the `cancelled` result
+                ended.append(job)
+                self._done(job, "cancelled", ErrorCode.CANCELLED.value)
                 continue
             span = self._publish_span(job)
             try:
@@ -154,6 +160,10 @@ class Settler:
         replied: list[InFlightJob] = []
         for (job, span, encoded), outcome in zip(stored, outcomes, strict=True):
             try:
+                if isinstance(outcome, DuplicateWrite):  # final already (a cancel, say):
+                    ended.append(job)  # whoever stored it answered; this output is dropped
+                    self._done(job, "superseded")
+                    continue
                 if isinstance(outcome, Exception):
                     raise outcome
                 await self._results.reply(self._reply_to(job), encoded)
@@ -165,6 +175,7 @@ class Settler:
                     span.end()
             replied.append(job)
             self._done(job, "ok")  # stored and answered: what happens to the ack is JetStream's
+        replied += ended
         acks = await _acks_confirmed(self._results, replied)
         for job, ack in zip(replied, acks, strict=True):
             if ack is not None:  # JetStream delivers it again; the stored result answers it
@@ -174,13 +185,29 @@ class Settler:
 
     async def fail(self, job: InFlightJob, error: JobError, timings: Timings | None = None) -> None:
         """Store and send an error result, then terminate: never retried."""
+        if job.cancelled:
+            await self.cancelled(job)
+            return
         info = ErrorInfo(code=error.code, message=error.message)
         result = self._result(job, timings or Timings(), status=JobStatus.ERROR, error=info)
         with bind(job_id=job.job_id, trace_id=job.trace_id, tenant=job.tenant):
             log.info("job failed: %s: %s", error.code.value, error.message)
-        await self._publish(job, result)
+        try:
+            await self._publish(job, result)
+        except DuplicateWrite:  # its record was final already: that result stands
+            await job.msg.term()
+            self._done(job, "superseded")
+            return
         await job.msg.term()
         self._done(job, "error", error.code.value)
+
+    async def cancelled(self, job: InFlightJob) -> None:
+        """End a cancelled job without a result of its own: its canceller stored and sent
+        the `cancelled` one (and removed the message; terminating is best effort)."""
+        with contextlib.suppress(Exception):
+            await job.msg.term()
+        if not job.settled:
+            self._done(job, "cancelled", ErrorCode.CANCELLED.value)
 
     async def replay(self, job: InFlightJob, stored: Result) -> None:
         """A redelivered job whose result is already stored: send it again, ack."""

@@ -4,6 +4,8 @@ topology    streams, consumers and the blob bucket, created idempotently
 connect     opening a connection: credentials, TLS, a first try that fails clearly
 pull        one continuous pull request per consumer (`PullFeed`)
 storage     results stored by job id, replies, dead letters, blobs (`ResultStore`)
+records     a job's record on its results subject: the ticket, then the final result
+lifecycle   status, cancel and cancel-all of jobs (`JobLifecycle`)
 acks        writes to JetStream whose acknowledgements are awaited together (`StreamWrites`)
 calls       `nats req surge.call.<function>`: a request stored as a job, answered by its result
 heartbeat   the heartbeat publisher
@@ -18,6 +20,7 @@ periodic    background loops, and stopping a task for sure (`end_task`)
 from __future__ import annotations
 
 from function.transport.acks import (
+    DuplicateWrite,
     StreamWrites,
 )
 from function.transport.calls import (
@@ -25,7 +28,10 @@ from function.transport.calls import (
     CallGateway,
 )
 from function.transport.connect import (
+    CONNECT_WAIT_ENV,
+    NatsUnreachable,
     connect_options,
+    connect_wait_s,
     open_nats,
     tls_context,
 )
@@ -35,6 +41,10 @@ from function.transport.connection import (
 )
 from function.transport.heartbeat import (
     HeartbeatPublisher,
+)
+from function.transport.lifecycle import (
+    CampaignCancelled,
+    JobLifecycle,
 )
 from function.transport.orphans import (
     OrphanSweeper,
@@ -50,6 +60,13 @@ from function.transport.poison import (
 from function.transport.pull import (
     PullFeed,
 )
+from function.transport.records import (
+    WRONG_LAST_SEQUENCE,
+    Record,
+    expect_last,
+    read_record,
+    write_ticket,
+)
 from function.transport.recovery import (
     TenantConsumers,
     TopologyWatch,
@@ -57,6 +74,7 @@ from function.transport.recovery import (
 from function.transport.storage import (
     EncodedResult,
     ResultStore,
+    encode_result,
     fetch_result,
 )
 from function.transport.tenants import (
@@ -80,6 +98,7 @@ from function.transport.topology import (
     ensure_topology,
     job_filters,
     jobs_subjects,
+    jobs_waiting,
     missing_topology,
     stream_configs,
     sweeper_config,
@@ -88,14 +107,21 @@ from function.transport.topology import (
 
 __all__ = [
     "CALL_HEADERS",
+    "CONNECT_WAIT_ENV",
+    "WRONG_LAST_SEQUENCE",
     "CallGateway",
+    "CampaignCancelled",
     "ConnectionHealth",
+    "DuplicateWrite",
     "EncodedResult",
     "HeartbeatPublisher",
+    "JobLifecycle",
+    "NatsUnreachable",
     "OrphanSweeper",
     "Periodic",
     "PoisonSweeper",
     "PullFeed",
+    "Record",
     "ResultStore",
     "StreamWrites",
     "TenantConsumers",
@@ -106,8 +132,10 @@ __all__ = [
     "Trouble",
     "add_tenant",
     "connect_options",
+    "connect_wait_s",
     "consumer_config",
     "consumer_filters",
+    "encode_result",
     "end_task",
     "ensure_blob_store",
     "ensure_consumers",
@@ -115,13 +143,16 @@ __all__ = [
     "ensure_tenant_blobs",
     "ensure_tenant_consumers",
     "ensure_topology",
+    "expect_last",
     "fetch_result",
     "job_filters",
     "jobs_subjects",
+    "jobs_waiting",
     "list_tenants",
     "missing_topology",
     "open_nats",
     "quota_of",
+    "read_record",
     "remove_tenant",
     "stream_configs",
     "subject_matches",
@@ -129,4 +160,5 @@ __all__ = [
     "tenant_stream_config",
     "tls_context",
     "upgrade_consumer",
+    "write_ticket",
 ]

@@ -23,10 +23,19 @@ from nats.aio.msg import Msg
 from nats.errors import NoRespondersError
 from nats.js.errors import APIError, NoStreamResponseError
 
-__all__ = ["StreamWrites"]
+__all__ = ["DuplicateWrite", "StreamWrites"]
 
 _NO_RESPONDERS = "503"
 T = TypeVar("T")
+
+
+class DuplicateWrite(Exception):
+    """The stream already held a message with this `Nats-Msg-Id` (within its duplicate
+    window): this write stored nothing."""
+
+    def __init__(self, sequence: int) -> None:
+        super().__init__(f"a duplicate of stream sequence {sequence}")
+        self.sequence = sequence
 
 
 class StreamWrites:
@@ -66,7 +75,8 @@ class StreamWrites:
         self, subject: str, body: bytes, headers: dict[str, str]
     ) -> asyncio.Future[int]:
         """Publish `body`; the future resolves to its stream sequence once stored, or
-        fails with the server's refusal (`APIError`, `NoStreamResponseError`)."""
+        fails with the server's refusal (`APIError`, `NoStreamResponseError`) or with
+        `DuplicateWrite` when the stream already held its `Nats-Msg-Id`."""
         return await self._request(subject, body, headers, _stored_sequence)
 
     async def ack(self, msg: Msg) -> asyncio.Future[int]:
@@ -145,6 +155,8 @@ def _stored_sequence(msg: Msg) -> int:
     error = answer.get("error") if isinstance(answer, dict) else "not an object"
     if error:
         raise _refusal(error)
+    if answer.get("duplicate"):
+        raise DuplicateWrite(int(answer.get("seq", 0)))
     return int(answer.get("seq", 0))
 
 

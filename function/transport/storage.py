@@ -22,7 +22,6 @@ from typing import NamedTuple
 
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
-from nats.errors import NoRespondersError
 from nats.js import JetStreamContext
 from nats.js.errors import Error as JetStreamError
 from nats.js.errors import NotFoundError, ServerError, ServiceUnavailableError
@@ -31,7 +30,6 @@ from nats.js.object_store import ObjectStore
 from function.contract.bounds import message_size, quote
 from function.contract.errors import BadInput, ErrorCode, TransientError
 from function.contract.settings import (
-    RESULTS_STREAM,
     Header,
     dead_subject,
     result_subject,
@@ -40,8 +38,9 @@ from function.contract.settings import (
 from function.contract.wire import DeadLetter, ErrorInfo, ImageOutput, JobStatus, Result
 from function.telemetry import METRICS
 from function.transport.acks import StreamWrites
+from function.transport.records import read_record
 
-__all__ = ["EncodedResult", "ResultStore", "fetch_result"]
+__all__ = ["EncodedResult", "ResultStore", "encode_result", "fetch_result"]
 
 log = logging.getLogger("surge.results")
 STORE_TIMEOUT_S = 10.0
@@ -54,13 +53,8 @@ async def fetch_result(
 ) -> Result | None:
     """The stored result of `job_id` (a tenant's, when given), or None when there is none
     (yet, or any more). A direct get names the subject, so permissions can scope it."""
-    try:
-        subject = result_subject(job_id, tenant)
-        raw = await js.get_last_msg(RESULTS_STREAM, subject, direct=True)
-    except (NotFoundError, NoRespondersError):  # no such result, or no results stream yet
-        return None
-    assert raw.data is not None
-    return Result.model_validate_json(raw.data)
+    record = await read_record(js, job_id, tenant)  # a ticket: queued, no result yet
+    return record.result if record is not None else None
 
 
 class EncodedResult(NamedTuple):
@@ -76,6 +70,22 @@ class EncodedResult(NamedTuple):
 def _scoped_id(kind: str, job_id: str, tenant: str | None) -> str:
     """A de-duplication id that no other tenant's job with the same id can take."""
     return f"{kind}.{tenant}.{job_id}" if tenant else f"{kind}-{job_id}"
+
+
+def encode_result(result: Result, trace_headers: dict[str, str]) -> EncodedResult:
+    """Body, reply headers, and the stored copy's headers (with its de-duplication id:
+    one final result per job, whoever stores it)."""
+    headers = {
+        **trace_headers,
+        Header.JOB_ID: result.job_id,
+        Header.STATUS: result.status.value,
+        Header.CONTENT_TYPE: "application/json",
+    }
+    if result.error is not None:
+        headers[Header.ERROR_CODE] = result.error.code.value
+    stored = {**headers, Header.MSG_ID: _scoped_id("result", result.job_id, result.tenant)}
+    subject = result_subject(result.job_id, result.tenant)
+    return EncodedResult(result.job_id, subject, result.model_dump_json().encode(), headers, stored)
 
 
 class ResultStore:
@@ -189,14 +199,14 @@ class ResultStore:
         """The result as it will be stored: images moved to the bucket when too large
         to inline, or a short `result_too_large` error when even that does not fit."""
         await self._offload(result)
-        encoded = self._encode(result, trace_headers)
+        encoded = encode_result(result, trace_headers)
         if not self.fits(encoded.body, encoded.stored_headers):
             await self._offload(result, force=True)
-            encoded = self._encode(result, trace_headers)
+            encoded = encode_result(result, trace_headers)
         if not self.fits(encoded.body, encoded.stored_headers):
             METRICS.oversized.labels(self._function, "result").inc()
             result = self._too_large(result, len(encoded.body))
-            encoded = self._encode(result, trace_headers)
+            encoded = encode_result(result, trace_headers)
         return encoded
 
     async def store_all(self, results: Sequence[EncodedResult]) -> list[BaseException | None]:
@@ -213,23 +223,6 @@ class ResultStore:
         """Ack every job message, awaiting the server's confirmations together: None for
         each confirmed, else why not (an ack is idempotent: send it again)."""
         return await self._writes.settle_all([self._writes.ack(msg) for msg in msgs], timeout)
-
-    @staticmethod
-    def _encode(result: Result, trace_headers: dict[str, str]) -> EncodedResult:
-        """Body, reply headers, and the stored copy's headers (with its de-duplication id)."""
-        headers = {
-            **trace_headers,
-            Header.JOB_ID: result.job_id,
-            Header.STATUS: result.status.value,
-            Header.CONTENT_TYPE: "application/json",
-        }
-        if result.error is not None:
-            headers[Header.ERROR_CODE] = result.error.code.value
-        stored = {**headers, Header.MSG_ID: _scoped_id("result", result.job_id, result.tenant)}
-        subject = result_subject(result.job_id, result.tenant)
-        return EncodedResult(
-            result.job_id, subject, result.model_dump_json().encode(), headers, stored
-        )
 
     def _too_large(self, result: Result, size: int) -> Result:
         """The short error that replaces a result the server could not carry."""

@@ -1,0 +1,297 @@
+"""Following and stopping jobs: `JobLifecycle.status`, `cancel` and `cancel_all`.
+
+Status reads the job's record (its ticket or final result), then, for a ticketed job
+with no result, whether its message is still in the work queue and whether a worker
+holds it (asked on `surge.control.<function>`). Cancel replaces the ticket with a
+`cancelled` result (only that ticket: a result that came first stands), removes the
+message from the queue, tells the worker holding it (its output is dropped), answers
+the job's reply subject and publishes the event. No job is both cancelled and answered
+ok: the worker's own result has the same de-duplication id, so it is not stored, and
+the worker sends nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from typing import NamedTuple
+
+from nats.aio.client import Client as NATS
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js.errors import APIError, NotFoundError
+from pydantic import ValidationError
+
+from function.contract.bounds import safe_reply_to
+from function.contract.errors import ErrorCode
+from function.contract.lifecycle import (
+    ControlAsk,
+    ControlReply,
+    JobEvent,
+    JobState,
+    JobTicket,
+    JobView,
+    state_of_result,
+)
+from function.contract.parse import job_id_for
+from function.contract.settings import (
+    JOBS_STREAM,
+    Priority,
+    consumer_name,
+    control_subject,
+    events_subject,
+    job_subject,
+    tenant_stream,
+)
+from function.contract.wire import ErrorInfo, JobStatus, Result
+from function.transport.records import WRONG_LAST_SEQUENCE, expect_last, read_record
+from function.transport.storage import encode_result
+
+__all__ = ["CampaignCancelled", "JobLifecycle"]
+
+ASK_TIMEOUT_S = 0.3  # how long a worker holding a job has to say so
+
+
+class CampaignCancelled(NamedTuple):
+    """What `cancel_all` did: jobs removed before any worker took them (work saved),
+    jobs a worker had taken (their output dropped), jobs already final."""
+
+    never_ran: int
+    stopped: int
+    already_final: int
+
+
+def _view_of(result: Result, detail: str = "") -> JobView:
+    return JobView(
+        job_id=result.job_id,
+        state=state_of_result(result),
+        function=result.function,
+        tenant=result.tenant,
+        result=result,
+        detail=detail,
+    )
+
+
+def _cancelled_result(job_id: str, function: str, tenant: str | None, why: str) -> Result:
+    return Result(
+        job_id=job_id,
+        status=JobStatus.ERROR,
+        function=function,
+        tenant=tenant,
+        error=ErrorInfo(code=ErrorCode.CANCELLED, message=why),
+    )
+
+
+class JobLifecycle:
+    """Status and cancel for one client's jobs (a tenant's, with `tenant`)."""
+
+    def __init__(self, nc: NATS, tenant: str | None = None) -> None:
+        self._nc = nc
+        self._js = nc.jetstream()
+        self.tenant = tenant
+
+    # -- status -------------------------------------------------------------------------
+
+    async def status(self, job_id: str) -> JobView:
+        """Where the job is now: queued, running, or its final state (with the result)."""
+        record = await read_record(self._js, job_id, self.tenant)
+        if record is None:
+            return JobView(
+                job_id=job_id,
+                state=JobState.UNKNOWN,
+                tenant=self.tenant,
+                detail="no record: not submitted with a ticket (e.g. `nats pub`), "
+                "or its result has expired",
+            )
+        if record.result is not None:
+            return _view_of(record.result)
+        assert record.ticket is not None
+        return await self._ticketed(record.ticket)
+
+    async def _ticketed(self, ticket: JobTicket) -> JobView:
+        view = JobView(
+            job_id=ticket.job_id,
+            state=JobState.QUEUED,
+            function=ticket.function,
+            priority=ticket.priority,
+            tenant=ticket.tenant,
+            submitted_at=ticket.submitted_at,
+        )
+        held = await self._ask(ticket, "status")
+        if held is not None:
+            view.worker = held.worker
+            if held.running:
+                view.state, view.running_since = JobState.RUNNING, held.since
+            else:
+                view.detail = f"prepared by worker {held.worker}, waiting for a batch"
+            return view
+        if not await self._in_queue(ticket):
+            again = await read_record(self._js, ticket.job_id, ticket.tenant)
+            if again is not None and again.result is not None:  # it finished meanwhile
+                return _view_of(again.result)
+            view.state = JobState.UNKNOWN
+            view.detail = "its message has left the queue and no result was stored"
+            return view
+        view.backlog = await self._backlog(ticket)
+        return view
+
+    async def _in_queue(self, ticket: JobTicket) -> bool:
+        try:
+            await self._js.get_msg(ticket.stream, ticket.sequence)
+        except NotFoundError:
+            return False
+        return True
+
+    async def _backlog(self, ticket: JobTicket) -> int | None:
+        """Jobs of the ticket's function and priority not yet delivered to a worker."""
+        name = consumer_name(ticket.function, ticket.priority)
+        try:
+            info = await self._js.consumer_info(ticket.stream, name)
+        except Exception:  # no such consumer yet (no worker ever ran), or not allowed
+            return None
+        return int(info.num_pending or 0)
+
+    async def _ask(self, ticket: JobTicket, op: str) -> ControlReply | None:
+        """The reply of the worker holding the job's message, if any answers in time."""
+        ask = ControlAsk(
+            op=op, job_id=ticket.job_id, stream=ticket.stream, sequence=ticket.sequence
+        )
+        subject = control_subject(ticket.function, ticket.tenant)
+        try:
+            msg = await self._nc.request(subject, ask.model_dump_json().encode(), ASK_TIMEOUT_S)
+        except (NatsTimeoutError, NoRespondersError):
+            return None
+        try:
+            return ControlReply.model_validate_json(msg.data)
+        except ValidationError:
+            return None
+
+    # -- cancel -------------------------------------------------------------------------
+
+    async def cancel(self, job_id: str, why: str = "at the client's request") -> JobView:
+        """Cancel a queued or running job; a final one is left as it is (its view says
+        so). The view returned is the job's state afterwards."""
+        record = await read_record(self._js, job_id, self.tenant)
+        if record is None:
+            return JobView(
+                job_id=job_id,
+                state=JobState.UNKNOWN,
+                tenant=self.tenant,
+                detail="nothing to cancel: no ticket or result for this id",
+            )
+        if record.result is not None or record.ticket is None:
+            return await self._finished_first(job_id)
+        ticket = record.ticket
+        result = await self._replace(ticket, record.sequence, why)
+        if result is None:
+            return await self._finished_first(job_id)
+        held = await self._ask(ticket, "cancel")
+        view = _view_of(result)
+        view.priority, view.submitted_at = ticket.priority, ticket.submitted_at
+        if held is not None:
+            view.worker = held.worker
+            view.detail = f"worker {held.worker} held it: its output is dropped"
+        else:
+            view.detail = "removed from the queue before any worker ran it"
+        return view
+
+    async def _replace(self, ticket: JobTicket, last: int, why: str) -> Result | None:
+        """Store the `cancelled` result in place of record `last` (0: none), remove the
+        message from the queue, answer the job and publish the event; None when the
+        record was final first (nothing changed)."""
+        result = _cancelled_result(ticket.job_id, ticket.function, ticket.tenant, why)
+        encoded = encode_result(result, {})
+        headers = {**encoded.stored_headers, **expect_last(last)}
+        try:
+            ack = await self._js.publish(encoded.subject, encoded.body, headers=headers)
+        except APIError as exc:
+            if exc.err_code != WRONG_LAST_SEQUENCE:
+                raise
+            return None
+        if ack.duplicate:  # a worker's result, stored within the duplicate window
+            return None
+        with contextlib.suppress(NotFoundError):  # taken and acked meanwhile: it stands
+            await self._js.delete_msg(ticket.stream, ticket.sequence)
+        if ticket.reply_to:
+            await self._nc.publish(ticket.reply_to, encoded.body, headers=encoded.headers)
+        await self._event(ticket.job_id, ticket.tenant, JobState.CANCELLED, why)
+        return result
+
+    async def _finished_first(self, job_id: str) -> JobView:
+        record = await read_record(self._js, job_id, self.tenant)
+        if record is None or record.result is None:
+            return JobView(job_id=job_id, state=JobState.UNKNOWN, detail="its record changed")
+        state = state_of_result(record.result)
+        return _view_of(record.result, f"already {state.value}: nothing to cancel")
+
+    async def _event(self, job_id: str, tenant: str | None, state: JobState, detail: str) -> None:
+        event = JobEvent(job_id=job_id, state=state, detail=detail)
+        await self._nc.publish(events_subject(job_id, tenant), event.model_dump_json().encode())
+
+    async def cancel_all(
+        self,
+        function: str,
+        priorities: tuple[Priority, ...] = (Priority.HIGH, Priority.NORMAL),
+        why: str = "the campaign was called off",
+        on_progress: Callable[[int], None] | None = None,
+    ) -> CampaignCancelled:
+        """Cancel every job of `function` in the queue now (a campaign called off): each
+        is answered `cancelled`; those no worker had taken never run."""
+        stream = tenant_stream(self.tenant) if self.tenant else JOBS_STREAM
+        never_ran = stopped = final = 0
+        for priority in priorities:
+            subject = job_subject(priority, function, self.tenant)
+            delivered = await self._delivered_up_to(stream, function, priority)
+            sequence = 1
+            while True:
+                try:
+                    msg = await self._js.get_msg(stream, sequence, subject=subject, next=True)
+                except NotFoundError:
+                    break
+                assert msg.seq is not None
+                sequence = msg.seq + 1
+                job_id = job_id_for(msg.headers, stream, msg.seq, self.tenant)
+                ticket = JobTicket(
+                    job_id=job_id,
+                    function=function,
+                    priority=priority,
+                    tenant=self.tenant,
+                    stream=stream,
+                    sequence=msg.seq,
+                    reply_to=safe_reply_to(msg.headers, self.tenant),
+                )
+                outcome = await self._cancel_message(ticket, why)
+                if outcome is None:
+                    final += 1
+                elif msg.seq <= delivered:
+                    stopped += 1
+                else:
+                    never_ran += 1
+                if on_progress is not None:
+                    on_progress(never_ran + stopped + final)
+        return CampaignCancelled(never_ran, stopped, final)
+
+    async def _delivered_up_to(self, stream: str, function: str, priority: Priority) -> int:
+        """The last stream sequence the function's consumer has delivered (0 if none)."""
+        try:
+            info = await self._js.consumer_info(stream, consumer_name(function, priority))
+        except Exception:
+            return 0
+        return int(info.delivered.stream_seq or 0) if info.delivered else 0
+
+    async def _cancel_message(self, ticket: JobTicket, why: str) -> Result | None:
+        """Cancel one message found in the queue: whatever ticket it has is replaced, a
+        result already stored stands (None), and the worker holding it is told."""
+        record = await read_record(self._js, ticket.job_id, ticket.tenant)
+        if record is not None and record.result is not None:
+            with contextlib.suppress(NotFoundError):
+                await self._js.delete_msg(ticket.stream, ticket.sequence)
+            return None
+        result = await self._replace(ticket, record.sequence if record else 0, why)
+        if result is not None:
+            ask = ControlAsk(
+                op="cancel", job_id=ticket.job_id, stream=ticket.stream, sequence=ticket.sequence
+            )
+            subject = control_subject(ticket.function, ticket.tenant)
+            await self._nc.publish(subject, ask.model_dump_json().encode())
+        return result
