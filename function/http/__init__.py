@@ -3,6 +3,7 @@
 func       `new()` and `Function`: the worker behind Knative's start/stop/alive/ready
 app        FastAPI: probes, `/metrics`, `/v1/infer`, CloudEvents on `POST /`
 body       a request's input: bounded body, multipart upload, image type from the bytes
+jobs       `GET`/`DELETE /v1/jobs/{id}`: a job's status, and cancelling it
 negotiate  `Accept`: the result JSON or the image output itself (406 when there is none)
 openapi    error code -> HTTP status, and the documented request body and error responses
 auth       Bearer API keys and JWTs: who the caller is, which tenant, 401 or 403
@@ -47,6 +48,10 @@ if TYPE_CHECKING:
         Function,
         new,
     )
+    from function.http.jobs import (
+        ErrorBody,
+        jobs_router,
+    )
     from function.http.negotiate import (
         IMAGE_DEFAULTS,
         MAX_ACCEPT_RANGES,
@@ -81,6 +86,7 @@ __all__ = [
     "STUCK_AFTER_S",
     "AuthRejected",
     "Authenticator",
+    "ErrorBody",
     "Function",
     "FunctionServer",
     "NotAcceptable",
@@ -91,6 +97,7 @@ __all__ = [
     "error_responses",
     "image_type",
     "infer_responses",
+    "jobs_router",
     "new",
     "pick_image",
     "read_upload",

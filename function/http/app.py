@@ -5,14 +5,16 @@
     GET  /metrics             Prometheus text
     POST /v1/infer/{function} image bytes, multipart upload or JSON envelope -> the queue
                               path's result JSON, or with `Accept: image/png` the image itself
+    GET  /v1/jobs/{job_id}    a job's state (`JobView`); 404 unknown (`function.http.jobs`)
+    DELETE /v1/jobs/{job_id}  cancel it: 200 cancelled, 409 already final, 404 unknown
     POST /                    CloudEvents (binary or structured) -> a CloudEvent with the result
     GET  /docs                OpenAPI
 
 Bodies over `SURGE_MAX_PAYLOAD_BYTES` are refused before they are read whole
 (`function.http.body`); `function.http.negotiate` picks JSON or the image, and
 `function.http.openapi` maps error codes to statuses and documents them. With
-`SURGE_HTTP_AUTH_*` configured, `/v1/infer` and `POST /` need `Authorization: Bearer`
-(`function.http.auth`); probes, `/metrics` and `/docs` stay open.
+`SURGE_HTTP_AUTH_*` configured, `/v1/infer`, `/v1/jobs` and `POST /` need
+`Authorization: Bearer` (`function.http.auth`); probes, `/metrics` and `/docs` stay open.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from function.contract.wire import ErrorInfo, JobStatus, Result, Timings
 from function.http.auth import Authenticator, AuthRejected
 from function.http.bearer import bearer_auth, rejection_response
 from function.http.body import read_upload
+from function.http.jobs import jobs_router
 from function.http.negotiate import IMAGE_DEFAULTS, NotAcceptable, pick_image, wants_image
 from function.http.openapi import (
     INFER_REQUEST_BODY,
@@ -73,6 +76,7 @@ def create_app(
         return rejection_response(exc, fn.settings.function)
 
     app.add_exception_handler(AuthRejected, refused)
+    app.include_router(jobs_router(fn), dependencies=authenticated)
 
     def _probe(result: tuple[bool, str], bad_status: int) -> PlainTextResponse:
         ok, message = result
