@@ -36,6 +36,7 @@ from function.telemetry import METRICS, set_process_fields
 from function.transport.calls import CallGateway
 from function.transport.connect import open_nats
 from function.transport.connection import ConnectionHealth, Trouble
+from function.transport.events import JobEvents
 from function.transport.heartbeat import HeartbeatPublisher
 from function.transport.orphans import OrphanSweeper
 from function.transport.poison import PoisonSweeper
@@ -114,6 +115,7 @@ class Worker:
         self._orphans: OrphanSweeper | None = None
         self._calls: CallGateway | None = None
         self._control: JobControl | None = None
+        self._events: JobEvents | None = None
         self._attached = threading.Event()  # set from the loop, awaited by the load's thread
         self._jobs_waiting = False
 
@@ -212,7 +214,12 @@ class Worker:
             function=settings.function,
         )
         adapter = ModelAdapter(model, self.warmup_ms)
-        self.consumer = JobConsumer(self.nc, topology.consumers, adapter, results, settings)
+        if settings.job_events:
+            self._events = JobEvents(self.nc, self.worker_id)
+            self._events.start()
+        self.consumer = JobConsumer(
+            self.nc, topology.consumers, adapter, results, settings, self._events
+        )
         self._sweeper = PoisonSweeper(
             self.nc, js, results, settings.function, settings.max_deliver, model=model.info
         )
@@ -319,6 +326,8 @@ class Worker:
             await self.consumer.stop(timeout if self.connection.fatal is None else 0.5)
         if self._control:  # after the drain: a job held until then can still be cancelled
             await self._control.stop()
+        if self._events:
+            await self._events.stop()
         if self._sweeper:
             await self._sweeper.stop()
         self.state = WorkerState.STOPPED

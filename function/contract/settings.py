@@ -405,6 +405,10 @@ class WorkerSettings(SurgeSettings):
     blob_ttl_s: float = Field(default=24 * 3600.0, gt=0)
     drain_timeout_s: float = Field(default=30.0, gt=0)
     heartbeat_interval_s: float = Field(default=1.0, gt=0)
+    job_events: bool = Field(
+        default=True,
+        description="Publish each job's state changes on surge.events.[<tenant>.]<job id>.",
+    )
     http_host: str = "0.0.0.0"
     http_port: int = 8080
     log_level: str = "INFO"

@@ -34,6 +34,7 @@ from nats.aio.msg import Msg
 from opentelemetry import trace
 
 from function.contract.errors import ErrorCode, JobError
+from function.contract.lifecycle import JobState
 from function.contract.settings import Priority, WorkerSettings
 from function.contract.wire import JobRequest, Output, Timings
 from function.engine.batcher import PriorityBatcher
@@ -47,6 +48,7 @@ from function.engine.settle import Settler
 from function.models.hardware import usable_cpus
 from function.telemetry import context_from_headers
 from function.transport.connection import Trouble
+from function.transport.events import JobEvents
 from function.transport.storage import ResultStore
 
 __all__ = ["JobConsumer"]
@@ -66,8 +68,10 @@ class JobConsumer:
         model: BatchModel,
         results: ResultStore,
         settings: WorkerSettings,
+        events: JobEvents | None = None,
     ) -> None:
         self._nc = nc
+        self._events = events
         self._consumers = consumers
         self._model = model
         self.model_info = model.info
@@ -90,7 +94,7 @@ class JobConsumer:
         # decode, preprocess, postprocess and encoding: across every usable CPU
         cpu_threads = max(2, usable_cpus())
         self._cpu_pool = ThreadPoolExecutor(cpu_threads, thread_name_prefix="surge-cpu")
-        self._settler = Settler(results, settings, model.info, self._forget)
+        self._settler = Settler(results, settings, model.info, self._forget, events)
         # room for every runner's batch: the default budget scales with runners x max_batch
         jobs_at_once = settings.max_batch * self._runners
         self._budget = PixelBudget(pixel_budget(settings.pixel_budget, jobs_at_once))
@@ -289,6 +293,8 @@ class JobConsumer:
         self._running[id(batch)] = start_ns
         for job in batch:
             job.running_since = start_ns
+            if self._events is not None:
+                self._events.emit(job.job_id, job.tenant, JobState.RUNNING)
         try:
             out = await run_in(self._infer_pool, self._model.fast, self._model.run_batch, samples)
         except Exception as exc:

@@ -10,12 +10,13 @@ import logging
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from typing import TypeVar
 
 import numpy as np
 from opentelemetry import trace
 
-from function.contract.errors import JobError
+from function.contract.errors import ErrorCode, JobError
 from function.contract.settings import WorkerSettings
 from function.contract.wire import Output, Timings
 from function.engine.batchmodel import BatchModel, run_in
@@ -123,8 +124,15 @@ class Completion:
         # Postprocessing runs across the CPU pool; the results are stored together.
         outcomes = await _outcomes(made)
         succeeded: list[Succeeded] = []
+        now = datetime.now(UTC)
         for job, timing, outcome in zip(batch, timings, outcomes, strict=True):
             job.image = None  # the decoded pixels go now; the budget gets them back at settle
+            deadline = job.request.deadline if job.request is not None else None
+            if deadline is not None and deadline < now and not isinstance(outcome, JobError):
+                outcome = JobError(  # late: its output is dropped, the client told why
+                    ErrorCode.DEADLINE_EXCEEDED,
+                    f"deadline {deadline.isoformat()} passed while it ran",
+                )
             if isinstance(outcome, BaseException):
                 await self._not_completed(job, outcome, timing)
             else:

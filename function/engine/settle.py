@@ -18,6 +18,7 @@ from opentelemetry.trace import Span, StatusCode
 
 from function.contract.bounds import safe_reply_to
 from function.contract.errors import ErrorCode, JobError
+from function.contract.lifecycle import JobState
 from function.contract.settings import WorkerSettings
 from function.contract.wire import (
     DeadLetter,
@@ -32,6 +33,7 @@ from function.engine.job import InFlightJob, wall_ns
 from function.engine.jobmetrics import JobMetrics
 from function.telemetry import METRICS, bind, trace_headers
 from function.transport.acks import DuplicateWrite
+from function.transport.events import JobEvents
 from function.transport.storage import EncodedResult, ResultStore
 
 __all__ = ["Settler", "Succeeded"]
@@ -42,6 +44,17 @@ log = logging.getLogger("surge.settle")
 Succeeded = tuple[InFlightJob, dict[str, Output], Timings]
 _tracer = trace.get_tracer("surge")
 
+
+# (status, error code) -> the state a job's event says; "cancelled" and "superseded" are
+# left to whoever stored the final result (a canceller publishes its own event)
+_FINAL_STATES: dict[str, dict[str, JobState]] = {
+    "ok": {"": JobState.DONE},
+    "error": {
+        "": JobState.FAILED,
+        ErrorCode.DEADLINE_EXCEEDED.value: JobState.EXPIRED,
+        ErrorCode.CANCELLED.value: JobState.CANCELLED,
+    },
+}
 
 _ACK_TRIES = 4
 _ACK_TIMEOUT_S = 2.5
@@ -75,7 +88,9 @@ class Settler:
         settings: WorkerSettings,
         model: ModelInfo,
         on_settled: Callable[[InFlightJob], None],
+        events: JobEvents | None = None,
     ) -> None:
+        self._events = events
         self._results = results
         self._settings = settings
         self._model = model
@@ -124,6 +139,9 @@ class Settler:
         return safe_reply_to(job.msg.headers, job.tenant)
 
     def _done(self, job: InFlightJob, status: str, code: str = "") -> None:
+        if self._events is not None and status in _FINAL_STATES:
+            state = _FINAL_STATES[status].get(code, _FINAL_STATES[status][""])
+            self._events.emit(job.job_id, job.tenant, state, code)
         job.settled = True
         self.metrics.finished(job.tenant, status, code)
         latency = (wall_ns() - job.published_ns) / 1e9

@@ -6,6 +6,7 @@ pull        one continuous pull request per consumer (`PullFeed`)
 storage     results stored by job id, replies, dead letters, blobs (`ResultStore`)
 records     a job's record on its results subject: the ticket, then the final result
 lifecycle   status, cancel and cancel-all of jobs (`JobLifecycle`)
+events      a job's state changes on surge.events.<job id>, best effort (`JobEvents`)
 acks        writes to JetStream whose acknowledgements are awaited together (`StreamWrites`)
 calls       `nats req surge.call.<function>`: a request stored as a job, answered by its result
 heartbeat   the heartbeat publisher
@@ -38,6 +39,9 @@ from function.transport.connect import (
 from function.transport.connection import (
     ConnectionHealth,
     Trouble,
+)
+from function.transport.events import (
+    JobEvents,
 )
 from function.transport.heartbeat import (
     HeartbeatPublisher,
@@ -115,6 +119,7 @@ __all__ = [
     "DuplicateWrite",
     "EncodedResult",
     "HeartbeatPublisher",
+    "JobEvents",
     "JobLifecycle",
     "NatsUnreachable",
     "OrphanSweeper",

@@ -13,8 +13,8 @@ from nats.aio.msg import Msg
 
 from function.client import SurgeClient
 from function.contract.errors import ErrorCode
-from function.contract.lifecycle import JobState, JobView
-from function.contract.settings import Header, events_subject
+from function.contract.lifecycle import JobEvent, JobState, JobView
+from function.contract.settings import EVENTS_SUBJECT_PREFIX, Header, events_subject
 from function.contract.wire import JobStatus
 from function.transport.lifecycle import JobLifecycle
 from tests.conftest import WorkerFactory
@@ -72,6 +72,13 @@ async def test_status_follows_a_job_and_cancel_removes_a_queued_one(
         events.append(msg.data)
 
     await client.nc.subscribe(events_subject(ids[1]), cb=on_event)
+    states: dict[str, list[str]] = {}
+
+    async def on_any_event(msg: Msg) -> None:
+        event = JobEvent.model_validate_json(msg.data)
+        states.setdefault(event.job_id, []).append(event.state.value)
+
+    await client.nc.subscribe(f"{EVENTS_SUBJECT_PREFIX}.>", cb=on_any_event)
 
     queued = await jobs.status(ids[0])
     assert queued.state is JobState.QUEUED and queued.function == "tiny"
@@ -99,6 +106,8 @@ async def test_status_follows_a_job_and_cancel_removes_a_queued_one(
     assert worker.consumer is not None and worker.consumer.completed == 2
     await client.nc.flush()
     assert any(b'"cancelled"' in e for e in events)
+    await asyncio.sleep(0.2)  # events are best effort and published off the job's path
+    assert states[ids[0]] == ["running", "done"] and states[ids[1]] == ["cancelled"]
     assert (await jobs.status("never-submitted")).state is JobState.UNKNOWN
 
 

@@ -144,6 +144,7 @@ PUBLIC = {
         "DuplicateWrite",
         "EncodedResult",
         "HeartbeatPublisher",
+        "JobEvents",
         "JobLifecycle",
         "NatsUnreachable",
         "OrphanSweeper",

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 from typing import Any
 
@@ -21,10 +21,18 @@ from PIL import Image
 
 from function.contract.errors import BadInput, ErrorCode, TransientError
 from function.contract.settings import Header, Priority, WorkerSettings
-from function.contract.wire import DeadLetter, ModelInfo, Output, Result, ScoresOutput
+from function.contract.wire import (
+    DeadLetter,
+    JobRequest,
+    ModelInfo,
+    Output,
+    Result,
+    ScoresOutput,
+)
 from function.engine.finish import Completion
 from function.engine.job import InFlightJob
 from function.engine.settle import Settler
+from function.transport.acks import DuplicateWrite
 
 MODEL = ModelInfo(name="fake", version="0" * 16)
 
@@ -79,6 +87,7 @@ class MemoryStore:
         self.results: dict[str, Result] = {}
         self.letters: list[DeadLetter] = []
         self.failing = failing or set()
+        self.final_elsewhere: set[str] = set()  # a cancel (say) stored their result first
 
     async def publish(self, result: Result, reply_to: str | None, headers: Any) -> None:
         [failure] = await self.store_all([result])
@@ -94,6 +103,9 @@ class MemoryStore:
         for result in results:
             if result.job_id in self.failing:
                 outcomes.append(TimeoutError("store timed out"))
+                continue
+            if result.job_id in self.final_elsewhere:
+                outcomes.append(DuplicateWrite(1))
                 continue
             self.results[result.job_id] = result
             self.log.append(("store", result.job_id))
@@ -277,3 +289,38 @@ async def test_a_redelivery_of_a_stored_job_is_answered_from_the_store(engine: E
     await engine.settler.replay(again, stored)
     assert [e for e, _ in engine.log] == ["store", "reply", "ack", "resend", "ack"]
     assert engine.settled == ["twice", "twice"]  # one ending per delivery, one result
+
+
+async def test_a_job_whose_deadline_passed_while_it_ran_is_answered_deadline_exceeded(
+    engine: Engine,
+) -> None:
+    late, on_time = job(engine, "late"), job(engine, "on-time")
+    past = datetime.now(UTC) - timedelta(seconds=1)
+    late.request = JobRequest(
+        job_id="late", function="fake", priority=Priority.NORMAL, deadline=past
+    )
+    out = FakeModel().run_batch([late.ready_sample, on_time.ready_sample])
+    await engine.completion.complete([late, on_time], out, 0, 1)
+    result = engine.store.results["late"]
+    assert result.error is not None and result.error.code is ErrorCode.DEADLINE_EXCEEDED
+    assert [e for e, jid in engine.log if jid == "late"] == ["store", "reply", "term"]
+    assert engine.store.results["on-time"].error is None
+
+
+async def test_a_cancelled_job_in_a_batch_sends_nothing_and_is_acked(engine: Engine) -> None:
+    cancelled, kept = job(engine, "cancelled"), job(engine, "kept")
+    cancelled.cancelled = True  # its canceller stored and sent the `cancelled` result
+    out = FakeModel().run_batch([cancelled.ready_sample, kept.ready_sample])
+    await engine.completion.complete([cancelled, kept], out, 0, 1)
+    assert [e for e, jid in engine.log if jid == "cancelled"] == ["ack"]
+    assert "cancelled" not in engine.store.results
+    assert [e for e, jid in engine.log if jid == "kept"] == ["store", "reply", "ack"]
+    assert sorted(engine.settled) == ["cancelled", "kept"]
+
+
+async def test_a_result_already_final_elsewhere_is_not_sent_again(engine: Engine) -> None:
+    engine.store.final_elsewhere.add("raced")
+    raced = job(engine, "raced")
+    await engine.completion.complete([raced], FakeModel().run_batch([raced.ready_sample]), 0, 1)
+    assert [e for e, jid in engine.log if jid == "raced"] == ["ack"]  # no reply: never ok
+    assert engine.settled == ["raced"]
