@@ -3,6 +3,8 @@
 surge worker                      run the function (consume jobs from NATS)
 surge submit a.png b.jpg --wait   publish jobs and wait for their results
 surge result JOB_ID [--out DIR]   fetch a stored result (images elided, or saved as files)
+surge retry JOB_ID...             re-submit dead-lettered jobs (new ids: <id>-r2, ...)
+surge dead list|show|retry        the dead-letter stream: jobs that ran out of attempts
 surge models fetch                download and prepare the models
 surge nats                        run an embedded nats-server for development
 surge tenants add|list|remove     tenants' job streams and quotas
@@ -116,9 +118,11 @@ LIGHT_COMMANDS = frozenset({"worker", "models"})  # need none of the client comm
 
 
 def mount_client_commands(target: typer.Typer = app) -> None:
-    """Add `submit`, `result`, `status`, `cancel`, `nats` and `tenants` (once)."""
+    """Add `submit`, `result`, `status`, `cancel`, `retry`, `dead`, `nats` and `tenants`
+    (once)."""
     if "client" in _mounted:
         return
+    from function.commands.dead import dead_app, retry
     from function.commands.jobs import result, submit
     from function.commands.lifecycle import cancel, status
     from function.commands.nats import nats_command
@@ -130,6 +134,8 @@ def mount_client_commands(target: typer.Typer = app) -> None:
     target.command()(result)
     target.command()(status)
     target.command()(cancel)
+    target.command()(retry)
+    target.add_typer(dead_app, name="dead")
     _mounted.add("client")
 
 

@@ -18,9 +18,10 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from types import TracebackType
+from typing import Any
 
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
@@ -36,6 +37,8 @@ from function.contract.nats_auth import NatsAuth
 from function.contract.parse import (
     is_valid_job_id,
     job_headers,
+    msg_id_for,
+    parse_subject,
     sniff_image_type,
     tenant_blob_prefix,
 )
@@ -134,10 +137,18 @@ class SurgeClient:
     """Publishes jobs to JetStream and reads results."""
 
     def __init__(
-        self, nc: NATS, *, own_connection: bool = False, tenant: str | None = None
+        self,
+        nc: NATS,
+        *,
+        own_connection: bool = False,
+        tenant: str | None = None,
+        tickets: bool | None = None,
     ) -> None:
+        """`tickets`: write a ticket for each job submitted (None: only without a tenant,
+        whose NATS user may not; True: always, for the worker submitting on its behalf)."""
         _check_tenant(tenant)
         self.tenant = tenant
+        self._tickets = tickets if tickets is not None else tenant is None
         self.nc = nc
         self.js = nc.jetstream()
         self._own = own_connection
@@ -188,11 +199,12 @@ class SurgeClient:
         outputs: Iterable[str] = (),
         reply_to: str | None = None,
         deadline: datetime | None = None,
+        webhook: str | None = None,
     ) -> str:
         """Publish one job (by Object Store reference when over the payload limit); return
-        its id once JetStream has stored it."""
+        its id once JetStream has stored it. `webhook`: a URL its result is POSTed to."""
         job_id, subject, payload, headers = await self._job(
-            image, function, priority, job_id, content_type, outputs, reply_to, deadline
+            image, function, priority, job_id, content_type, outputs, reply_to, deadline, webhook
         )
         with _tracer.start_as_current_span("surge.submit", kind=trace.SpanKind.PRODUCER) as span:
             span.set_attribute("surge.job_id", job_id)
@@ -203,8 +215,30 @@ class SurgeClient:
                 # Nothing has created the streams yet (no worker ever ran): create them.
                 await ensure_streams(self.js, WorkerSettings())
                 stored = await self._store(subject, payload, headers, _ACK_TIMEOUT_S)
-            await self._ticket(job_id, function, priority, stored, reply_to)
+            await self._ticket(job_id, function, priority, stored, reply_to, self.tenant)
         return job_id
+
+    async def resubmit(
+        self, payload: bytes, subject: str, headers: Mapping[str, str], job_id: str
+    ) -> bool:
+        """Publish a job again as it was first sent (a dead letter's payload, job subject
+        and headers) under the new id `job_id`, with its ticket. False, and nothing
+        written, when JetStream already holds a job with that id (de-duplicated)."""
+        if not is_valid_job_id(job_id):
+            raise ValueError(f"job id {job_id!r}: one NATS subject token")
+        job = parse_subject(subject)  # BadInput when it is not a job subject
+        sent = {k: v for k, v in headers.items() if k != Header.MSG_ID}
+        sent[Header.MSG_ID] = msg_id_for(job_id, job.tenant)
+        with _tracer.start_as_current_span("surge.resubmit", kind=trace.SpanKind.PRODUCER) as span:
+            span.set_attribute("surge.job_id", job_id)
+            sent.update(trace_headers())
+            answer = await self._ack(subject, payload, sent, _ACK_TIMEOUT_S)
+            if answer.get("duplicate"):
+                return False
+            stored = str(answer.get("stream", "")), int(answer.get("seq", 0))
+            reply_to = headers.get(Header.REPLY_TO)
+            await self._ticket(job_id, job.function, job.priority, stored, reply_to, job.tenant)
+        return True
 
     async def _ticket(
         self,
@@ -213,6 +247,7 @@ class SurgeClient:
         priority: Priority | str,
         stored: tuple[str, int],
         reply_to: str | None,
+        tenant: str | None = None,
     ) -> None:
         """Record the job on its results subject, so `status` and `cancel` can find its
         message (a result that came first is kept; a refused write is only logged).
@@ -220,14 +255,14 @@ class SurgeClient:
         A tenant's user may not write under `surge.results.` (only workers do): its jobs
         are followed through the worker's HTTP API, which writes on its behalf.
         """
-        if self.tenant is not None:
+        if not self._tickets:
             return
         stream, sequence = stored
         ticket = JobTicket(
             job_id=job_id,
             function=function,
             priority=Priority(priority),
-            tenant=self.tenant,
+            tenant=tenant,
             stream=stream,
             sequence=sequence,
             reply_to=reply_to,
@@ -241,7 +276,14 @@ class SurgeClient:
         self, subject: str, payload: bytes, headers: dict[str, str], timeout: float
     ) -> tuple[str, int]:
         """Publish and await the stream's acknowledgement, raising what a refusal means;
-        (stream, sequence) of the stored job.
+        (stream, sequence) of the stored job."""
+        answer = await self._ack(subject, payload, headers, timeout)
+        return str(answer.get("stream", "")), int(answer.get("seq", 0))
+
+    async def _ack(
+        self, subject: str, payload: bytes, headers: dict[str, str], timeout: float
+    ) -> dict[str, Any]:
+        """Publish and return the stream's acknowledgement, raising what a refusal means.
 
         (nats-py's `publish_async` never resolves on an error acknowledgement, such as a
         tenant's quota: its handler raises instead of failing the future.)
@@ -259,7 +301,7 @@ class SurgeClient:
             raise APIError(description=str(answer["error"]))
         if not isinstance(answer, dict):
             raise APIError(description="unreadable acknowledgement")
-        return str(answer.get("stream", "")), int(answer.get("seq", 0))
+        return answer
 
     def _refusal(self, exc: Exception) -> Exception:
         """What a refused publish means for this client: a tenant's quota, its missing
@@ -323,6 +365,7 @@ class SurgeClient:
         outputs: Iterable[str],
         reply_to: str | None,
         deadline: datetime | None,
+        webhook: str | None = None,
     ) -> tuple[str, str, bytes, dict[str, str]]:
         """(job id, subject, payload, headers) for one job; large inputs go to the bucket."""
         job_id = job_id or new_job_id()
@@ -338,6 +381,7 @@ class SurgeClient:
             deadline=deadline,
             outputs=outputs,
             tenant=self.tenant,
+            webhook=webhook,
         )
         payload = image
         if len(image) > self.nc.max_payload - 4096:

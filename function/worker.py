@@ -43,6 +43,7 @@ from function.transport.poison import PoisonSweeper
 from function.transport.recovery import TenantConsumers, TopologyWatch
 from function.transport.storage import ResultStore
 from function.transport.topology import Topology, ensure_topology, jobs_waiting
+from function.transport.webhooks import WebhookSender
 
 __all__ = ["PROCESS_START", "StartupError", "Worker", "check_startup", "process_start_time"]
 
@@ -116,6 +117,7 @@ class Worker:
         self._calls: CallGateway | None = None
         self._control: JobControl | None = None
         self._events: JobEvents | None = None
+        self._webhooks: WebhookSender | None = None
         self._attached = threading.Event()  # set from the loop, awaited by the load's thread
         self._jobs_waiting = False
 
@@ -217,8 +219,11 @@ class Worker:
         if settings.job_events:
             self._events = JobEvents(self.nc, self.worker_id)
             self._events.start()
+        if settings.webhook_secret is not None:
+            self._webhooks = WebhookSender(self.nc, settings)
+            self._webhooks.start()
         self.consumer = JobConsumer(
-            self.nc, topology.consumers, adapter, results, settings, self._events
+            self.nc, topology.consumers, adapter, results, settings, self._events, self._webhooks
         )
         self._sweeper = PoisonSweeper(
             self.nc, js, results, settings.function, settings.max_deliver, model=model.info
@@ -328,6 +333,8 @@ class Worker:
             await self._control.stop()
         if self._events:
             await self._events.stop()
+        if self._webhooks:  # after the drain: its last results are queued for delivery
+            await self._webhooks.stop()
         if self._sweeper:
             await self._sweeper.stop()
         self.state = WorkerState.STOPPED

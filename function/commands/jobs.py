@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
+from nats.errors import Error as NatsError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -58,13 +59,17 @@ def _progress() -> Progress:
 
 @contextmanager
 def one_line_errors() -> Iterator[None]:
-    """A refusal (a quota, a tenant with no stream) ends as one line and exit status 1."""
+    """A refusal (a quota, a tenant with no stream, the server's own) ends as one line and
+    exit status 1."""
     try:
         yield
     except NatsConnectError:
         raise  # `main` says it, exit status 2
     except SurgeError as exc:
         typer.echo(f"surge: {exc}", err=True)
+        raise typer.Exit(1) from None
+    except NatsError as exc:  # a refusal or timeout from the server: no traceback
+        typer.echo(f"surge: NATS: {exc}", err=True)
         raise typer.Exit(1) from None
 
 

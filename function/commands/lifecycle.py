@@ -177,6 +177,6 @@ def _cancel_all(nats_url: str, function: str, priority: Priority | None) -> None
         never_ran, stopped, final = asyncio.run(run())
     typer.echo(
         f"cancelled {never_ran + stopped} job(s) of {function}: {never_ran} never ran "
-        f"(work saved), {stopped} taken by a worker (output dropped); "
+        f"(work saved), {stopped} stopped while running (output dropped); "
         f"{final} already had a result"
     )

@@ -3,6 +3,7 @@
 surge tenants add acme --max-pending 1000 --max-rate 50   create it, or change its quotas
 surge tenants list                                        quotas and queued jobs, as a table
 surge tenants remove acme [--force]                       delete it (--force drops queued jobs)
+surge tenants webhook-secret acme                         the secret its webhooks are signed with
 
 An operator's commands: they manage streams, so they need a NATS user that may (the
 trusted one), given with `surge`'s NATS flags like every other command. Workers find a
@@ -252,3 +253,22 @@ def remove(
     if dropped is None:
         raise _fail(f"no tenant {name} on this server")
     typer.echo(f"tenant {name} removed ({dropped} queued jobs dropped)")
+
+
+@tenants_app.command("webhook-secret")
+def webhook_secret(
+    name: Annotated[
+        str | None,
+        typer.Argument(metavar="NAME", help="The tenant id; left out: open jobs' secret."),
+    ] = None,
+) -> None:
+    """Print the secret a tenant's webhooks are signed with (derived from
+    SURGE_WEBHOOK_SECRET; give it to the tenant for its receiver). Needs no NATS."""
+    from function.contract.webhooks import tenant_secret
+
+    if name is not None:
+        _checked(name)
+    master = WorkerSettings().webhook_secret
+    if master is None:
+        raise _fail("SURGE_WEBHOOK_SECRET is not set: the workers' master secret is needed")
+    typer.echo(tenant_secret(master.get_secret_value().encode(), name).decode())

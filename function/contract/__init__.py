@@ -11,6 +11,7 @@ nats_auth  `NatsAuth`: credentials and TLS from `SURGE_NATS_*` (secrets never pr
 quota      per-tenant quotas (`TenantQuota`) and `QuotaExceeded`
 tenancy    tenants enforced by the NATS server: each tenant user's permissions
 http_auth  who may call the HTTP surface: API-key tenants file, JWT keys (`SURGE_HTTP_AUTH_*`)
+webhooks   signed webhooks: `sign`/`verify`, per-tenant secrets, allowed URLs, `WebhookRecord`
 """
 
 from __future__ import annotations
@@ -141,6 +142,20 @@ from function.contract.tenancy import (
     tenant_permissions,
     trusted,
 )
+from function.contract.webhooks import (
+    MAX_WEBHOOK_URL_CHARS,
+    OPEN_JOBS_KEY,
+    SIGNATURE_TOLERANCE_S,
+    WEBHOOKS_BUCKET,
+    BadSignature,
+    WebhookRecord,
+    WebhookState,
+    sign,
+    tenant_secret,
+    verify,
+    webhook_key,
+    webhook_url_problem,
+)
 from function.contract.wire import (
     SUPPORTED_IMAGE_TYPES,
     CloudEvent,
@@ -183,17 +198,22 @@ __all__ = [
     "MAX_OUTPUTS",
     "MAX_OUTPUT_NAME_CHARS",
     "MAX_REPLY_SUBJECT_CHARS",
+    "MAX_WEBHOOK_URL_CHARS",
     "OBJECT_STORE_BUCKET",
+    "OPEN_JOBS_KEY",
     "RATE_METADATA_KEY",
     "RESERVED_SUBJECT_PREFIXES",
     "RESULTS_STREAM",
     "RESULTS_SUBJECT_PREFIX",
+    "SIGNATURE_TOLERANCE_S",
     "SUPPORTED_IMAGE_TYPES",
     "TENANT_INBOX_MARK",
     "TENANT_STREAM_PREFIX",
     "TICKET",
+    "WEBHOOKS_BUCKET",
     "AnswerAddress",
     "BadInput",
+    "BadSignature",
     "CloudEvent",
     "ControlAsk",
     "ControlReply",
@@ -234,6 +254,8 @@ __all__ = [
     "Timings",
     "TransientError",
     "User",
+    "WebhookRecord",
+    "WebhookState",
     "WorkerSettings",
     "WorkerState",
     "answer_address",
@@ -268,6 +290,7 @@ __all__ = [
     "result_subject",
     "safe_reply_to",
     "servers_from",
+    "sign",
     "sniff_image_type",
     "state_of_result",
     "sweeper_name",
@@ -277,6 +300,10 @@ __all__ = [
     "tenant_of",
     "tenant_of_stream",
     "tenant_permissions",
+    "tenant_secret",
     "tenant_stream",
     "trusted",
+    "verify",
+    "webhook_key",
+    "webhook_url_problem",
 ]

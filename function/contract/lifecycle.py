@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from function.contract.errors import ErrorCode
 from function.contract.settings import Priority
+from function.contract.webhooks import WebhookRecord
 from function.contract.wire import JobStatus, Result
 
 __all__ = [
@@ -95,6 +96,9 @@ class JobView(_Wire):
     worker: str | None = Field(default=None, description="The worker running it.")
     running_since: datetime | None = None
     result: Result | None = None
+    webhook: WebhookRecord | None = Field(
+        default=None, description="Its webhook delivery, when it asked for one."
+    )
     detail: str = ""
 
 

@@ -39,6 +39,7 @@ from function.contract.bounds import (
 )
 from function.contract.errors import BadInput, ErrorCode, SurgeError
 from function.contract.settings import JOBS_SUBJECT_PREFIX, Header, Priority, is_valid_tenant
+from function.contract.webhooks import webhook_url_problem
 from function.contract.wire import (
     CloudEvent,
     JobEnvelope,
@@ -82,6 +83,7 @@ def job_headers(
     deadline: datetime | None = None,
     outputs: Iterable[str] = (),
     tenant: str | None = None,
+    webhook: str | None = None,
 ) -> dict[str, str]:
     """The headers a job is published with: what `parse_job` reads back."""
     headers = {Header.MSG_ID: msg_id_for(job_id, tenant)}
@@ -94,6 +96,8 @@ def job_headers(
     names = list(outputs)
     if names:
         headers[Header.OUTPUTS] = ",".join(names)
+    if webhook:
+        headers[Header.WEBHOOK] = webhook
     return headers
 
 
@@ -209,6 +213,15 @@ def _outputs(value: str) -> tuple[str, ...]:
     return names
 
 
+def _webhook(url: str | None, allow_hosts: Iterable[str]) -> str | None:
+    if url is None:
+        return None
+    problem = webhook_url_problem(url, allow_hosts)
+    if problem is not None:
+        raise BadInput(ErrorCode.BAD_ENVELOPE, f"{Header.WEBHOOK}: {problem}")
+    return url
+
+
 def _validate(model: type[BaseModel], data: Any, what: str) -> Any:
     try:
         return model.model_validate(data)
@@ -287,8 +300,10 @@ def parse_job(
     stream: str = "",
     sequence: int = 0,
     max_payload: int | None = None,
+    webhook_hosts: Iterable[str] = (),
 ) -> JobRequest:
-    """Turn one NATS message into a `JobRequest`; raise `BadInput` for anything malformed."""
+    """Turn one NATS message into a `JobRequest`; raise `BadInput` for anything malformed.
+    A `Surge-Webhook` URL is checked against `webhook_hosts` (see `webhook_url_problem`)."""
     headers = headers or {}
     priority, function, tenant = parse_subject(subject)
     if max_payload is not None and len(data) > max_payload:
@@ -303,6 +318,7 @@ def parse_job(
         "reply_to": headers.get(Header.REPLY_TO),
         "deadline": _deadline(headers.get(Header.DEADLINE)),
         "outputs": _outputs(headers.get(Header.OUTPUTS, "")),
+        "webhook": _webhook(headers.get(Header.WEBHOOK), webhook_hosts),
     }
     if base["reply_to"] is not None:
         check_reply_subject(base["reply_to"], Header.REPLY_TO, tenant)

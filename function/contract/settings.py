@@ -32,7 +32,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_core import ErrorDetails, InitErrorDetails, PydanticCustomError
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
@@ -142,6 +142,11 @@ class Header:
     ORIGINAL_SUBJECT = "Surge-Original-Subject"
     CE_SPECVERSION = "ce-specversion"
     RECORD = "Surge-Record"  # on a results subject: "ticket" (queued) or absent (a result)
+    RETRY_OF = "Surge-Retry-Of"  # on a retried job: the id of the first job it retries
+    WEBHOOK = "Surge-Webhook"  # on a job: the URL its result is POSTed to, signed
+    SIGNATURE = "Surge-Signature"  # on a webhook delivery: t=<unix seconds>,v1=<hex HMAC>
+    DELIVERY = "Surge-Delivery"  # on a webhook delivery: its id (the same on each attempt)
+    ATTEMPT = "Surge-Attempt"  # on a webhook delivery: 1, 2, ...
 
 
 _TENANT = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
@@ -409,12 +414,33 @@ class WorkerSettings(SurgeSettings):
         default=True,
         description="Publish each job's state changes on surge.events.[<tenant>.]<job id>.",
     )
+    webhook_secret: SecretStr | None = Field(
+        default=None,
+        description="Master secret of webhook signatures (each tenant's is derived from it); "
+        "without it, jobs that ask for a webhook are refused.",
+    )
+    webhook_allow_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Hosts webhooks may go to (empty: any but internal addresses).",
+    )
+    webhook_attempts: int = Field(default=5, ge=1, le=20, description="POSTs per delivery.")
+    webhook_backoff_s: float = Field(
+        default=1.0, ge=0, description="Wait before the second POST; doubled after each."
+    )
+    webhook_timeout_s: float = Field(default=10.0, gt=0, description="For one POST.")
     http_host: str = "0.0.0.0"
     http_port: int = 8080
     log_level: str = "INFO"
     otlp_endpoint: str | None = None
 
-    @field_validator("tenants", "providers", "warmup_batch_sizes", "warmup_hooks", mode="before")
+    @field_validator(
+        "tenants",
+        "providers",
+        "warmup_batch_sizes",
+        "warmup_hooks",
+        "webhook_allow_hosts",
+        mode="before",
+    )
     @classmethod
     def _text_list(cls, value: object) -> object:
         return _parse_list(value)

@@ -201,3 +201,4 @@ class JobRequest(BaseModel):
     content_type: str | None = None
     image: bytes | None = None
     image_ref: str | None = None
+    webhook: str | None = None  # where its result is POSTed, signed (`Surge-Webhook`)

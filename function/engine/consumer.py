@@ -50,6 +50,7 @@ from function.telemetry import context_from_headers
 from function.transport.connection import Trouble
 from function.transport.events import JobEvents
 from function.transport.storage import ResultStore
+from function.transport.webhooks import WebhookSender
 
 __all__ = ["JobConsumer"]
 
@@ -69,6 +70,7 @@ class JobConsumer:
         results: ResultStore,
         settings: WorkerSettings,
         events: JobEvents | None = None,
+        webhooks: WebhookSender | None = None,
     ) -> None:
         self._nc = nc
         self._events = events
@@ -94,7 +96,7 @@ class JobConsumer:
         # decode, preprocess, postprocess and encoding: across every usable CPU
         cpu_threads = max(2, usable_cpus())
         self._cpu_pool = ThreadPoolExecutor(cpu_threads, thread_name_prefix="surge-cpu")
-        self._settler = Settler(results, settings, model.info, self._forget, events)
+        self._settler = Settler(results, settings, model.info, self._forget, events, webhooks)
         # room for every runner's batch: the default budget scales with runners x max_batch
         jobs_at_once = settings.max_batch * self._runners
         self._budget = PixelBudget(pixel_budget(settings.pixel_budget, jobs_at_once))

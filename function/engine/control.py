@@ -11,6 +11,7 @@ dropped if it has. The canceller has stored and sent its `cancelled` result alre
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from collections.abc import Callable
 from datetime import UTC, datetime
 
@@ -29,6 +30,7 @@ __all__ = ["JobControl"]
 log = logging.getLogger("surge.control")
 
 Finder = Callable[[str, int], InFlightJob | None]
+RECENT_CANCELS = 10_000  # cancelled jobs remembered, for questions after they have left
 
 
 class JobControl:
@@ -41,6 +43,7 @@ class JobControl:
         self._find = find
         self._subs: list[Subscription] = []
         self.cancelled = 0
+        self._recent: OrderedDict[tuple[str, int], ControlReply] = OrderedDict()
 
     async def start(self) -> None:
         base = control_subject(self._function)
@@ -64,24 +67,42 @@ class JobControl:
             ask = ControlAsk.model_validate_json(msg.data)
         except ValidationError:
             return  # not a question this worker can answer
-        job = self._find(ask.stream, ask.sequence)
+        position = (ask.stream, ask.sequence)
+        job = self._find(*position)
         tenant = self._tenant_of(msg.subject)
-        if job is None or job.settled or job.job_id != ask.job_id or job.tenant != tenant:
+        reply = self._recent.get(position)  # a job this worker cancelled lately, if any
+        if job is not None and not job.settled and job.job_id == ask.job_id:
+            if job.tenant != tenant:
+                return
+            if ask.op == "cancel" and not job.cancelled:
+                job.cancelled = True
+                self.cancelled += 1
+                log.debug("cancelled while held", extra={"job_id": job.job_id})
+            reply = self._reply(job)
+            if job.cancelled:
+                self._remember(position, reply)
+        if reply is None or reply.job_id != ask.job_id:
             return
-        if ask.op == "cancel" and not job.cancelled:
-            job.cancelled = True
-            self.cancelled += 1
-            log.info("cancelled while held", extra={"job_id": job.job_id})
         if msg.reply and _may_reply(msg.reply, tenant):
-            since = job.running_since
-            reply = ControlReply(
-                job_id=job.job_id,
-                worker=self._worker_id,
-                running=since is not None,
-                since=datetime.fromtimestamp(since / 1e9, UTC) if since is not None else None,
-                cancelled=job.cancelled,
-            )
             await self._nc.publish(msg.reply, reply.model_dump_json().encode())
+
+    def _reply(self, job: InFlightJob) -> ControlReply:
+        since = job.running_since
+        return ControlReply(
+            job_id=job.job_id,
+            worker=self._worker_id,
+            running=since is not None,  # a cancelled job not running now never will
+            since=datetime.fromtimestamp(since / 1e9, UTC) if since is not None else None,
+            cancelled=job.cancelled,
+        )
+
+    def _remember(self, position: tuple[str, int], reply: ControlReply) -> None:
+        """Keep what a cancelled job had done, so a later question about it (a campaign's
+        count of work saved) is answered after the job has left this worker."""
+        self._recent[position] = reply
+        self._recent.move_to_end(position)
+        while len(self._recent) > RECENT_CANCELS:
+            self._recent.popitem(last=False)
 
 
 def _may_reply(subject: str, tenant: str | None) -> bool:

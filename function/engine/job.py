@@ -29,7 +29,13 @@ from PIL import Image
 
 from function.contract.errors import BadInput, ErrorCode, JobError
 from function.contract.parse import job_id_for, parse_job, tenant_of
-from function.contract.settings import JOBS_STREAM, Priority, WorkerSettings, tenant_of_stream
+from function.contract.settings import (
+    JOBS_STREAM,
+    Header,
+    Priority,
+    WorkerSettings,
+    tenant_of_stream,
+)
 from function.contract.wire import JobRequest, as_utc
 from function.engine.batchmodel import BatchModel, run_in
 from function.engine.budget import PixelBudget
@@ -208,9 +214,15 @@ class Admission:
             stream=meta.stream or JOBS_STREAM,
             sequence=int(meta.sequence.stream or 0),
             max_payload=self._settings.max_payload_bytes,
+            webhook_hosts=self._settings.webhook_allow_hosts,
         )
         job.request = request
         job.span.set_attribute("surge.job_id", request.job_id)
+        if request.webhook is not None and self._settings.webhook_secret is None:
+            raise BadInput(
+                ErrorCode.BAD_ENVELOPE,
+                f"{Header.WEBHOOK}: this worker sends no webhooks (no SURGE_WEBHOOK_SECRET)",
+            )
         return request
 
     def check_rate(self, job: InFlightJob) -> None:

@@ -35,6 +35,7 @@ from function.telemetry import METRICS, bind, trace_headers
 from function.transport.acks import DuplicateWrite
 from function.transport.events import JobEvents
 from function.transport.storage import EncodedResult, ResultStore
+from function.transport.webhooks import WebhookSender
 
 __all__ = ["Settler", "Succeeded"]
 
@@ -89,8 +90,10 @@ class Settler:
         model: ModelInfo,
         on_settled: Callable[[InFlightJob], None],
         events: JobEvents | None = None,
+        webhooks: WebhookSender | None = None,
     ) -> None:
         self._events = events
+        self._webhooks = webhooks
         self._results = results
         self._settings = settings
         self._model = model
@@ -125,10 +128,17 @@ class Settler:
         span = self._publish_span(job)
         headers = trace_headers(trace.set_span_in_context(span))
         try:
-            await self._results.publish(result, self._reply_to(job), headers)
+            encoded = await self._results.publish(result, self._reply_to(job), headers)
         finally:
             if span is not job.span:
                 span.end()
+        self._webhook(job, encoded)
+
+    def _webhook(self, job: InFlightJob, encoded: EncodedResult) -> None:
+        """Queue the stored result for the job's webhook, if it asked for one."""
+        url = job.request.webhook if job.request is not None else None
+        if url is not None and self._webhooks is not None:
+            self._webhooks.send(job.job_id, job.tenant, url, encoded.body)
 
     @staticmethod
     def _reply_to(job: InFlightJob) -> str | None:
@@ -185,6 +195,7 @@ class Settler:
                 if isinstance(outcome, Exception):
                     raise outcome
                 await self._results.reply(self._reply_to(job), encoded)
+                self._webhook(job, encoded)
             except Exception as exc:
                 failed.append((job, exc))
                 continue

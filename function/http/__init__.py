@@ -4,6 +4,7 @@ func       `new()` and `Function`: the worker behind Knative's start/stop/alive/
 app        FastAPI: probes, `/metrics`, `/v1/infer`, CloudEvents on `POST /`
 body       a request's input: bounded body, multipart upload, image type from the bytes
 jobs       `GET`/`DELETE /v1/jobs/{id}`: a job's status, and cancelling it
+submit     `POST /v1/jobs/{function}`: queue a job, 202 at once; its webhook gets the result
 negotiate  `Accept`: the result JSON or the image output itself (406 when there is none)
 openapi    error code -> HTTP status, and the documented request body and error responses
 auth       Bearer API keys and JWTs: who the caller is, which tenant, 401 or 403
@@ -71,6 +72,10 @@ if TYPE_CHECKING:
         FunctionServer,
         serve,
     )
+    from function.http.submit import (
+        Accepted,
+        submit_router,
+    )
 
 __all__ = [
     "AUTH_REQUESTS",
@@ -84,6 +89,7 @@ __all__ = [
     "MAX_TOKEN_CHARS",
     "NOT_ACCEPTABLE",
     "STUCK_AFTER_S",
+    "Accepted",
     "AuthRejected",
     "Authenticator",
     "ErrorBody",
@@ -104,6 +110,7 @@ __all__ = [
     "rejection_response",
     "serve",
     "status_of",
+    "submit_router",
     "wants_image",
 ]
 

@@ -5,6 +5,8 @@
     GET  /metrics             Prometheus text
     POST /v1/infer/{function} image bytes, multipart upload or JSON envelope -> the queue
                               path's result JSON, or with `Accept: image/png` the image itself
+    POST /v1/jobs/{function}  queue a job, answer 202 with its id and status URL at once;
+                              an optional webhook gets its result (`function.http.submit`)
     GET  /v1/jobs/{job_id}    a job's state (`JobView`); 404 unknown (`function.http.jobs`)
     DELETE /v1/jobs/{job_id}  cancel it: 200 cancelled, 409 already final, 404 unknown
     POST /                    CloudEvents (binary or structured) -> a CloudEvent with the result
@@ -46,6 +48,7 @@ from function.http.openapi import (
     infer_responses,
     status_of,
 )
+from function.http.submit import submit_router
 from function.telemetry import METRICS, bind, context_from_headers, trace_id_of
 
 if TYPE_CHECKING:
@@ -76,6 +79,7 @@ def create_app(
         return rejection_response(exc, fn.settings.function)
 
     app.add_exception_handler(AuthRejected, refused)
+    app.include_router(submit_router(fn), dependencies=authenticated)
     app.include_router(jobs_router(fn), dependencies=authenticated)
 
     def _probe(result: tuple[bool, str], bad_status: int) -> PlainTextResponse:

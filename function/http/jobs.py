@@ -86,7 +86,8 @@ def jobs_router(fn: Function) -> APIRouter:
         if nc is None or not nc.is_connected:
             return _refused(503, ErrorCode.NOT_READY, "the worker is not connected to NATS")
         try:
-            return await ask(JobLifecycle(nc, getattr(request.state, "tenant", None)))
+            tenant = getattr(request.state, "tenant", None)
+            return await ask(JobLifecycle(nc, tenant, webhooks=True))
         except (TimeoutError, NatsError) as exc:
             return _refused(503, ErrorCode.NOT_READY, f"NATS did not answer: {exc!r}")
 

@@ -6,7 +6,9 @@ pull        one continuous pull request per consumer (`PullFeed`)
 storage     results stored by job id, replies, dead letters, blobs (`ResultStore`)
 records     a job's record on its results subject: the ticket, then the final result
 lifecycle   status, cancel and cancel-all of jobs (`JobLifecycle`)
+deadletters  the dead-letter stream: list, find, retry (a new job id) and remove letters
 events      a job's state changes on surge.events.<job id>, best effort (`JobEvents`)
+webhooks    a job's result POSTed, signed, to its webhook; each attempt recorded (`WebhookSender`)
 acks        writes to JetStream whose acknowledgements are awaited together (`StreamWrites`)
 calls       `nats req surge.call.<function>`: a request stored as a job, answered by its result
 heartbeat   the heartbeat publisher
@@ -39,6 +41,17 @@ from function.transport.connect import (
 from function.transport.connection import (
     ConnectionHealth,
     Trouble,
+)
+from function.transport.deadletters import (
+    DeadEntry,
+    DeadLetters,
+    NotRetryable,
+    Resubmit,
+    first_job_id,
+    payload_of,
+    retried_as,
+    retry_headers,
+    retry_ids,
 )
 from function.transport.events import (
     JobEvents,
@@ -108,6 +121,11 @@ from function.transport.topology import (
     sweeper_config,
     upgrade_consumer,
 )
+from function.transport.webhooks import (
+    WebhookSender,
+    open_webhooks_bucket,
+    read_webhook,
+)
 
 __all__ = [
     "CALL_HEADERS",
@@ -116,17 +134,21 @@ __all__ = [
     "CallGateway",
     "CampaignCancelled",
     "ConnectionHealth",
+    "DeadEntry",
+    "DeadLetters",
     "DuplicateWrite",
     "EncodedResult",
     "HeartbeatPublisher",
     "JobEvents",
     "JobLifecycle",
     "NatsUnreachable",
+    "NotRetryable",
     "OrphanSweeper",
     "Periodic",
     "PoisonSweeper",
     "PullFeed",
     "Record",
+    "Resubmit",
     "ResultStore",
     "StreamWrites",
     "TenantConsumers",
@@ -135,6 +157,7 @@ __all__ = [
     "TopologyMismatch",
     "TopologyWatch",
     "Trouble",
+    "WebhookSender",
     "add_tenant",
     "connect_options",
     "connect_wait_s",
@@ -150,15 +173,22 @@ __all__ = [
     "ensure_topology",
     "expect_last",
     "fetch_result",
+    "first_job_id",
     "job_filters",
     "jobs_subjects",
     "jobs_waiting",
     "list_tenants",
     "missing_topology",
     "open_nats",
+    "open_webhooks_bucket",
+    "payload_of",
     "quota_of",
     "read_record",
+    "read_webhook",
     "remove_tenant",
+    "retried_as",
+    "retry_headers",
+    "retry_ids",
     "stream_configs",
     "subject_matches",
     "sweeper_config",

@@ -12,7 +12,7 @@ the worker sends nothing.
 
 from __future__ import annotations
 
-import contextlib
+import asyncio
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -46,15 +46,21 @@ from function.contract.settings import (
 from function.contract.wire import ErrorInfo, JobStatus, Result
 from function.transport.records import WRONG_LAST_SEQUENCE, expect_last, read_record
 from function.transport.storage import encode_result
+from function.transport.webhooks import read_webhook
 
 __all__ = ["CampaignCancelled", "JobLifecycle"]
 
 ASK_TIMEOUT_S = 0.3  # how long a worker holding a job has to say so
+CHUNK = 64  # jobs of a campaign cancelled at once
+NO_MESSAGE_FOUND = 10057  # JetStream: deleting a message that is no longer there
+PAST_THE_END = 10043  # JetStream: a get from a sequence past the stream's last
+GONE = (NO_MESSAGE_FOUND, PAST_THE_END)  # a message no longer in its stream
 
 
 class CampaignCancelled(NamedTuple):
-    """What `cancel_all` did: jobs removed before any worker took them (work saved),
-    jobs a worker had taken (their output dropped), jobs already final."""
+    """What `cancel_all` did: jobs that never ran (work saved: still queued, or held by a
+    worker but not yet in a batch), jobs stopped while running (their output dropped),
+    jobs already final (left as they were)."""
 
     never_ran: int
     stopped: int
@@ -85,10 +91,15 @@ def _cancelled_result(job_id: str, function: str, tenant: str | None, why: str) 
 class JobLifecycle:
     """Status and cancel for one client's jobs (a tenant's, with `tenant`)."""
 
-    def __init__(self, nc: NATS, tenant: str | None = None) -> None:
+    def __init__(
+        self, nc: NATS, tenant: str | None = None, *, webhooks: bool | None = None
+    ) -> None:
+        """`webhooks`: show each job's webhook record in its status (None: only without a
+        tenant, whose NATS user may not read the `surge-webhooks` bucket)."""
         self._nc = nc
         self._js = nc.jetstream()
         self.tenant = tenant
+        self._webhooks = webhooks if webhooks is not None else tenant is None
 
     # -- status -------------------------------------------------------------------------
 
@@ -104,9 +115,13 @@ class JobLifecycle:
                 "or its result has expired",
             )
         if record.result is not None:
-            return _view_of(record.result)
-        assert record.ticket is not None
-        return await self._ticketed(record.ticket)
+            view = _view_of(record.result)
+        else:
+            assert record.ticket is not None
+            view = await self._ticketed(record.ticket)
+        if self._webhooks:
+            view.webhook = await read_webhook(self._js, job_id, self.tenant)
+        return view
 
     async def _ticketed(self, ticket: JobTicket) -> JobView:
         view = JobView(
@@ -210,12 +225,19 @@ class JobLifecycle:
             return None
         if ack.duplicate:  # a worker's result, stored within the duplicate window
             return None
-        with contextlib.suppress(NotFoundError):  # taken and acked meanwhile: it stands
-            await self._js.delete_msg(ticket.stream, ticket.sequence)
+        await self._remove(ticket)  # taken and acked meanwhile: it stands
         if ticket.reply_to:
             await self._nc.publish(ticket.reply_to, encoded.body, headers=encoded.headers)
         await self._event(ticket.job_id, ticket.tenant, JobState.CANCELLED, why)
         return result
+
+    async def _remove(self, ticket: JobTicket) -> None:
+        """Delete the job's message from its queue; one already gone (acked) is fine."""
+        try:
+            await self._js.delete_msg(ticket.stream, ticket.sequence)
+        except APIError as exc:
+            if not isinstance(exc, NotFoundError) and exc.err_code not in GONE:
+                raise
 
     async def _finished_first(self, job_id: str) -> JobView:
         record = await read_record(self._js, job_id, self.tenant)
@@ -236,40 +258,60 @@ class JobLifecycle:
         on_progress: Callable[[int], None] | None = None,
     ) -> CampaignCancelled:
         """Cancel every job of `function` in the queue now (a campaign called off): each
-        is answered `cancelled`; those no worker had taken never run."""
+        is answered `cancelled`; those no worker had taken never run. Jobs are cancelled
+        `CHUNK` at a time, concurrently."""
         stream = tenant_stream(self.tenant) if self.tenant else JOBS_STREAM
-        never_ran = stopped = final = 0
+        counts = [0, 0, 0]  # never ran, taken by a worker, final already
         for priority in priorities:
             subject = job_subject(priority, function, self.tenant)
-            delivered = await self._delivered_up_to(stream, function, priority)
+            chunk: list[JobTicket] = []
             sequence = 1
             while True:
                 try:
                     msg = await self._js.get_msg(stream, sequence, subject=subject, next=True)
-                except NotFoundError:
+                except APIError as exc:  # none left: "no message found", or past the end
+                    if not isinstance(exc, NotFoundError) and exc.err_code != PAST_THE_END:
+                        raise
+                    msg = None
+                if msg is not None:
+                    assert msg.seq is not None
+                    sequence = msg.seq + 1
+                    chunk.append(
+                        JobTicket(
+                            job_id=job_id_for(msg.headers, stream, msg.seq, self.tenant),
+                            function=function,
+                            priority=priority,
+                            tenant=self.tenant,
+                            stream=stream,
+                            sequence=msg.seq,
+                            reply_to=safe_reply_to(msg.headers, self.tenant),
+                        )
+                    )
+                if chunk and (msg is None or len(chunk) >= CHUNK):
+                    await self._cancel_chunk(chunk, why, counts)
+                    chunk = []
+                    if on_progress is not None:
+                        on_progress(sum(counts))
+                if msg is None:
                     break
-                assert msg.seq is not None
-                sequence = msg.seq + 1
-                job_id = job_id_for(msg.headers, stream, msg.seq, self.tenant)
-                ticket = JobTicket(
-                    job_id=job_id,
-                    function=function,
-                    priority=priority,
-                    tenant=self.tenant,
-                    stream=stream,
-                    sequence=msg.seq,
-                    reply_to=safe_reply_to(msg.headers, self.tenant),
-                )
-                outcome = await self._cancel_message(ticket, why)
-                if outcome is None:
-                    final += 1
-                elif msg.seq <= delivered:
-                    stopped += 1
-                else:
-                    never_ran += 1
-                if on_progress is not None:
-                    on_progress(never_ran + stopped + final)
-        return CampaignCancelled(never_ran, stopped, final)
+        return CampaignCancelled(*counts)
+
+    async def _cancel_chunk(self, chunk: list[JobTicket], why: str, counts: list[int]) -> None:
+        """Cancel `chunk` concurrently, then count each job: never run (never delivered,
+        or held by a worker but not yet in a batch), stopped (running when cancelled: its
+        output is dropped) or final already. The workers remember what the jobs they
+        cancelled had done, so those delivered are asked afterwards."""
+        results = await asyncio.gather(*(self._cancel_message(t, why) for t in chunk))
+        first = chunk[0]
+        delivered = await self._delivered_up_to(first.stream, first.function, first.priority)
+        asked = [t for t, r in zip(chunk, results, strict=True) if r and t.sequence <= delivered]
+        replies = await asyncio.gather(*(self._ask(t, "status") for t in asked))
+        ran = {t.job_id for t, reply in zip(asked, replies, strict=True) if reply and reply.running}
+        for ticket, result in zip(chunk, results, strict=True):
+            if result is None:
+                counts[2] += 1
+            else:
+                counts[1 if ticket.job_id in ran else 0] += 1
 
     async def _delivered_up_to(self, stream: str, function: str, priority: Priority) -> int:
         """The last stream sequence the function's consumer has delivered (0 if none)."""
@@ -284,14 +326,13 @@ class JobLifecycle:
         result already stored stands (None), and the worker holding it is told."""
         record = await read_record(self._js, ticket.job_id, ticket.tenant)
         if record is not None and record.result is not None:
-            with contextlib.suppress(NotFoundError):
-                await self._js.delete_msg(ticket.stream, ticket.sequence)
+            await self._remove(ticket)
             return None
         result = await self._replace(ticket, record.sequence if record else 0, why)
         if result is not None:
-            ask = ControlAsk(
+            notice = ControlAsk(
                 op="cancel", job_id=ticket.job_id, stream=ticket.stream, sequence=ticket.sequence
             )
             subject = control_subject(ticket.function, ticket.tenant)
-            await self._nc.publish(subject, ask.model_dump_json().encode())
+            await self._nc.publish(subject, notice.model_dump_json().encode())
         return result

@@ -184,8 +184,9 @@ class ResultStore:
 
     async def publish(
         self, result: Result, reply_to: str | None, trace_headers: dict[str, str]
-    ) -> None:
-        """Store the result (awaiting the stream's ack), then send it to `reply_to`.
+    ) -> EncodedResult:
+        """Store the result (awaiting the stream's ack), then send it to `reply_to`; the
+        result as stored.
 
         A failed reply is logged and counted, never raised: the stored result stands.
         """
@@ -194,6 +195,7 @@ class ResultStore:
         if failure is not None:
             raise failure
         await self.reply(reply_to, encoded)
+        return encoded
 
     async def encode(self, result: Result, trace_headers: dict[str, str]) -> EncodedResult:
         """The result as it will be stored: images moved to the bucket when too large

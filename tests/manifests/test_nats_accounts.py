@@ -37,6 +37,7 @@ from function.contract.settings import (
     tenant_inbox_prefix,
     tenant_stream,
 )
+from function.contract.webhooks import WEBHOOKS_BUCKET
 from function.local.nats_server import find_nats_server
 from function.transport.tenants import ensure_tenant_consumers, list_tenants, quota_of
 from function.transport.topology import ensure_topology
@@ -144,9 +145,15 @@ RULES: Final = [
     ("worker", "publish", f"{tenant_inbox_prefix('tenant-a')}.reply", True),
     ("worker", "publish", f"{tenant_inbox_prefix('tenant-b')}.reply", True),
     ("worker", "publish", "_INBOX.reply", True),
-    ("worker", "publish", job_subject(NORMAL, FUNCTION), False),
-    ("worker", "publish", job_subject(HIGH, FUNCTION), True),  # a call, as a job
-    ("worker", "publish", job_subject(HIGH, FUNCTION, "tenant-a"), False),
+    # calls and POST /v1/jobs/{function}: any job, open or a tenant's on its behalf
+    ("worker", "publish", job_subject(NORMAL, FUNCTION), True),
+    ("worker", "publish", job_subject(HIGH, FUNCTION), True),
+    ("worker", "publish", job_subject(HIGH, FUNCTION, "tenant-a"), True),
+    ("worker", "publish", f"{job_subject(HIGH, FUNCTION, 'tenant-a')}.x", False),
+    ("worker", "publish", "surge.jobs.x", False),
+    ("worker", "publish", f"$KV.{WEBHOOKS_BUCKET}.tenant-a.job-1", True),
+    ("worker", "publish", "$KV.surge-prewarm.x", False),
+    ("tenant-a", "publish", f"$KV.{WEBHOOKS_BUCKET}.tenant-a.job-1", False),
     ("worker", "subscription", call_subject(FUNCTION), True),
     ("worker", "subscription", control_subject(FUNCTION), True),
     ("worker", "subscription", control_subject(FUNCTION, "tenant-a"), True),
