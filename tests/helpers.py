@@ -19,6 +19,8 @@ from PIL import Image
 from function.contract.settings import WorkerSettings
 
 if TYPE_CHECKING:
+    import httpx
+
     from function.http.func import Function
 
 
@@ -109,4 +111,13 @@ def tiny_settings(nats_url: str, model_dir: Path) -> WorkerSettings:
         warmup_batch_sizes=[],
         heartbeat_interval_s=0.2,
         fetch_timeout_s=0.5,
+    )
+
+
+def asgi_client(function: Function) -> httpx.AsyncClient:
+    """An HTTP client speaking to `function`'s app in process (httpx's ASGI transport)."""
+    import httpx
+
+    return httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=function.app), base_url="http://surge"
     )

@@ -168,13 +168,14 @@ def job_subject(priority: Priority | str, function: str, tenant: str | None = No
     return f"{base}.{tenant}" if tenant else base
 
 
+def _per_job(prefix: str, job_id: str, tenant: str | None) -> str:
+    """`<prefix>.<job id>`, or a tenant's `<prefix>.<tenant>.<job id>`."""
+    return f"{prefix}.{tenant}.{job_id}" if tenant else f"{prefix}.{job_id}"
+
+
 def result_subject(job_id: str, tenant: str | None = None) -> str:
     """The results-stream subject that holds a job's final result."""
-    return (
-        f"{RESULTS_SUBJECT_PREFIX}.{tenant}.{job_id}"
-        if tenant
-        else f"{RESULTS_SUBJECT_PREFIX}.{job_id}"
-    )
+    return _per_job(RESULTS_SUBJECT_PREFIX, job_id, tenant)
 
 
 def control_subject(function: str, tenant: str | None = None) -> str:
@@ -185,11 +186,7 @@ def control_subject(function: str, tenant: str | None = None) -> str:
 
 def events_subject(job_id: str, tenant: str | None = None) -> str:
     """Where a job's state changes are published (core NATS: watch it, nothing is kept)."""
-    return (
-        f"{EVENTS_SUBJECT_PREFIX}.{tenant}.{job_id}"
-        if tenant
-        else f"{EVENTS_SUBJECT_PREFIX}.{job_id}"
-    )
+    return _per_job(EVENTS_SUBJECT_PREFIX, job_id, tenant)
 
 
 TENANT_INBOX_MARK = "_INBOX_"

@@ -101,17 +101,18 @@ class JobLifecycle:
         self.tenant = tenant
         self._webhooks = webhooks if webhooks is not None else tenant is None
 
+    def _unknown(self, job_id: str, detail: str) -> JobView:
+        return JobView(job_id=job_id, state=JobState.UNKNOWN, tenant=self.tenant, detail=detail)
+
     # -- status -------------------------------------------------------------------------
 
     async def status(self, job_id: str) -> JobView:
         """Where the job is now: queued, running, or its final state (with the result)."""
         record = await read_record(self._js, job_id, self.tenant)
         if record is None:
-            return JobView(
-                job_id=job_id,
-                state=JobState.UNKNOWN,
-                tenant=self.tenant,
-                detail="no record: not submitted with a ticket (e.g. `nats pub`), "
+            return self._unknown(
+                job_id,
+                "no record: not submitted with a ticket (e.g. `nats pub`), "
                 "or its result has expired",
             )
         if record.result is not None:
@@ -188,12 +189,7 @@ class JobLifecycle:
         so). The view returned is the job's state afterwards."""
         record = await read_record(self._js, job_id, self.tenant)
         if record is None:
-            return JobView(
-                job_id=job_id,
-                state=JobState.UNKNOWN,
-                tenant=self.tenant,
-                detail="nothing to cancel: no ticket or result for this id",
-            )
+            return self._unknown(job_id, "nothing to cancel: no ticket or result for this id")
         if record.result is not None or record.ticket is None:
             return await self._finished_first(job_id)
         ticket = record.ticket

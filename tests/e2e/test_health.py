@@ -8,7 +8,6 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import httpx
 import pytest
 from nats.js.api import RetentionPolicy, StorageType, StreamConfig
 
@@ -18,7 +17,7 @@ from function.contract.wire import JobStatus
 from function.http.func import Function
 from function.local.nats_server import EmbeddedNats
 from function.transport.topology import ensure_topology, jobs_subjects
-from tests.helpers import png_bytes
+from tests.helpers import asgi_client, png_bytes
 
 
 async def _until(condition: object, timeout: float, what: str) -> None:
@@ -46,12 +45,6 @@ async def tiny(nats_server: EmbeddedNats, model_dir: Path) -> AsyncIterator[Func
     await function.drain()
 
 
-def _http(function: Function) -> httpx.AsyncClient:
-    return httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=function.app), base_url="http://surge"
-    )
-
-
 async def test_closed_connection_fails_readiness_at_once_then_liveness(tiny: Function) -> None:
     """Finding 1: nats-py closes the connection for good on some server errors; before,
     the worker stayed live and ready with no connection."""
@@ -64,7 +57,7 @@ async def test_closed_connection_fails_readiness_at_once_then_liveness(tiny: Fun
     # The server answers a 5 KB subject with -ERR 'maximum control line exceeded'.
     await worker.nc.publish("r." + "x" * 5000, b"x")
     await _until(lambda: worker.nc is not None and worker.nc.is_closed, 10, "the close")
-    async with _http(tiny) as http:
+    async with asgi_client(tiny) as http:
         ready = await http.get("/health/readiness")
         assert ready.status_code == 503 and "closed" in ready.text
         assert fatal and "control line" in fatal[0]

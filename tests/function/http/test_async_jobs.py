@@ -43,7 +43,7 @@ from function.http.submit import NO_SECRET
 from function.local.nats_server import EmbeddedNats
 from function.transport.tenants import add_tenant
 from tests.examples.test_webhook_receiver import _load as load_example_receiver
-from tests.helpers import png_bytes, tiny_settings, until_ready
+from tests.helpers import asgi_client, png_bytes, tiny_settings, until_ready
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -132,12 +132,6 @@ async def tiny(
     await function.drain()
 
 
-def _http(function: Function) -> httpx.AsyncClient:
-    return httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=function.app), base_url="http://surge"
-    )
-
-
 def _accepted(response: httpx.Response) -> str:
     assert response.status_code == 202, response.text
     body = response.json()
@@ -171,7 +165,7 @@ async def test_a_job_is_taken_at_once_and_its_webhook_gets_the_signed_result(
     tiny: Function, client: SurgeClient, receivers: list[Receiver]
 ) -> None:
     hook = receiver(receivers, 200)
-    async with _http(tiny) as http:
+    async with asgi_client(tiny) as http:
         job_id = _accepted(
             await http.post(f"/v1/jobs/tiny?webhook={hook.url}&priority=high", content=png_bytes())
         )
@@ -201,7 +195,7 @@ async def test_a_receiver_failing_twice_gets_it_on_the_third_attempt(
     tiny: Function, receivers: list[Receiver]
 ) -> None:
     hook = receiver(receivers, 500, 502, 200)
-    async with _http(tiny) as http:
+    async with asgi_client(tiny) as http:
         job_id = _accepted(
             await http.post(
                 "/v1/jobs/tiny", content=png_bytes(), headers={"Surge-Webhook": hook.url}
@@ -222,7 +216,7 @@ async def test_a_receiver_that_always_fails_is_recorded_failed(
     tiny: Function, receivers: list[Receiver]
 ) -> None:
     hook = receiver(receivers, 503)
-    async with _http(tiny) as http:
+    async with asgi_client(tiny) as http:
         job_id = _accepted(
             await http.post(f"/v1/jobs/tiny?webhook={hook.url}", content=png_bytes())
         )
@@ -238,7 +232,7 @@ async def test_a_failed_job_sends_its_error_result_too(
     tiny: Function, receivers: list[Receiver]
 ) -> None:
     hook = receiver(receivers, 200)
-    async with _http(tiny) as http:
+    async with asgi_client(tiny) as http:
         job_id = _accepted(
             await http.post(
                 f"/v1/jobs/tiny?webhook={hook.url}",
@@ -268,7 +262,7 @@ async def test_a_failed_job_sends_its_error_result_too(
 async def test_bad_submissions_are_refused_and_nothing_is_queued(
     tiny: Function, client: SurgeClient, query: str, status: int, code: str | None, says: str
 ) -> None:
-    async with _http(tiny) as http:
+    async with asgi_client(tiny) as http:
         response = await http.post(query, content=png_bytes())
     assert response.status_code == status, response.text
     if code is not None:
@@ -278,7 +272,7 @@ async def test_bad_submissions_are_refused_and_nothing_is_queued(
 
 
 async def test_a_bad_job_id_or_body_is_refused(tiny: Function, client: SurgeClient) -> None:
-    async with _http(tiny) as http:
+    async with asgi_client(tiny) as http:
         bad_id = await http.post(
             "/v1/jobs/tiny", content=png_bytes(), headers={"Surge-Job-Id": "a.b"}
         )
@@ -316,7 +310,7 @@ async def test_without_a_secret_webhooks_are_refused_and_jobs_still_run(
     function.start()
     try:
         await until_ready(function)
-        async with _http(function) as http:
+        async with asgi_client(function) as http:
             refused = await http.post(f"/v1/jobs/tiny?webhook={hook.url}", content=png_bytes())
             job_id = _accepted(await http.post("/v1/jobs/tiny", content=png_bytes()))
         inbox = await client.inbox()
@@ -374,7 +368,7 @@ async def test_a_tenants_async_job_lands_on_its_own_stream(
         assert function.worker is not None and function.worker.topology_watch is not None
         await add_tenant(client.js, "acme", TenantQuota(max_payload=4096), function.settings)
         await function.worker.topology_watch.follow_tenants()
-        async with _http(function) as http:
+        async with asgi_client(function) as http:
             anonymous = await http.post(f"/v1/jobs/tiny?webhook={url}", content=png_bytes())
             job_id = _accepted(
                 await http.post(f"/v1/jobs/tiny?webhook={url}", content=png_bytes(), headers=acme)

@@ -38,7 +38,7 @@ from function.local.nats_server import EmbeddedNats
 from function.telemetry import JsonFormatter
 from function.transport.tenants import add_tenant
 from function.transport.topology import ensure_blob_store
-from tests.helpers import png_bytes, until_ready
+from tests.helpers import asgi_client, png_bytes, until_ready
 
 ISSUER = "https://issuer.test"
 AUDIENCE = "surge"
@@ -121,12 +121,6 @@ def auth_env(keys: Keys, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Pat
 def _function(tmp_path: Path, nats_url: str = "nats://127.0.0.1:1") -> Function:
     return Function(
         WorkerSettings(nats_url=nats_url, function="tiny", model_dir=tmp_path / "models")
-    )
-
-
-def _http(function: Function) -> httpx.AsyncClient:
-    return httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=function.app), base_url="http://surge"
     )
 
 
@@ -227,7 +221,7 @@ async def test_refusals_name_the_check_and_never_the_token(
 ) -> None:
     function = _function(auth_env)
     cases = _refusals(keys)
-    async with _http(function) as http:
+    async with asgi_client(function) as http:
         before = await _counted(http)
         for name, (headers, status, words) in cases.items():
             for path, extra in (("/v1/infer/tiny", {}), ("/", CE_HEADERS)):
@@ -270,7 +264,7 @@ async def test_valid_credentials_pass_and_probes_stay_open(keys: Keys, auth_env:
         "jwt-functions-claim": _token(keys.rsa_key, tenant="initech", surge_functions=["tiny"]),
         "jwt-leeway": _token(keys.rsa_key, exp=int(time.time()) - 5),
     }
-    async with _http(function) as http:
+    async with asgi_client(function) as http:
         before = await _counted(http)
         for name, token in accepted.items():
             response = await http.post(
@@ -298,7 +292,7 @@ async def test_api_key_and_jwt_get_inference_results(
     tiny: Function, keys: Keys, logs: io.StringIO, caplog: pytest.LogCaptureFixture
 ) -> None:
     jwks_token = _token(keys.ec_key, alg="ES256", kid="ec-1")
-    async with _http(tiny) as http:
+    async with asgi_client(tiny) as http:
         before = await _counted(http)
         by_key = await http.post("/v1/infer/tiny", content=png_bytes(), headers=_bearer(ACME_KEY))
         by_jwt = await http.post(
@@ -396,7 +390,7 @@ def test_a_private_key_in_the_pem_file_is_refused(
 
 
 async def test_auth_is_off_by_default(tmp_path: Path) -> None:
-    async with _http(_function(tmp_path)) as http:
+    async with asgi_client(_function(tmp_path)) as http:
         response = await http.post("/v1/infer/tiny", content=png_bytes())
     assert response.status_code == 503 and response.json()["error"]["code"] == "not_ready"
 
@@ -404,7 +398,7 @@ async def test_auth_is_off_by_default(tmp_path: Path) -> None:
 async def test_an_http_tenant_may_name_only_its_own_blobs(tiny: Function) -> None:
     """Before, HTTP jobs were open jobs: tenant acme could have a worker read anyone's blob."""
     headers = {**_bearer(ACME_KEY), "Content-Type": "application/json"}
-    async with _http(tiny) as http:
+    async with asgi_client(tiny) as http:
         for ref in ("tenants/globex/inputs/x", "results/someone/cutout", "inputs/x"):
             body = json.dumps({"image_ref": ref}).encode()
             response = await http.post("/v1/infer/tiny", content=body, headers=headers)
@@ -425,7 +419,7 @@ async def test_an_http_tenants_upload_is_read_from_its_own_bucket(
         shared = await ensure_blob_store(admin.js, WorkerSettings())
         await shared.put("tenants/acme/inputs/shared-only", png_bytes())
     headers = {**_bearer(ACME_KEY), "Content-Type": "application/json"}
-    async with _http(tiny) as http:
+    async with asgi_client(tiny) as http:
         own = await http.post(
             "/v1/infer/tiny", content=json.dumps({"image_ref": ref}).encode(), headers=headers
         )

@@ -11,7 +11,6 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import httpx
 import pytest
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -23,7 +22,7 @@ from function.http.func import Function, new
 from function.local.nats_server import EmbeddedNats
 from function.models import LoadedModel
 from function.telemetry import JsonFormatter, configure_tracing
-from tests.helpers import gif_bytes, png_bytes, until_ready
+from tests.helpers import asgi_client, gif_bytes, png_bytes, until_ready
 
 _EXPORTER = InMemorySpanExporter()
 configure_tracing("surge-tests", processor=SimpleSpanProcessor(_EXPORTER))
@@ -38,12 +37,6 @@ async def nsfw_function(nats_server: EmbeddedNats, model_dir: Path) -> AsyncIter
     await until_ready(function)
     yield function
     await function.drain()
-
-
-def _http(function: Function) -> httpx.AsyncClient:
-    return httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=function.app), base_url="http://surge"
-    )
 
 
 def test_new_follows_the_knative_contract() -> None:
@@ -70,7 +63,7 @@ async def test_start_returns_at_once_and_readiness_follows_warmup(
     began = time.monotonic()
     function.start({})
     assert time.monotonic() - began < 0.2
-    async with _http(function) as http:
+    async with asgi_client(function) as http:
         first = await http.get("/health/readiness")
         assert first.status_code == 503 and first.text == "warming"
         assert (await http.get("/health/liveness")).status_code == 200
@@ -103,7 +96,7 @@ async def test_http_and_cloudevents_give_the_queue_result(
         assert isinstance(got, ScoresOutput)
         return got.scores
 
-    async with _http(nsfw_function) as http:
+    async with asgi_client(nsfw_function) as http:
         raw = await http.post(
             "/v1/infer/nsfw", content=image, headers={"content-type": "image/png"}
         )
@@ -193,7 +186,7 @@ async def test_error_statuses(
     function = Function(settings)
     function.start()
     await until_ready(function)
-    async with _http(function) as http:
+    async with asgi_client(function) as http:
         response = await http.post(path, content=body, headers=headers)
         assert response.status_code == status, response.text
         assert (

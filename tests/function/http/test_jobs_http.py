@@ -21,7 +21,7 @@ from function.contract.wire import JobStatus
 from function.http.func import Function
 from function.local.nats_server import EmbeddedNats
 from function.transport.lifecycle import JobLifecycle
-from tests.helpers import png_bytes, tiny_settings, until_ready
+from tests.helpers import asgi_client, png_bytes, tiny_settings, until_ready
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -38,12 +38,6 @@ async def tiny(nats_server: EmbeddedNats, model_dir: Path) -> AsyncIterator[Func
     await function.drain()
 
 
-def _http(function: Function) -> httpx.AsyncClient:
-    return httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=function.app), base_url="http://surge"
-    )
-
-
 def _view(response: httpx.Response, status: int) -> JobView:
     assert response.status_code == status, response.text
     return JobView.model_validate(response.json())
@@ -51,7 +45,7 @@ def _view(response: httpx.Response, status: int) -> JobView:
 
 async def test_a_queued_job_is_followed_and_cancelled(tiny: Function, client: SurgeClient) -> None:
     job_id = await client.submit(png_bytes(), function="nsfw")
-    async with _http(tiny) as http:
+    async with asgi_client(tiny) as http:
         queued = _view(await http.get(f"/v1/jobs/{job_id}"), 200)
         cancelled = _view(await http.delete(f"/v1/jobs/{job_id}"), 200)
         again = _view(await http.delete(f"/v1/jobs/{job_id}"), 409)
@@ -72,7 +66,7 @@ async def test_a_done_job_shows_its_result_and_cannot_be_cancelled(
     inbox = await client.inbox()
     job_id = await client.submit(png_bytes(), function="tiny", reply_to=inbox.subject)
     await inbox.wait([job_id], timeout=30)
-    async with _http(tiny) as http:
+    async with asgi_client(tiny) as http:
         done = _view(await http.get(f"/v1/jobs/{job_id}"), 200)
         refused = _view(await http.delete(f"/v1/jobs/{job_id}"), 409)
         still = _view(await http.get(f"/v1/jobs/{job_id}"), 200)
@@ -91,7 +85,7 @@ async def test_bad_ids_are_refused_before_anything_is_sent(
     the worker's connection is ordered, so anything sent before it is seen before it."""
     lookups = await client.nc.subscribe("$JS.API.DIRECT.GET.SURGE_RESULTS.>")
     await client.nc.flush()
-    async with _http(tiny) as http:
+    async with asgi_client(tiny) as http:
         for job_id in BAD_IDS:
             for method in ("GET", "DELETE"):
                 response = await http.request(method, f"/v1/jobs/{job_id}")
@@ -115,7 +109,7 @@ async def test_a_worker_not_connected_answers_503(
     never_started = Function(tiny_settings("nats://127.0.0.1:1", tmp_path))
     await tiny.drain()  # its connection is closed now
     for function in (never_started, tiny):
-        async with _http(function) as http:
+        async with asgi_client(function) as http:
             for method in ("GET", "DELETE"):
                 response = await http.request(method, f"/v1/jobs/{job_id}")
                 assert response.status_code == 503, response.text
@@ -144,7 +138,7 @@ async def test_a_tenant_reads_only_its_own_records(
         await until_ready(function)
         job_id = await client.submit(png_bytes(), function="nsfw")
         acme = {"authorization": f"Bearer {ACME_KEY}"}
-        async with _http(function) as http:
+        async with asgi_client(function) as http:
             anonymous = await http.get(f"/v1/jobs/{job_id}")
             read = _view(await http.get(f"/v1/jobs/{job_id}", headers=acme), 404)
             cancel = _view(await http.delete(f"/v1/jobs/{job_id}", headers=acme), 404)

@@ -24,16 +24,10 @@ from function.contract.wire import ImageOutput, JobStatus, Result, ScoresOutput
 from function.http.func import Function
 from function.http.openapi import HTTP_STATUS, NOT_ACCEPTABLE
 from function.local.nats_server import EmbeddedNats
-from tests.helpers import png_bytes, tiny_settings, until_ready
+from tests.helpers import asgi_client, png_bytes, tiny_settings, until_ready
 
 FORM = "application/x-www-form-urlencoded"  # what `curl --data-binary @photo.jpg` sends
 LIMIT = 64 * 1024
-
-
-def _http(function: Function) -> httpx.AsyncClient:
-    return httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=function.app), base_url="http://surge"
-    )
 
 
 def _jpeg(image: bytes) -> bytes:
@@ -63,7 +57,7 @@ def _mean(response: httpx.Response) -> float:
 
 async def test_curl_bodies_and_uploads_are_taken_by_their_bytes(tiny: Function) -> None:
     red, blue = png_bytes(color=(200, 30, 30)), png_bytes(color=(20, 40, 220))
-    async with _http(tiny) as http:
+    async with asgi_client(tiny) as http:
         raw = await http.post("/v1/infer/tiny", content=red, headers={"content-type": "image/png"})
         form = await http.post("/v1/infer/tiny", content=red, headers={"content-type": FORM})
         octets = await http.post(
@@ -91,7 +85,7 @@ async def test_bad_uploads_get_clear_errors_and_the_worker_stays_ready(
 ) -> None:
     image = png_bytes()
     two_files = {"a": ("a.png", image, "image/png"), "b": ("b.png", image, "image/png")}
-    async with _http(tiny) as http:
+    async with asgi_client(tiny) as http:
         both = await http.post("/v1/infer/tiny", files=two_files)
         no_boundary = await http.post(
             "/v1/infer/tiny", content=image, headers={"content-type": "multipart/form-data"}
@@ -143,7 +137,7 @@ async def test_fuzzed_requests_get_a_result_never_a_crash(
     content_types = ["multipart/form-data; boundary=fuzz", FORM, "image/png", "", "text/plain"]
     allowed = {200, *HTTP_STATUS.values()} - {401, 403, 404, 429, 500, 503, 504}
     seen: set[int] = set()
-    async with _http(tiny) as http:
+    async with asgi_client(tiny) as http:
         for _ in range(120):
             body, content_type = rng.choice(seeds)
             body = _fuzzed(rng, body) if rng.random() < 0.85 else body
@@ -163,7 +157,7 @@ async def test_fuzzed_requests_get_a_result_never_a_crash(
 
 async def test_a_function_without_an_image_output_answers_406(tiny: Function) -> None:
     image = png_bytes()
-    async with _http(tiny) as http:
+    async with asgi_client(tiny) as http:
         refused = await http.post("/v1/infer/tiny", content=image, headers={"accept": "image/png"})
         wildcard = await http.post("/v1/infer/tiny", content=image, headers={"accept": "image/*"})
         curl = await http.post("/v1/infer/tiny", content=image, headers={"accept": "*/*"})
@@ -200,7 +194,7 @@ async def test_accept_image_png_returns_the_cutout_or_the_mask_itself(
     photo = photos["astronaut"].read_bytes()
     png = {"accept": "image/png"}
     try:
-        async with _http(function) as http:
+        async with asgi_client(function) as http:
             cutout = await http.post("/v1/infer/remove-bg", content=photo, headers=png)
             mask = await http.post(
                 "/v1/infer/remove-bg",
@@ -236,7 +230,7 @@ async def test_the_openapi_schema_describes_bodies_and_every_error(tmp_path: Pat
     function = Function(
         WorkerSettings(nats_url="nats://127.0.0.1:1", function="remove-bg", model_dir=tmp_path)
     )
-    async with _http(function) as http:
+    async with asgi_client(function) as http:
         schema = (await http.get("/openapi.json")).json()
         docs = await http.get("/docs")
     assert docs.status_code == 200
@@ -276,7 +270,7 @@ async def test_uploads_and_image_answers_pass_through_auth(
     upload = {"image": ("photo.png", png_bytes(), "image/png")}
     bearer = {"authorization": f"Bearer {key}"}
     try:
-        async with _http(function) as http:
+        async with asgi_client(function) as http:
             anonymous = await http.post("/v1/infer/tiny", files=upload)
             by_key = await http.post("/v1/infer/tiny", files=upload, headers=bearer)
             raw = await http.post(
