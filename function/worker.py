@@ -220,7 +220,7 @@ class Worker:
             self._events = JobEvents(self.nc, self.worker_id)
             self._events.start()
         if settings.webhook_secret is not None:
-            self._webhooks = WebhookSender(self.nc, settings)
+            self._webhooks = WebhookSender(self.nc, settings, worker=self.worker_id)
             self._webhooks.start()
         self.consumer = JobConsumer(
             self.nc, topology.consumers, adapter, results, settings, self._events, self._webhooks

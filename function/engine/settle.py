@@ -132,13 +132,19 @@ class Settler:
         finally:
             if span is not job.span:
                 span.end()
-        self._webhook(job, encoded)
+        await self._hold_webhooks([(job, encoded)])
 
-    def _webhook(self, job: InFlightJob, encoded: EncodedResult) -> None:
-        """Queue the stored result for the job's webhook, if it asked for one."""
-        url = job.request.webhook if job.request is not None else None
-        if url is not None and self._webhooks is not None:
-            self._webhooks.send(job.job_id, job.tenant, url, encoded.body)
+    async def _hold_webhooks(self, stored: list[tuple[InFlightJob, EncodedResult]]) -> None:
+        """Owe each job's webhook (in the outbox, before its job is acked), if it asked
+        for one, and queue its delivery."""
+        if self._webhooks is None:
+            return
+        owed = [
+            (job.job_id, job.tenant, job.request.webhook, encoded.body)
+            for job, encoded in stored
+            if job.request is not None and job.request.webhook is not None
+        ]
+        await self._webhooks.hold(owed)
 
     @staticmethod
     def _reply_to(job: InFlightJob) -> str | None:
@@ -186,6 +192,7 @@ class Settler:
                 failed.append((job, exc))
         outcomes = await self._results.store_all([encoded for _, _, encoded in stored])
         replied: list[InFlightJob] = []
+        answered: list[tuple[InFlightJob, EncodedResult]] = []
         for (job, span, encoded), outcome in zip(stored, outcomes, strict=True):
             try:
                 if isinstance(outcome, DuplicateWrite):  # final already (a cancel, say):
@@ -195,7 +202,7 @@ class Settler:
                 if isinstance(outcome, Exception):
                     raise outcome
                 await self._results.reply(self._reply_to(job), encoded)
-                self._webhook(job, encoded)
+                answered.append((job, encoded))
             except Exception as exc:
                 failed.append((job, exc))
                 continue
@@ -205,6 +212,7 @@ class Settler:
             replied.append(job)
             self._done(job, "ok")  # stored and answered: what happens to the ack is JetStream's
         replied += ended
+        await self._hold_webhooks(answered)
         acks = await _acks_confirmed(self._results, replied)
         for job, ack in zip(replied, acks, strict=True):
             if ack is not None:  # JetStream delivers it again; the stored result answers it
