@@ -65,6 +65,7 @@ __all__ = ["ResultInbox", "SurgeClient", "new_job_id"]
 _tracer = trace.get_tracer("surge.client")
 log = logging.getLogger("surge.client")
 _ACK_TIMEOUT_S = 5.0  # for the stream's acknowledgement of a submitted job (nats-py's)
+_NO_STREAM_WAIT_S = 5.0  # how long a submit waits out a stream with no leader (an election)
 
 
 def new_job_id() -> str:
@@ -209,14 +210,31 @@ class SurgeClient:
         with _tracer.start_as_current_span("surge.submit", kind=trace.SpanKind.PRODUCER) as span:
             span.set_attribute("surge.job_id", job_id)
             headers.update(trace_headers())
-            try:
-                stored = await self._store(subject, payload, headers, _ACK_TIMEOUT_S)
-            except NoStreamResponseError:  # an open job (a tenant's refusal says more)
-                # Nothing has created the streams yet (no worker ever ran): create them.
-                await ensure_streams(self.js, WorkerSettings())
-                stored = await self._store(subject, payload, headers, _ACK_TIMEOUT_S)
+            stored = await self._store_patiently(subject, payload, headers)
             await self._ticket(job_id, function, priority, stored, reply_to, self.tenant)
         return job_id
+
+    async def _store_patiently(
+        self, subject: str, payload: bytes, headers: dict[str, str]
+    ) -> tuple[str, int]:
+        """`_store`, through a stream nobody made yet (an open job: made here, as a worker
+        would) or a stream electing its leader (a cluster: no responder for a moment),
+        for up to `_NO_STREAM_WAIT_S`; a tenant's refusal says more and is raised."""
+        deadline = time.monotonic() + _NO_STREAM_WAIT_S
+        made = False
+        pause = 0.05
+        while True:
+            try:
+                return await self._store(subject, payload, headers, _ACK_TIMEOUT_S)
+            except NoStreamResponseError:
+                if time.monotonic() >= deadline:
+                    raise
+                if not made:  # no worker ever ran: create the streams
+                    await ensure_streams(self.js, WorkerSettings())
+                    made = True
+                    continue
+                await asyncio.sleep(pause)  # a leader election: try again shortly
+                pause = min(pause * 2, 1.0)
 
     async def resubmit(
         self, payload: bytes, subject: str, headers: Mapping[str, str], job_id: str
