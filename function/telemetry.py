@@ -289,6 +289,16 @@ class Metrics:
             "Model (GPU) seconds per tenant: each batch's run time shared among its jobs.",
             ["function", "tenant"],
         )
+        self.idle_warm = Counter(
+            "surge_idle_warm_seconds_total",
+            "Seconds the worker was ready with no batch running (warm but idle).",
+            ["function"],
+        )
+        self.cold_start_total = Counter(
+            "surge_cold_start_seconds_total",
+            "Start-to-ready seconds, added once per worker start.",
+            ["function"],
+        )
         self.topology_recreated = Counter(
             "surge_topology_recreated_total",
             "Times the worker recreated streams or consumers the server had lost.",

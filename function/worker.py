@@ -28,6 +28,7 @@ from function.contract.errors import SurgeError
 from function.contract.heartbeat import Heartbeat, WorkerState
 from function.contract.nats_auth import NatsAuth, NatsConnectError, redact_url
 from function.contract.settings import WorkerSettings
+from function.engine.accounting import WarmMeter
 from function.engine.consumer import JobConsumer
 from function.engine.control import JobControl
 from function.models import LoadedModel, load_task
@@ -120,6 +121,7 @@ class Worker:
         self._webhooks: WebhookSender | None = None
         self._attached = threading.Event()  # set from the loop, awaited by the load's thread
         self._jobs_waiting = False
+        self._meter: WarmMeter | None = None  # idle-but-warm and cold-start seconds
 
     @property
     def ready(self) -> bool:
@@ -253,6 +255,8 @@ class Worker:
         for phase, seconds in self.phases.items():
             METRICS.cold_start.labels(settings.function, phase).set(seconds)
         METRICS.ready.labels(settings.function).set(1)
+        self._meter = WarmMeter(settings.function, self.consumer.busy)
+        self._meter.start(self.cold_start_s or 0.0)
         await self._heartbeat.beat()
         log.info(
             "ready in %.2fs: model=%s version=%s providers=%s phases=%s",
@@ -322,6 +326,8 @@ class Worker:
             return
         self.state = WorkerState.DRAINING
         METRICS.ready.labels(self.settings.function).set(0)
+        if self._meter is not None:
+            await self._meter.stop()
         for task in (self._calls, self._orphans, self.topology_watch):
             if task is not None:
                 await task.stop()

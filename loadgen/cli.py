@@ -23,6 +23,7 @@ from rich.console import Console
 
 from function.contract.settings import DEFAULT_FUNCTION, servers_from
 from function.transport.connect import NatsUnreachable
+from loadgen.cost import cost_command
 from loadgen.run.profiles import Profile, profile_from_options
 from loadgen.sim.cli import simulate
 
@@ -207,3 +208,4 @@ def compare(
 def register(app: typer.Typer) -> None:
     """Mount `surge loadgen` (the `surge.commands` entry point)."""
     app.add_typer(loadgen_app, name="loadgen")
+    app.command("cost")(cost_command)

@@ -25,6 +25,7 @@ from function.contract.settings import WorkerSettings
 from function.contract.wire import JobStatus
 from function.local.nats_server import EmbeddedNats
 from function.models import fetch_photos
+from scaler.bill import bill_table, make_bill, usage_of
 from scaler.demo_files import DemoIndex, save_from, write_index
 from scaler.demo_plot import write_timeline
 from scaler.local import LocalConfig
@@ -168,8 +169,13 @@ def run_demo(
     summary = summarize(report)
     index = write_index(DemoIndex(jobs=jobs, missing=summary["missing"], rows=rows), out)
     write_timeline(report, out / "timeline.png")
+    usage = usage_of(report)
+    bill = make_bill(usage)
+    summary |= {"usage": usage.model_dump(), "bill": bill.model_dump()}
     (out / "report.json").write_text(json.dumps(summary, indent=2))
     console.print(_table(summary, report))
+    console.print(bill_table(bill))
+    console.print(f"against KEDA's defaults for the same arrivals: surge cost {out}/report.json")
     files = sum(len(row.files) for row in rows)
     console.print(
         f"in {out}/: {index['html'].name} (also .csv, .json) lists every job with its photo, "

@@ -165,6 +165,8 @@ class SpikeReport:
     elapsed_s: float = 0.0
     inputs: dict[str, int] = field(default_factory=dict)
     """Job id -> the index in `payloads` of the input it was sent."""
+    cold_start_s: float | None = None
+    """The longest start-to-ready the workers' heartbeats reported."""
 
 
 def _png(index: int) -> bytes:
@@ -198,7 +200,7 @@ async def spike_demo(
     """The spike demo against the nats-server at `url` (see `run_spike_demo`)."""
     settings = ScalerSettings(metrics_port=0, plan_refresh_s=5.0)
     async with embedded_scaler(url, config, settings) as (hub, local, _stop):
-        await hub.watcher(config.function)
+        watched = await hub.watcher(config.function)
         await asyncio.sleep(1.0)  # idle first: the timeline starts at zero replicas
         async with await SurgeClient.connect(url) as client:
             inbox = await client.inbox()
@@ -237,6 +239,7 @@ async def spike_demo(
                 break
             await asyncio.sleep(0.1)
         timeline = list(local.timeline)
+        cold_start_s = watched.replicas.cold_start_s
     exits = list(local.exits)  # read after shutdown: every worker has stopped by now
     return SpikeReport(
         jobs=jobs,
@@ -251,6 +254,7 @@ async def spike_demo(
         results=results,
         elapsed_s=elapsed,
         inputs=inputs,
+        cold_start_s=cold_start_s,
     )
 
 

@@ -390,6 +390,17 @@ class WorkerSettings(SurgeSettings):
     )
     inline_output_limit: int = Field(default=768 * 1024, ge=0)
     results_max_age_s: float = Field(default=24 * 3600.0, gt=0)
+    cache: bool = Field(
+        default=False,
+        description="Answer an input already done (same bytes, outputs and model version, "
+        "same tenant) from its stored result, without inference.",
+    )
+    cache_max_age_s: float = Field(
+        default=3600.0, gt=0, description="A cache entry expires after this long."
+    )
+    cache_max_bytes: int = Field(
+        default=256 * 1024 * 1024, ge=1024, description="Size of the cache bucket; oldest go first."
+    )
     dedupe_window_s: float = Field(default=120.0, gt=0)
     stream_replicas: int = Field(default=1, ge=1, le=5, description="JetStream replicas.")
     jobs_max_age_s: float = Field(

@@ -78,6 +78,14 @@ class Timings(_Wire):
     batch_size: int = 0
     inference_ms: float = 0.0
     total_ms: float = 0.0
+    cache_hit: bool = Field(
+        default=False, description="Answered from the result cache, without inference."
+    )
+    compute_ms: float = Field(
+        default=0.0,
+        description="Its share of its batch's inference plus its own decode, preprocess "
+        "and postprocess time.",
+    )
 
 
 class ImageOutput(_Wire):

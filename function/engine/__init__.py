@@ -7,7 +7,9 @@ place a job ends) and `function.transport.storage` (where its result lands).
     finish      `Completion`: postprocess a batch's jobs, then settle each
     settle      `Settler`: store, reply, ack (confirmed); or fail, nak, dead-letter, hand back
     control     `JobControl`: answers status and cancel questions about the jobs held
+    direct      `DirectInference`: one HTTP job outside the queue, same model and budget
     jobmetrics  `JobMetrics`: the per-job Prometheus series, labels resolved once
+    accounting  `BusyClock` and `WarmMeter`: busy, idle-but-warm and cold-start seconds
     feeds       one pull feed per priority and source (open jobs, each tenant)
     batcher     dynamic batching across priorities, sources served in turn
     ratelimit   each tenant's `max_rate`, counted from its stream's sequence numbers
@@ -17,6 +19,10 @@ place a job ends) and `function.transport.storage` (where its result lands).
 
 from __future__ import annotations
 
+from function.engine.accounting import (
+    BusyClock,
+    WarmMeter,
+)
 from function.engine.batcher import (
     PriorityBatcher,
 )
@@ -34,6 +40,9 @@ from function.engine.consumer import (
 )
 from function.engine.control import (
     JobControl,
+)
+from function.engine.direct import (
+    DirectInference,
 )
 from function.engine.feeds import (
     FeedKey,
@@ -66,7 +75,9 @@ __all__ = [
     "SMALL_INPUT_BYTES",
     "Admission",
     "BatchModel",
+    "BusyClock",
     "Completion",
+    "DirectInference",
     "FeedKey",
     "Feeds",
     "InFlightJob",
@@ -78,6 +89,7 @@ __all__ = [
     "Settler",
     "Succeeded",
     "TenantRates",
+    "WarmMeter",
     "pixel_budget",
     "run_in",
     "wall_ns",

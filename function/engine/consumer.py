@@ -37,9 +37,11 @@ from function.contract.errors import ErrorCode, JobError
 from function.contract.lifecycle import JobState
 from function.contract.settings import Priority, WorkerSettings
 from function.contract.wire import JobRequest, Output, Timings
+from function.engine.accounting import BusyClock
 from function.engine.batcher import PriorityBatcher
 from function.engine.batchmodel import BatchModel, run_in
 from function.engine.budget import PixelBudget, pixel_budget
+from function.engine.direct import DirectInference
 from function.engine.feeds import FeedKey, Feeds
 from function.engine.finish import Completion
 from function.engine.job import Admission, InFlightJob, wall_ns
@@ -47,6 +49,7 @@ from function.engine.ratelimit import TenantRates
 from function.engine.settle import Settler
 from function.models.hardware import usable_cpus
 from function.telemetry import context_from_headers
+from function.transport.cache import ResultCache
 from function.transport.connection import Trouble
 from function.transport.events import JobEvents
 from function.transport.storage import ResultStore
@@ -96,7 +99,12 @@ class JobConsumer:
         # decode, preprocess, postprocess and encoding: across every usable CPU
         cpu_threads = max(2, usable_cpus())
         self._cpu_pool = ThreadPoolExecutor(cpu_threads, thread_name_prefix="surge-cpu")
-        self._settler = Settler(results, settings, model.info, self._forget, events, webhooks)
+        self._cache = (
+            ResultCache(nc.jetstream(), settings, model.info.version) if settings.cache else None
+        )
+        self._settler = Settler(
+            results, settings, model.info, self._forget, events, webhooks, self._cache
+        )
         # room for every runner's batch: the default budget scales with runners x max_batch
         jobs_at_once = settings.max_batch * self._runners
         self._budget = PixelBudget(pixel_budget(settings.pixel_budget, jobs_at_once))
@@ -109,14 +117,25 @@ class JobConsumer:
             self._budget,
             self._stopping,
             self.rates,
+            self._cache,
         )
         self._completion = Completion(model, self._settler, settings, self._cpu_pool)
+        self._direct = DirectInference(
+            model,
+            results,
+            self._admission,
+            self._infer_pool,
+            self._cpu_pool,
+            self._budget,
+            self._settler.metrics,
+        )
         self._main: asyncio.Task[None] | None = None
         self._feeds = Feeds(nc, settings, self._admit, self._room_for, self._room, self._stopping)
         self._feeds.on_trouble = lambda: self.on_pull_trouble() if self.on_pull_trouble else None
         self._feeds.on_loop_done = self._on_main_done
         self.failed: BaseException | None = None
         self._running: dict[int, int] = {}  # id of a running batch -> its start (wall ns)
+        self.busy = BusyClock()  # seconds with a batch running, for the idle-warm meter
         self.on_pull_trouble: Callable[[], None] | None = None
 
     @property
@@ -167,6 +186,8 @@ class JobConsumer:
 
     async def start(self) -> None:
         """Open one pull feed per priority and start fetching."""
+        if self._cache is not None:
+            self._cache.start()
         loops: list[Any] = await self._feeds.open_jobs(self._consumers)
         loops += [self._batch_loop(), self._progress_loop()]
         self._main = asyncio.create_task(self._run(loops))
@@ -293,6 +314,7 @@ class JobConsumer:
         samples = [job.ready_sample for job in batch]
         start_ns = wall_ns()
         self._running[id(batch)] = start_ns
+        self.busy.begin()
         for job in batch:
             job.running_since = start_ns
             if self._events is not None:
@@ -304,6 +326,7 @@ class JobConsumer:
             return
         finally:
             del self._running[id(batch)]
+            self.busy.end()
         self._spawn(self._completion.complete(batch, out, start_ns, wall_ns()))
 
     def _drop_expired(self, batch: list[InFlightJob]) -> list[InFlightJob]:
@@ -322,26 +345,7 @@ class JobConsumer:
 
     async def infer_direct(self, request: JobRequest) -> tuple[dict[str, Output], Timings]:
         """One job outside the queue (HTTP): same decode, model and postprocess."""
-        outputs_wanted = self._model.check_outputs(request.outputs)
-        data = request.image
-        if data is None and request.image_ref is not None:
-            data = await self._results.fetch_input(request.image_ref, request.tenant)
-        assert data is not None
-        image, sample, pixels = await self._admission.decode_admitted(
-            data, request.content_type, outputs_wanted
-        )
-        try:
-            start_ns = wall_ns()
-            out = await run_in(self._infer_pool, self._model.fast, self._model.run_batch, [sample])
-            end_ns = wall_ns()
-            outputs = await run_in(
-                self._cpu_pool, False, self._model.postprocess, out[0], image, outputs_wanted
-            )
-        finally:
-            self._budget.release(pixels)
-        infer_ms = (end_ns - start_ns) / 1e6
-        self._settler.metrics.inference.observe(infer_ms / 1000)
-        return outputs, Timings(batch_size=1, inference_ms=infer_ms)
+        return await self._direct.run(request)
 
     async def _progress_loop(self) -> None:
         """Keep the jobs this worker holds from being redelivered while it works on them.
@@ -395,6 +399,8 @@ class JobConsumer:
                     await self._settler.hand_back(job)
         if self._main is not None and not self._main.done():
             self._main.cancel()
+        if self._cache is not None:
+            await self._cache.stop(left())
         self._infer_pool.shutdown(wait=False, cancel_futures=True)
         self._cpu_pool.shutdown(wait=False, cancel_futures=True)
         log.info("drained: %d jobs completed", self.completed)

@@ -15,6 +15,7 @@ from typing import TypeVar
 
 import numpy as np
 from opentelemetry import trace
+from PIL import Image
 
 from function.contract.errors import ErrorCode, JobError
 from function.contract.settings import WorkerSettings
@@ -112,21 +113,35 @@ class Completion:
         metrics.batch_size.observe(size)
         metrics.inference.observe(infer_ms / 1000)
         self.batch_sizes.append(size)
-        made: list[asyncio.Future[dict[str, Output]]] = []
+        made: list[asyncio.Future[tuple[dict[str, Output], int]]] = []
         timings: list[Timings] = []
         for index, job in enumerate(batch):
             self._spans(job, size, start_ns, end_ns)
             metrics.compute(job.tenant, infer_ms / 1000 / size)  # its part of the model time
             queued_ms = (start_ns - job.published_ns) / 1e6
             metrics.queue_wait.observe(max(queued_ms, 0.0) / 1000)
-            timings.append(Timings(queued_ms=queued_ms, batch_size=size, inference_ms=infer_ms))
+            share_ms = infer_ms / size + job.prep_ns / 1e6  # postprocessing is added below
+            timings.append(
+                Timings(
+                    queued_ms=queued_ms,
+                    batch_size=size,
+                    inference_ms=infer_ms,
+                    compute_ms=share_ms,
+                )
+            )
             made.append(self._postprocess(job, out[index]))
         # Postprocessing runs across the CPU pool; the results are stored together.
         outcomes = await _outcomes(made)
         succeeded: list[Succeeded] = []
         now = datetime.now(UTC)
-        for job, timing, outcome in zip(batch, timings, outcomes, strict=True):
+        for job, timing, timed in zip(batch, timings, outcomes, strict=True):
             job.image = None  # the decoded pixels go now; the budget gets them back at settle
+            outcome: dict[str, Output] | BaseException
+            if isinstance(timed, tuple):
+                outcome, post_ns = timed
+                timing.compute_ms += post_ns / 1e6
+            else:
+                outcome = timed
             deadline = job.request.deadline if job.request is not None else None
             if deadline is not None and deadline < now and not isinstance(outcome, JobError):
                 outcome = JobError(  # late: its output is dropped, the client told why
@@ -144,19 +159,29 @@ class Completion:
             self.completed += len(succeeded) - len(failed)
             self.first_job_at = self.first_job_at or time.time()
 
-    def _postprocess(self, job: InFlightJob, row: np.ndarray) -> asyncio.Future[dict[str, Output]]:
-        """Postprocess one row: here for a small image under a fast model (cheaper than a
-        thread hop), else in the CPU pool."""
+    def _postprocess_timed(
+        self, row: np.ndarray, image: Image.Image, outputs: tuple[str, ...]
+    ) -> tuple[dict[str, Output], int]:
+        """The model's postprocessing of one row, and the nanoseconds it took."""
+        started = time.perf_counter_ns()
+        made = self._model.postprocess(row, image, outputs)
+        return made, time.perf_counter_ns() - started
+
+    def _postprocess(
+        self, job: InFlightJob, row: np.ndarray
+    ) -> asyncio.Future[tuple[dict[str, Output], int]]:
+        """Postprocess one row (and time it): here for a small image under a fast model
+        (cheaper than a thread hop), else in the CPU pool."""
         image = job.image
         assert image is not None
         loop = asyncio.get_running_loop()
         if not (self._model.fast and image.width * image.height <= SMALL_IMAGE_PIXELS):
             return loop.run_in_executor(
-                self._cpu_pool, self._model.postprocess, row, image, job.outputs
+                self._cpu_pool, self._postprocess_timed, row, image, job.outputs
             )
-        made: asyncio.Future[dict[str, Output]] = loop.create_future()
+        made: asyncio.Future[tuple[dict[str, Output], int]] = loop.create_future()
         try:
-            made.set_result(self._model.postprocess(row, image, job.outputs))
+            made.set_result(self._postprocess_timed(row, image, job.outputs))
         except Exception as exc:
             made.set_exception(exc)
         return made

@@ -2,7 +2,8 @@
 timings and span) and `Admission` (parse, replay, read, decode, or settle it early).
 
 Admission parses the message, answers a redelivered job from the result store, reads a
-blob input, reads the image header, takes from the worker's `PixelBudget` the pixels its
+blob input, answers it from the result cache when the worker has one and the same input
+was done before, reads the image header, takes from the worker's `PixelBudget` the pixels its
 decode and postprocessing will hold, decodes (reduced for the task where it allows) and
 preprocesses. The pixels stay taken until the job settles (`release`), less what the
 decode needed beyond the image it keeps. A first delivery with a small inline image
@@ -42,6 +43,7 @@ from function.engine.budget import PixelBudget
 from function.engine.ratelimit import TenantRates
 from function.models.imaging import PendingImage, open_image
 from function.telemetry import METRICS, trace_id_of
+from function.transport.cache import ResultCache
 from function.transport.storage import ResultStore
 
 if TYPE_CHECKING:
@@ -72,6 +74,8 @@ class InFlightJob:
     settled: bool = False
     source: str = ""  # the tenant whose stream it came from ("" for the open stream)
     cancelled: bool = False  # asked to stop (`JobControl`): its output is never sent
+    prep_ns: int = 0  # measured decode and preprocess time
+    cache_key: str | None = None  # its result cache key, when the worker caches
 
     @property
     def ready_sample(self) -> np.ndarray:
@@ -134,8 +138,10 @@ class Admission:
         budget: PixelBudget,
         stopping: asyncio.Event,
         rates: TenantRates | None = None,
+        cache: ResultCache | None = None,
     ) -> None:
         self._model = model
+        self._cache = cache
         self._rates = rates if rates is not None else TenantRates()
         self._results = results
         self._settler = settler
@@ -147,6 +153,12 @@ class Admission:
     def _decode(self, pending: PendingImage) -> tuple[Image.Image, np.ndarray]:
         image = pending.decode()
         return image, self._model.preprocess(image)
+
+    def _decode_timed(self, pending: PendingImage) -> tuple[Image.Image, np.ndarray, int]:
+        """`_decode`, and the nanoseconds it took."""
+        started = time.perf_counter_ns()
+        image, sample = self._decode(pending)
+        return image, sample, time.perf_counter_ns() - started
 
     def _reserve(self, outputs: tuple[str, ...], pending: PendingImage) -> tuple[int, int]:
         """(pixels to take before decoding, those postprocessing needs beyond the image).
@@ -237,8 +249,10 @@ class Admission:
             raise JobError(ErrorCode.QUOTA_EXCEEDED, message)
 
     def fast_path(self, job: InFlightJob) -> bool:
-        """A first delivery with a small payload: prepare it synchronously."""
-        return job.attempts == 1 and len(job.msg.data) <= SMALL_INPUT_BYTES
+        """A first delivery with a small payload: prepare it synchronously (never with a
+        result cache: its lookup waits for the server)."""
+        small = len(job.msg.data) <= SMALL_INPUT_BYTES
+        return job.attempts == 1 and small and self._cache is None
 
     def prepare_now(self, job: InFlightJob) -> bool:
         """Fast path; False when the job must go async: a blob input, a picture over
@@ -266,7 +280,7 @@ class Admission:
             return False
         job.pixels = pixels
         try:
-            job.image, job.sample = self._decode(pending)
+            job.image, job.sample, job.prep_ns = self._decode_timed(pending)
         except BadInput:
             raise  # settled as an error, which releases the pixels
         except Exception:
@@ -293,6 +307,8 @@ class Admission:
         if data is None and request.image_ref is not None:
             data = await self._results.fetch_input(request.image_ref, request.tenant)
         assert data is not None
+        if self._cache is not None and await self._answer_cached(job, data):
+            return
         span = _tracer.start_span("decode", context=trace.set_span_in_context(job.span))
         with trace.use_span(span, end_on_exit=True):
             high = job.priority is Priority.HIGH
@@ -304,6 +320,19 @@ class Admission:
             if self._stopping.is_set():
                 return
             span.set_attribute("surge.decoded_pixels", pixels)
-            image, job.sample = await run_in(self._cpu_pool, False, self._decode, pending)
+            decoded = await run_in(self._cpu_pool, False, self._decode_timed, pending)
+            image, job.sample, job.prep_ns = decoded
             job.image = image
             self._hold(job, image, later)
+
+    async def _answer_cached(self, job: InFlightJob, data: bytes) -> bool:
+        """Answer `job` from the result cache when its input was done before (True)."""
+        assert self._cache is not None and job.request is not None
+        small = len(data) <= SMALL_INPUT_BYTES
+        key = await run_in(self._cpu_pool, small, self._cache.key, job.tenant, job.outputs, data)
+        job.cache_key = key
+        stored = await self._cache.lookup(key, job.tenant)
+        if stored is None:
+            return False
+        await self._settler.answer_cached(job, stored)
+        return True

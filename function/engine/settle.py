@@ -19,7 +19,7 @@ from opentelemetry.trace import Span, StatusCode
 from function.contract.bounds import safe_reply_to
 from function.contract.errors import ErrorCode, JobError
 from function.contract.lifecycle import JobState
-from function.contract.settings import WorkerSettings
+from function.contract.settings import Header, WorkerSettings
 from function.contract.wire import (
     DeadLetter,
     ErrorInfo,
@@ -33,6 +33,7 @@ from function.engine.job import InFlightJob, wall_ns
 from function.engine.jobmetrics import JobMetrics
 from function.telemetry import METRICS, bind, trace_headers
 from function.transport.acks import DuplicateWrite
+from function.transport.cache import ResultCache
 from function.transport.events import JobEvents
 from function.transport.storage import EncodedResult, ResultStore
 from function.transport.webhooks import WebhookSender
@@ -91,8 +92,10 @@ class Settler:
         on_settled: Callable[[InFlightJob], None],
         events: JobEvents | None = None,
         webhooks: WebhookSender | None = None,
+        cache: ResultCache | None = None,
     ) -> None:
         self._events = events
+        self._cache = cache
         self._webhooks = webhooks
         self._results = results
         self._settings = settings
@@ -211,6 +214,7 @@ class Settler:
                     span.end()
             replied.append(job)
             self._done(job, "ok")  # stored and answered: what happens to the ack is JetStream's
+            self._remember(job, encoded)
         replied += ended
         await self._hold_webhooks(answered)
         acks = await _acks_confirmed(self._results, replied)
@@ -219,6 +223,22 @@ class Settler:
                 with bind(job_id=job.job_id, trace_id=job.trace_id, tenant=job.tenant):
                     log.warning("ack not confirmed (%r): it will be answered from the store", ack)
         return failed
+
+    def _remember(self, job: InFlightJob, encoded: EncodedResult) -> None:
+        """Point the job's cache key at its stored result, if it was computed and ok."""
+        if self._cache is None or job.cache_key is None:
+            return
+        if encoded.headers.get(Header.STATUS) == JobStatus.OK.value:
+            self._cache.remember(job.cache_key, job.job_id, job.tenant)
+
+    async def answer_cached(self, job: InFlightJob, stored: Result) -> None:
+        """Answer `job` with the outputs of `stored` (the same input, done before): stored
+        on its own subject, sent and acked like a computed result. Raises why not."""
+        job.cache_key = None  # its entry stands as it is: the age counts from the work
+        timings = Timings(cache_hit=True)
+        failed = await self.succeed_all([(job, dict(stored.outputs), timings)])
+        if failed:
+            raise failed[0][1]
 
     async def fail(self, job: InFlightJob, error: JobError, timings: Timings | None = None) -> None:
         """Store and send an error result, then terminate: never retried."""

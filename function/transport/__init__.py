@@ -9,6 +9,7 @@ lifecycle   status, cancel and cancel-all of jobs (`JobLifecycle`)
 deadletters  the dead-letter stream: list, find, retry (a new job id) and remove letters
 events      a job's state changes on surge.events.<job id>, best effort (`JobEvents`)
 webhooks    a job's result POSTed, signed, to its webhook; each attempt recorded (`WebhookSender`)
+cache       the opt-in result cache: inputs done before answered from their result (`ResultCache`)
 acks        writes to JetStream whose acknowledgements are awaited together (`StreamWrites`)
 calls       `nats req surge.call.<function>`: a request stored as a job, answered by its result
 heartbeat   the heartbeat publisher
@@ -25,6 +26,12 @@ from __future__ import annotations
 from function.transport.acks import (
     DuplicateWrite,
     StreamWrites,
+)
+from function.transport.cache import (
+    CACHE_BUCKET,
+    CacheEntry,
+    ResultCache,
+    cache_key,
 )
 from function.transport.calls import (
     CALL_HEADERS,
@@ -128,9 +135,11 @@ from function.transport.webhooks import (
 )
 
 __all__ = [
+    "CACHE_BUCKET",
     "CALL_HEADERS",
     "CONNECT_WAIT_ENV",
     "WRONG_LAST_SEQUENCE",
+    "CacheEntry",
     "CallGateway",
     "CampaignCancelled",
     "ConnectionHealth",
@@ -149,6 +158,7 @@ __all__ = [
     "PullFeed",
     "Record",
     "Resubmit",
+    "ResultCache",
     "ResultStore",
     "StreamWrites",
     "TenantConsumers",
@@ -159,6 +169,7 @@ __all__ = [
     "Trouble",
     "WebhookSender",
     "add_tenant",
+    "cache_key",
     "connect_options",
     "connect_wait_s",
     "consumer_config",

@@ -29,6 +29,11 @@ def test_demo_scales_from_zero_and_back(tmp_path: Path, model_dir: Path) -> None
     assert report["ok"] == 6 and report["missing"] == 0
     assert report["timeline"][0]["replicas"] == 0 and report["timeline"][-1]["replicas"] == 0
     assert report["peak_replicas"] == 1
+    bill = report["bill"]  # the demo prints its bill and keeps it
+    assert bill["starts"] == 1 and bill["used_s"] > 0 and report["usage"]["cold_start_s"] > 0
+    parts = bill["used_s"] + bill["starting_s"] + bill["idle_s"]
+    assert abs(parts - bill["replica_s"]) < 1e-6 and len(report["usage"]["arrivals_s"]) == 6
+    assert "What it cost" in printed and "fixed fleet" in printed
     assert (tmp_path / "timeline.png").read_bytes().startswith(b"\x89PNG")
     assert "from 0 workers" in printed
     index = DemoIndex.model_validate_json((tmp_path / "index.json").read_text())

@@ -1,0 +1,116 @@
+"""What a run cost: GPU-seconds used, starting and idle-but-warm, and the bill.
+
+`Usage` is what a run leaves (the replica timeline, the jobs' `timings.compute_ms`
+summed, the measured cold start, when each job arrived); `make_bill` turns it into a
+`Bill` at a price per GPU-hour, beside a fixed fleet sized for the peak over the same
+window. A replica-second counts as a GPU-second (one GPU per replica).
+
+    bill = make_bill(usage_of(report), price_per_gpu_hour=2.5)
+"""
+
+from __future__ import annotations
+
+from itertools import pairwise
+
+from pydantic import BaseModel, Field
+from rich.table import Table
+
+from scaler.stack import SpikeReport
+
+__all__ = ["DEFAULT_PRICE", "Bill", "Usage", "bill_table", "make_bill", "usage_of"]
+
+DEFAULT_PRICE = 2.50  # dollars per GPU-hour
+
+
+class Usage(BaseModel):
+    """What a run used: its replicas over time and its jobs' compute."""
+
+    timeline: list[tuple[float, int]] = Field(
+        description="(seconds, replicas) at each change, in time order; the last ends it."
+    )
+    compute_s: float = Field(ge=0, description="The jobs' timings.compute_ms summed, in s.")
+    cold_start_s: float = Field(ge=0, description="Start to ready of one replica (measured).")
+    arrivals_s: list[float] = Field(
+        default_factory=list, description="When each job arrived, on the timeline's clock."
+    )
+
+
+class Bill(BaseModel):
+    """GPU-seconds by kind and what they cost, beside a fixed fleet for the peak."""
+
+    price_per_gpu_hour: float
+    window_s: float = Field(description="From the timeline's first point to its last.")
+    replica_s: float = Field(description="Replica-seconds: used + starting + idle.")
+    used_s: float = Field(description="The jobs' compute (their batch shares and pre/post).")
+    starting_s: float = Field(description="Replica starts x the measured cold start.")
+    idle_s: float = Field(description="Ready with no job running.")
+    starts: int
+    cost: float
+    fixed_replicas: int = Field(description="A fixed fleet sized for the peak.")
+    fixed_s: float
+    fixed_cost: float
+
+
+def _price(seconds: float, price_per_gpu_hour: float) -> float:
+    return seconds / 3600 * price_per_gpu_hour
+
+
+def make_bill(usage: Usage, price_per_gpu_hour: float = DEFAULT_PRICE) -> Bill:
+    """Split the timeline's replica-seconds into used, starting and idle, and price them."""
+    points = usage.timeline
+    replica_s = sum(r * (t1 - t0) for (t0, r), (t1, _) in pairwise(points))
+    starts = sum(max(b - a, 0) for (_, a), (_, b) in pairwise(points))
+    starts += points[0][1] if points else 0
+    used = min(usage.compute_s, replica_s)
+    starting = min(starts * usage.cold_start_s, replica_s - used)
+    window = points[-1][0] - points[0][0] if points else 0.0
+    peak = max((r for _, r in points), default=0)
+    return Bill(
+        price_per_gpu_hour=price_per_gpu_hour,
+        window_s=window,
+        replica_s=replica_s,
+        used_s=used,
+        starting_s=starting,
+        idle_s=max(replica_s - used - starting, 0.0),
+        starts=starts,
+        cost=_price(replica_s, price_per_gpu_hour),
+        fixed_replicas=peak,
+        fixed_s=peak * window,
+        fixed_cost=_price(peak * window, price_per_gpu_hour),
+    )
+
+
+def usage_of(report: SpikeReport) -> Usage:
+    """A spike demo's usage: arrivals from each result's finish less its total time,
+    placed at the first moment the timeline shows a backlog."""
+    results = list(report.results.values())
+    arrived = [r.finished_at.timestamp() - r.timings.total_ms / 1000 for r in results]
+    anchor = next((t for t, _, backlog in report.timeline if backlog), 0.0)
+    first = min(arrived, default=0.0)
+    return Usage(
+        timeline=[(t, replicas) for t, replicas, _ in report.timeline],
+        compute_s=sum(r.timings.compute_ms for r in results) / 1000,
+        cold_start_s=report.cold_start_s or 0.0,
+        arrivals_s=sorted(anchor + a - first for a in arrived),
+    )
+
+
+def bill_table(bill: Bill, others: dict[str, tuple[float, float]] | None = None) -> Table:
+    """The bill as a table; `others` adds rows: name -> (GPU-seconds, cost)."""
+    table = Table(title=f"What it cost at ${bill.price_per_gpu_hour:g}/GPU-hour")
+    table.add_column("")
+    table.add_column("GPU-seconds", justify="right")
+    table.add_column("cost ($)", justify="right")
+    rows = [
+        ("used (jobs' compute)", bill.used_s, None),
+        (f"starting ({bill.starts} cold starts)", bill.starting_s, None),
+        ("idle but warm", bill.idle_s, None),
+        ("Surge, this run", bill.replica_s, bill.cost),
+        (f"fixed fleet: {bill.fixed_replicas} x {bill.window_s:.0f} s", bill.fixed_s, None),
+    ]
+    for name, seconds, cost in rows:
+        shown = cost if cost is not None else _price(seconds, bill.price_per_gpu_hour)
+        table.add_row(name, f"{seconds:.1f}", f"{shown:.4f}")
+    for name, (seconds, cost) in (others or {}).items():
+        table.add_row(name, f"{seconds:.1f}", f"{cost:.4f}")
+    return table

@@ -1,0 +1,62 @@
+"""`surge cost` on a hand-made run: every figure checked by hand."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from function.cli import full_app
+from scaler.bill import Usage, make_bill
+
+runner = CliRunner()
+APP = full_app()
+
+# 0 replicas until t=10, 2 from 10 to 40, 1 from 40 to 70, 0 at 70: 60 + 30 = 90 s.
+USAGE = Usage(
+    timeline=[(0.0, 0), (10.0, 2), (40.0, 1), (70.0, 0)],
+    compute_s=30.0,
+    cold_start_s=5.0,
+    arrivals_s=[10.0 + i * 0.5 for i in range(40)],  # 40 jobs over 20 s
+)
+
+
+def test_the_bill_splits_replica_seconds_into_used_starting_and_idle() -> None:
+    bill = make_bill(USAGE, price_per_gpu_hour=3.6)
+    assert bill.replica_s == pytest.approx(90.0)
+    assert bill.starts == 2 and bill.starting_s == pytest.approx(10.0)  # 2 x 5 s
+    assert bill.used_s == pytest.approx(30.0)
+    assert bill.idle_s == pytest.approx(50.0)  # 90 - 30 - 10
+    assert bill.cost == pytest.approx(0.09)  # 90 s at $3.6 an hour
+    assert bill.fixed_replicas == 2 and bill.fixed_s == pytest.approx(140.0)  # 2 x 70 s
+    assert bill.fixed_cost == pytest.approx(0.14)
+
+
+def test_surge_cost_reads_a_demo_report(tmp_path: Path) -> None:
+    report = tmp_path / "report.json"
+    report.write_text(json.dumps({"jobs": 40, "usage": USAGE.model_dump()}))
+    got = runner.invoke(APP, ["cost", str(report), "--price-per-gpu-hour", "3.6", "--json"])
+    assert got.exit_code == 0, got.output
+    figures = json.loads(got.output)
+    assert figures["replica_s"] == pytest.approx(90.0) and figures["cost"] == pytest.approx(0.09)
+    assert figures["idle_s"] == pytest.approx(50.0) and figures["fixed_s"] == pytest.approx(140.0)
+    # KEDA's defaults keep a replica 300 s (cooldownPeriod) after the last job: it costs more.
+    assert figures["keda_default_s"] > 300.0
+    assert figures["keda_default_cost"] == pytest.approx(figures["keda_default_s"] / 1000)
+    table = runner.invoke(APP, ["cost", str(report)])
+    assert table.exit_code == 0, table.output
+    assert "idle but warm" in table.output and "KEDA defaults" in table.output
+
+
+@pytest.mark.parametrize(
+    ("content", "says"),
+    [("{not json", "cannot read"), ('{"usage": {"timeline": "x"}}', "holds no run usage")],
+)
+def test_a_bad_report_is_a_clear_error(tmp_path: Path, content: str, says: str) -> None:
+    report = tmp_path / "report.json"
+    report.write_text(content)
+    got = runner.invoke(APP, ["cost", str(report)])
+    text = " ".join(got.output.split())  # rich wraps long lines
+    assert got.exit_code == 2 and says in text and "Traceback" not in text
