@@ -260,7 +260,7 @@ class Metrics:
         self.cold_start = Gauge(
             "surge_cold_start_phase_seconds",
             "Cold-start phases: import, connect, fetch, prepare, session, warmup, hooks, "
-            "attach, total, first_job.",
+            "screen, attach, total, first_job.",
             ["function", "phase"],
         )
         self.ready = Gauge("surge_ready", "1 when the worker is warm and consuming.", ["function"])
@@ -298,6 +298,11 @@ class Metrics:
             "surge_cold_start_seconds_total",
             "Start-to-ready seconds, added once per worker start.",
             ["function"],
+        )
+        self.screened = Counter(
+            "surge_screened_total",
+            "Jobs run through the function's screen (SURGE_SCREEN), by outcome: passed, rejected.",
+            ["function", "outcome"],
         )
         self.topology_recreated = Counter(
             "surge_topology_recreated_total",

@@ -31,8 +31,15 @@ from function.contract.settings import WorkerSettings
 from function.engine.accounting import WarmMeter
 from function.engine.consumer import JobConsumer
 from function.engine.control import JobControl
+from function.engine.screen import ScreenError, Screening, load_screen
 from function.models import LoadedModel, load_task
-from function.models.warmup import ModelAdapter, WarmupHook, load_and_warm, resolve_hooks
+from function.models.warmup import (
+    ModelAdapter,
+    Warmed,
+    WarmupHook,
+    load_and_warm,
+    resolve_hooks,
+)
 from function.telemetry import METRICS, set_process_fields
 from function.transport.calls import CallGateway
 from function.transport.connect import open_nats
@@ -72,17 +79,24 @@ IMPORTED_AT = time.time()
 
 
 class StartupError(SurgeError):
-    """Settings the worker cannot start with: an unknown function, a task or a warmup
-    hook that does not load. Raised before anything is created on NATS."""
+    """Settings the worker cannot start with: an unknown function, a task, a warmup
+    hook or a screen that does not load. Raised before anything is created on NATS
+    (a screen without the score it names: once its model has loaded)."""
 
 
 def check_startup(settings: WorkerSettings) -> None:
-    """Raise `StartupError` (one line) unless the function's task and hooks load."""
+    """Raise `StartupError` (one line) unless the function's task and hooks, and the
+    screen's task, load."""
     try:
         load_task(settings.function, settings.task)
         resolve_hooks(settings.warmup_hooks)
     except SurgeError as exc:
         raise StartupError(str(exc)) from None
+    if settings.screen is not None:
+        try:
+            load_task(settings.screen.function)
+        except SurgeError as exc:
+            raise StartupError(f"SURGE_SCREEN {settings.screen}: {exc}") from None
 
 
 class Worker:
@@ -108,6 +122,7 @@ class Worker:
         self.nc: NATS | None = None
         self.consumer: JobConsumer | None = None
         self.model: LoadedModel | None = None
+        self.screening: Screening | None = None  # the screen's model, with SURGE_SCREEN
         self.warmup_ms: dict[int, float] = {}
         self.tuned: WorkerSettings | None = None  # settings with runners, threads, batch chosen
         self._sweeper: PoisonSweeper | None = None
@@ -159,6 +174,19 @@ class Worker:
         self._attached.wait(BACKLOG_ANSWER_WAIT_S)
         return self._jobs_waiting
 
+    def _load(self, settings: WorkerSettings) -> tuple[Warmed, Screening | None]:
+        """(the load's thread) The model, loaded and warm; then the screen's, if set."""
+        warmed = load_and_warm(settings, self.warmup_hooks, self.phases, self._backlog_at_start)
+        if settings.screen is None:
+            return warmed, None
+        clock = time.perf_counter()
+        try:
+            screening = load_screen(settings.screen, warmed.settings)
+        except ScreenError as exc:
+            raise StartupError(str(exc)) from None
+        self.phases["screen"] = time.perf_counter() - clock
+        return warmed, screening
+
     async def start(self) -> None:
         """Connect and create the topology, load + warm the model, then start consuming."""
         try:
@@ -178,14 +206,7 @@ class Worker:
     async def _start(self) -> None:
         settings = self.settings
         # The model loads and warms in its thread while NATS connects: neither waits.
-        loading = asyncio.get_running_loop().run_in_executor(
-            None,
-            load_and_warm,
-            settings,
-            self.warmup_hooks,
-            self.phases,
-            self._backlog_at_start,
-        )
+        loading = asyncio.get_running_loop().run_in_executor(None, self._load, settings)
         connecting = asyncio.ensure_future(self._connect(settings))
         connecting.add_done_callback(lambda _: self._attached.set())  # or failed: never hang
         try:  # whichever fails first is the reason: a model that cannot load need not
@@ -196,7 +217,7 @@ class Worker:
             if failed:
                 await failed[0]  # raises its error
             topology = await connecting
-            model, self.warmup_ms, settings = await loading
+            (model, self.warmup_ms, settings), self.screening = await loading
         except BaseException:
             connecting.cancel()
             loading.cancel()  # the load's thread ends on its own; nothing waits for it
@@ -225,7 +246,14 @@ class Worker:
             self._webhooks = WebhookSender(self.nc, settings, worker=self.worker_id)
             self._webhooks.start()
         self.consumer = JobConsumer(
-            self.nc, topology.consumers, adapter, results, settings, self._events, self._webhooks
+            self.nc,
+            topology.consumers,
+            adapter,
+            results,
+            settings,
+            self._events,
+            self._webhooks,
+            self.screening,
         )
         self._sweeper = PoisonSweeper(
             self.nc, js, results, settings.function, settings.max_deliver, model=model.info

@@ -61,8 +61,10 @@ def make_bill(usage: Usage, price_per_gpu_hour: float = DEFAULT_PRICE) -> Bill:
     replica_s = sum(r * (t1 - t0) for (t0, r), (t1, _) in pairwise(points))
     starts = sum(max(b - a, 0) for (_, a), (_, b) in pairwise(points))
     starts += points[0][1] if points else 0
-    used = min(usage.compute_s, replica_s)
-    starting = min(starts * usage.cold_start_s, replica_s - used)
+    # Starts are measured wall time; compute shares of runners that ran side by side on
+    # one replica overlap, so what they add up to is capped by the replica-seconds left.
+    starting = min(starts * usage.cold_start_s, replica_s)
+    used = min(usage.compute_s, replica_s - starting)
     window = points[-1][0] - points[0][0] if points else 0.0
     peak = max((r for _, r in points), default=0)
     return Bill(

@@ -9,6 +9,7 @@ heartbeat  `Heartbeat`, the state each worker publishes
 lifecycle  a job's states, its ticket, the status view, events, questions to workers
 nats_auth  `NatsAuth`: credentials and TLS from `SURGE_NATS_*` (secrets never printed)
 quota      per-tenant quotas (`TenantQuota`) and `QuotaExceeded`
+screen     `Screen`: the function, score and rule that screen jobs first (`SURGE_SCREEN`)
 tenancy    tenants enforced by the NATS server: each tenant user's permissions
 http_auth  who may call the HTTP surface: API-key tenants file, JWT keys (`SURGE_HTTP_AUTH_*`)
 webhooks   signed webhooks: `sign`/`verify`, per-tenant secrets, allowed URLs, `WebhookRecord`
@@ -91,6 +92,10 @@ from function.contract.quota import (
     QuotaName,
     TenantQuota,
     quota_refused,
+)
+from function.contract.screen import (
+    SCREEN_FORMAT,
+    Screen,
 )
 from function.contract.settings import (
     ADVISORIES_STREAM,
@@ -205,6 +210,7 @@ __all__ = [
     "RESERVED_SUBJECT_PREFIXES",
     "RESULTS_STREAM",
     "RESULTS_SUBJECT_PREFIX",
+    "SCREEN_FORMAT",
     "SIGNATURE_TOLERANCE_S",
     "SUPPORTED_IMAGE_TYPES",
     "TENANT_INBOX_MARK",
@@ -246,6 +252,7 @@ __all__ = [
     "QuotaName",
     "Result",
     "ScoresOutput",
+    "Screen",
     "SurgeError",
     "SurgeSettings",
     "Tenant",

@@ -42,6 +42,7 @@ class ErrorCode(StrEnum):
     FORBIDDEN = "forbidden"  # HTTP only: the tenant may not call this function
     QUOTA_EXCEEDED = "quota_exceeded"  # the tenant's pending, payload or rate quota
     CANCELLED = "cancelled"  # asked to stop: `surge cancel`, `DELETE /v1/jobs/{id}`
+    CONTENT_REJECTED = "content_rejected"  # its screen's score (`SURGE_SCREEN`) refused it
 
 
 MAX_MESSAGE_CHARS = 1024

@@ -37,6 +37,7 @@ from pydantic_core import ErrorDetails, InitErrorDetails, PydanticCustomError
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from function.contract.errors import SurgeError, clip
+from function.contract.screen import Screen
 
 __all__ = [
     "ADVISORIES_STREAM",
@@ -401,6 +402,11 @@ class WorkerSettings(SurgeSettings):
     cache_max_bytes: int = Field(
         default=256 * 1024 * 1024, ge=1024, description="Size of the cache bucket; oldest go first."
     )
+    screen: Annotated[Screen | None, NoDecode] = Field(
+        default=None,
+        description="A function run on each job's image first, e.g. 'nsfw:nsfw>0.8': a job "
+        "whose score meets the rule is answered content_rejected, never reaching the model.",
+    )
     dedupe_window_s: float = Field(default=120.0, gt=0)
     stream_replicas: int = Field(default=1, ge=1, le=5, description="JetStream replicas.")
     jobs_max_age_s: float = Field(
@@ -452,3 +458,10 @@ class WorkerSettings(SurgeSettings):
     @classmethod
     def _text_list(cls, value: object) -> object:
         return _parse_list(value)
+
+    @field_validator("screen", mode="before")
+    @classmethod
+    def _screen_text(cls, value: object) -> object:
+        if isinstance(value, str):
+            return Screen.parse(value) if value.strip() else None
+        return value

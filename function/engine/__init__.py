@@ -8,6 +8,7 @@ place a job ends) and `function.transport.storage` (where its result lands).
     settle      `Settler`: store, reply, ack (confirmed); or fail, nak, dead-letter, hand back
     control     `JobControl`: answers status and cancel questions about the jobs held
     direct      `DirectInference`: one HTTP job outside the queue, same model and budget
+    screen      `Screening`: a cheaper model's score rejects a job before the main model
     jobmetrics  `JobMetrics`: the per-job Prometheus series, labels resolved once
     accounting  `BusyClock` and `WarmMeter`: busy, idle-but-warm and cold-start seconds
     feeds       one pull feed per priority and source (open jobs, each tenant)
@@ -64,6 +65,11 @@ from function.engine.jobmetrics import (
 from function.engine.ratelimit import (
     TenantRates,
 )
+from function.engine.screen import (
+    ScreenError,
+    Screening,
+    load_screen,
+)
 from function.engine.settle import (
     Settler,
     Succeeded,
@@ -86,10 +92,13 @@ __all__ = [
     "JobMetrics",
     "PixelBudget",
     "PriorityBatcher",
+    "ScreenError",
+    "Screening",
     "Settler",
     "Succeeded",
     "TenantRates",
     "WarmMeter",
+    "load_screen",
     "pixel_budget",
     "run_in",
     "wall_ns",

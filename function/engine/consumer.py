@@ -46,6 +46,7 @@ from function.engine.feeds import FeedKey, Feeds
 from function.engine.finish import Completion
 from function.engine.job import Admission, InFlightJob, wall_ns
 from function.engine.ratelimit import TenantRates
+from function.engine.screen import Screening
 from function.engine.settle import Settler
 from function.models.hardware import usable_cpus
 from function.telemetry import context_from_headers
@@ -74,6 +75,7 @@ class JobConsumer:
         settings: WorkerSettings,
         events: JobEvents | None = None,
         webhooks: WebhookSender | None = None,
+        screening: Screening | None = None,
     ) -> None:
         self._nc = nc
         self._events = events
@@ -118,6 +120,7 @@ class JobConsumer:
             self._stopping,
             self.rates,
             self._cache,
+            screening,
         )
         self._completion = Completion(model, self._settler, settings, self._cpu_pool)
         self._direct = DirectInference(

@@ -1,9 +1,11 @@
 """One job outside the queue (HTTP `/v1/infer`): the same decode, model and postprocess
-as a batched job, under the same pixel budget, ahead of queued jobs."""
+as a batched job (its screen included), under the same pixel budget, ahead of queued jobs."""
 
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+
+from opentelemetry import trace
 
 from function.contract.wire import JobRequest, Output, Timings
 from function.engine.batchmodel import BatchModel, run_in
@@ -47,6 +49,7 @@ class DirectInference:
             data, request.content_type, outputs_wanted
         )
         try:
+            await self._admission.screen(image, trace.get_current_span())
             start_ns = wall_ns()
             out = await run_in(self._infer_pool, self._model.fast, self._model.run_batch, [sample])
             end_ns = wall_ns()

@@ -4,12 +4,13 @@ timings and span) and `Admission` (parse, replay, read, decode, or settle it ear
 Admission parses the message, answers a redelivered job from the result store, reads a
 blob input, answers it from the result cache when the worker has one and the same input
 was done before, reads the image header, takes from the worker's `PixelBudget` the pixels its
-decode and postprocessing will hold, decodes (reduced for the task where it allows) and
-preprocesses. The pixels stay taken until the job settles (`release`), less what the
-decode needed beyond the image it keeps. A first delivery with a small inline image
-takes the fast path, synchronously on the event loop (cheaper than a task and a thread
-hop) when its pixels are free at once; everything else goes through `prepare()`, with
-decoding in the CPU pool (so does a small file that turns out to hold a large picture).
+decode and postprocessing will hold, decodes (reduced for the task where it allows),
+preprocesses and, when the worker has a screen (`screen`), screens the image. The pixels
+stay taken until the job settles (`release`), less what the decode needed beyond the image
+it keeps. A first delivery with a small inline image takes the fast path, synchronously on
+the event loop (cheaper than a task and a thread hop) when its pixels are free at once and
+the worker has no cache or screen; everything else goes through `prepare()`, with decoding
+in the CPU pool (so does a small file that turns out to hold a large picture).
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from function.contract.wire import JobRequest, as_utc
 from function.engine.batchmodel import BatchModel, run_in
 from function.engine.budget import PixelBudget
 from function.engine.ratelimit import TenantRates
+from function.engine.screen import Screening
 from function.models.imaging import PendingImage, open_image
 from function.telemetry import METRICS, trace_id_of
 from function.transport.cache import ResultCache
@@ -139,9 +141,11 @@ class Admission:
         stopping: asyncio.Event,
         rates: TenantRates | None = None,
         cache: ResultCache | None = None,
+        screening: Screening | None = None,
     ) -> None:
         self._model = model
         self._cache = cache
+        self._screening = screening
         self._rates = rates if rates is not None else TenantRates()
         self._results = results
         self._settler = settler
@@ -167,7 +171,10 @@ class Admission:
         job takes the larger of the two.
         """
         later = self._model.postprocess_pixels(pending.size, outputs)
-        peak = pending.plan(self._model.decode_size(outputs))
+        size = self._model.decode_size(outputs)
+        if self._screening is not None:  # the screen sees the same decoded image
+            size = self._screening.decode_size(size)
+        peak = pending.plan(size)
         return max(peak, pending.decoded + later), later
 
     def _open(self, data: bytes, content_type: str | None) -> PendingImage:
@@ -250,9 +257,15 @@ class Admission:
 
     def fast_path(self, job: InFlightJob) -> bool:
         """A first delivery with a small payload: prepare it synchronously (never with a
-        result cache: its lookup waits for the server)."""
+        result cache, whose lookup waits for the server, nor a screen, a model run)."""
         small = len(job.msg.data) <= SMALL_INPUT_BYTES
-        return job.attempts == 1 and small and self._cache is None
+        return job.attempts == 1 and small and self._cache is None and self._screening is None
+
+    async def screen(self, image: Image.Image, parent: Span) -> None:
+        """Run the worker's screen on a decoded image, if it has one: raises
+        `JobError(content_rejected)` for an image its rule rejects."""
+        if self._screening is not None:
+            await self._screening.check(image, self._cpu_pool, parent)
 
     def prepare_now(self, job: InFlightJob) -> bool:
         """Fast path; False when the job must go async: a blob input, a picture over
@@ -324,6 +337,8 @@ class Admission:
             image, job.sample, job.prep_ns = decoded
             job.image = image
             self._hold(job, image, later)
+        if self._screening is not None:
+            await self.screen(image, job.span)
 
     async def _answer_cached(self, job: InFlightJob, data: bytes) -> bool:
         """Answer `job` from the result cache when its input was done before (True)."""

@@ -40,6 +40,7 @@ HTTP_STATUS: Final[Mapping[ErrorCode, int]] = {
     ErrorCode.FORBIDDEN: 403,
     ErrorCode.QUOTA_EXCEEDED: 429,
     ErrorCode.CANCELLED: 409,  # a job cancelled before its result (its status says so)
+    ErrorCode.CONTENT_REJECTED: 422,  # its screen refused it (`SURGE_SCREEN`)
 }
 NOT_ACCEPTABLE: Final = 406
 """`Accept: image/png` for a result without an image output (code `unsupported_media_type`)."""

@@ -60,3 +60,11 @@ def test_a_bad_report_is_a_clear_error(tmp_path: Path, content: str, says: str) 
     got = runner.invoke(APP, ["cost", str(report)])
     text = " ".join(got.output.split())  # rich wraps long lines
     assert got.exit_code == 2 and says in text and "Traceback" not in text
+
+
+def test_compute_of_runners_side_by_side_never_hides_the_cold_starts() -> None:
+    # two runners on one replica for 20 s: their shares add up to 38 s of compute
+    usage = Usage(timeline=[(0.0, 1), (20.0, 1)], compute_s=38.0, cold_start_s=2.0)
+    bill = make_bill(usage)
+    assert bill.starting_s == pytest.approx(2.0)  # the measured start, whatever compute says
+    assert bill.used_s == pytest.approx(18.0) and bill.idle_s == pytest.approx(0.0)
