@@ -245,6 +245,7 @@ class WebhookSender:
             await bucket.update(entry.key, mine.model_dump_json().encode(), last=entry.revision)
         except Exception:
             return 0
+        self._delivering.add(entry.key)  # claimed: no later sweep of this worker takes it
         subject = result_subject(owed.job_id, owed.tenant)
         try:
             raw = await self._js.get_last_msg(RESULTS_STREAM, subject, direct=True)
