@@ -11,6 +11,7 @@ import asyncio
 import base64
 import contextlib
 import logging
+import time
 from collections.abc import Callable, Sequence
 
 from opentelemetry import trace
@@ -58,7 +59,8 @@ _FINAL_STATES: dict[str, dict[str, JobState]] = {
     },
 }
 
-_ACK_TRIES = 4
+_ACK_TRIES = 4  # at least, however fast they fail
+_ACK_PATIENCE_S = 20.0  # and for this long: a leader change can pause the stream ~10 s
 _ACK_TIMEOUT_S = 2.5
 
 
@@ -71,13 +73,16 @@ async def _acks_confirmed(
     each confirmed, else the last error."""
     outcomes: dict[int, BaseException | None] = {}
     waiting = list(range(len(jobs)))
-    for attempt in range(_ACK_TRIES):
+    deadline = time.monotonic() + _ACK_PATIENCE_S
+    attempt = 0
+    while True:
         answers = await results.ack_all([jobs[i].msg for i in waiting], _ACK_TIMEOUT_S)
         outcomes.update(zip(waiting, answers, strict=True))
         waiting = [i for i, answer in zip(waiting, answers, strict=True) if answer is not None]
-        if not waiting or attempt == _ACK_TRIES - 1:
+        attempt += 1
+        if not waiting or (attempt >= _ACK_TRIES and time.monotonic() >= deadline):
             break
-        await asyncio.sleep(0.25 * (attempt + 1))
+        await asyncio.sleep(min(0.25 * attempt, 1.0))  # an ack that cannot be sent fails fast
     return [outcomes[i] for i in range(len(jobs))]
 
 
