@@ -85,8 +85,11 @@ from function.transport.pull import (
     PullFeed,
 )
 from function.transport.records import (
+    NO_MESSAGE_FOUND,
+    PAST_THE_END,
     WRONG_LAST_SEQUENCE,
     Record,
+    delete_message,
     expect_last,
     read_record,
     write_ticket,
@@ -129,8 +132,10 @@ from function.transport.topology import (
     upgrade_consumer,
 )
 from function.transport.webhooks import (
+    OutboxEntry,
     WebhookSender,
     open_webhooks_bucket,
+    outbox_key,
     read_webhook,
 )
 
@@ -138,6 +143,8 @@ __all__ = [
     "CACHE_BUCKET",
     "CALL_HEADERS",
     "CONNECT_WAIT_ENV",
+    "NO_MESSAGE_FOUND",
+    "PAST_THE_END",
     "WRONG_LAST_SEQUENCE",
     "CacheEntry",
     "CallGateway",
@@ -153,6 +160,7 @@ __all__ = [
     "NatsUnreachable",
     "NotRetryable",
     "OrphanSweeper",
+    "OutboxEntry",
     "Periodic",
     "PoisonSweeper",
     "PullFeed",
@@ -174,6 +182,7 @@ __all__ = [
     "connect_wait_s",
     "consumer_config",
     "consumer_filters",
+    "delete_message",
     "encode_result",
     "end_task",
     "ensure_blob_store",
@@ -192,6 +201,7 @@ __all__ = [
     "missing_topology",
     "open_nats",
     "open_webhooks_bucket",
+    "outbox_key",
     "payload_of",
     "quota_of",
     "read_record",

@@ -25,14 +25,14 @@ from datetime import datetime
 from typing import NamedTuple
 
 from nats.js import JetStreamContext
-from nats.js.errors import APIError, NotFoundError
+from nats.js.errors import NotFoundError
 from pydantic import ValidationError
 
 from function.contract.errors import BadInput, SurgeError
 from function.contract.parse import is_valid_job_id, parse_subject
 from function.contract.settings import DEAD_STREAM, DEAD_SUBJECT_PREFIX, Header, dead_subject
 from function.contract.wire import DeadLetter
-from function.transport.records import read_record
+from function.transport.records import delete_message, read_record
 
 __all__ = [
     "DeadEntry",
@@ -51,7 +51,6 @@ log = logging.getLogger("surge.dead")
 MAX_JOB_ID_CHARS = 256  # `is_valid_job_id`'s bound
 _RETRY_NUMBERS = 1000  # past `-r1000`, a fresh id
 _GAPS = 3  # `retried_as` looks this many ids past one with no record
-_NO_MESSAGE_FOUND = 10057  # JetStream: a delete of a sequence that is gone
 
 # Publish a job again: (payload, job subject, headers, new job id) -> stored (True) or
 # de-duplicated (False). `SurgeClient.resubmit`, which also writes the job's ticket.
@@ -225,12 +224,7 @@ class DeadLetters:
 
     async def remove(self, entry: DeadEntry) -> bool:
         """Delete a letter from the stream; False when it was gone already."""
-        try:
-            return bool(await self._js.delete_msg(DEAD_STREAM, entry.sequence))
-        except APIError as exc:
-            if isinstance(exc, NotFoundError) or exc.err_code == _NO_MESSAGE_FOUND:
-                return False
-            raise
+        return await delete_message(self._js, DEAD_STREAM, entry.sequence)
 
 
 async def retried_as(js: JetStreamContext, job_id: str, tenant: str | None) -> str | None:

@@ -44,7 +44,13 @@ from function.contract.settings import (
     tenant_stream,
 )
 from function.contract.wire import ErrorInfo, JobStatus, Result
-from function.transport.records import WRONG_LAST_SEQUENCE, expect_last, read_record
+from function.transport.records import (
+    PAST_THE_END,
+    WRONG_LAST_SEQUENCE,
+    delete_message,
+    expect_last,
+    read_record,
+)
 from function.transport.storage import encode_result
 from function.transport.webhooks import read_webhook
 
@@ -52,9 +58,6 @@ __all__ = ["CampaignCancelled", "JobLifecycle"]
 
 ASK_TIMEOUT_S = 0.3  # how long a worker holding a job has to say so
 CHUNK = 64  # jobs of a campaign cancelled at once
-NO_MESSAGE_FOUND = 10057  # JetStream: deleting a message that is no longer there
-PAST_THE_END = 10043  # JetStream: a get from a sequence past the stream's last
-GONE = (NO_MESSAGE_FOUND, PAST_THE_END)  # a message no longer in its stream
 
 
 class CampaignCancelled(NamedTuple):
@@ -229,11 +232,7 @@ class JobLifecycle:
 
     async def _remove(self, ticket: JobTicket) -> None:
         """Delete the job's message from its queue; one already gone (acked) is fine."""
-        try:
-            await self._js.delete_msg(ticket.stream, ticket.sequence)
-        except APIError as exc:
-            if not isinstance(exc, NotFoundError) and exc.err_code not in GONE:
-                raise
+        await delete_message(self._js, ticket.stream, ticket.sequence)
 
     async def _finished_first(self, job_id: str) -> JobView:
         record = await read_record(self._js, job_id, self.tenant)

@@ -20,14 +20,19 @@ from function.contract.settings import RESULTS_STREAM, Header, result_subject
 from function.contract.wire import Result
 
 __all__ = [
+    "NO_MESSAGE_FOUND",
+    "PAST_THE_END",
     "WRONG_LAST_SEQUENCE",
     "Record",
+    "delete_message",
     "expect_last",
     "read_record",
     "write_ticket",
 ]
 
 WRONG_LAST_SEQUENCE = 10071  # JetStream: the subject's last sequence was not the expected one
+NO_MESSAGE_FOUND = 10057  # JetStream: deleting a message that is no longer there
+PAST_THE_END = 10043  # JetStream: a sequence past the stream's last
 _EXPECTED_LAST_SUBJECT_SEQUENCE = "Nats-Expected-Last-Subject-Sequence"
 
 
@@ -37,6 +42,16 @@ class Record(NamedTuple):
     ticket: JobTicket | None
     result: Result | None
     sequence: int
+
+
+async def delete_message(js: JetStreamContext, stream: str, sequence: int) -> bool:
+    """Delete a message from `stream`; False when it was gone already (acked, deleted)."""
+    try:
+        return bool(await js.delete_msg(stream, sequence))
+    except APIError as exc:
+        if isinstance(exc, NotFoundError) or exc.err_code in (NO_MESSAGE_FOUND, PAST_THE_END):
+            return False
+        raise
 
 
 def expect_last(sequence: int) -> dict[str, str]:
