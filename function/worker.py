@@ -287,12 +287,13 @@ class Worker:
         self._meter.start(self.cold_start_s or 0.0)
         await self._heartbeat.beat()
         log.info(
-            "ready in %.2fs: model=%s version=%s providers=%s phases=%s",
+            "ready in %.2fs: model=%s version=%s providers=%s phases=%s loop=%s",
             self.cold_start_s or 0.0,
             model.info.name,
             model.info.version,
             model.info.providers,
             {k: round(v, 3) for k, v in self.phases.items()},
+            type(asyncio.get_running_loop()).__module__.split(".")[0],
         )
 
     async def _tenants_changed(self, tenants: TenantConsumers) -> None:

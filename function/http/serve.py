@@ -19,6 +19,7 @@ from typing import Annotated, Any
 from pydantic import Field, TypeAdapter, ValidationError
 
 from function.contract.settings import InvalidSettings, WorkerSettings
+from function.eventloop import run_loop
 from function.http.func import Function
 from function.worker import check_startup
 
@@ -75,7 +76,7 @@ def serve(settings: WorkerSettings) -> None:
     """
     check_startup(settings)
     port = http_port(settings)
-    fatal = asyncio.run(_serve(Function(settings), settings, port))
+    fatal = run_loop(_serve(Function(settings), settings, port), settings.event_loop)
     if fatal:
         log.error("exiting: %s", fatal[0])
         raise SystemExit(1)
