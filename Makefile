@@ -21,7 +21,10 @@ models: install
 	$(SURGE) models fetch --dir $(MODEL_DIR)
 	$(SURGE) models tune --dir $(MODEL_DIR) -f remove-bg
 
+# Byte-compiled ahead: a worker started from zero then loads Surge's modules instead of
+# compiling them (with PYTHONDONTWRITEBYTECODE set, every start would compile them all).
 demo: models
+	$(PY) -m compileall -q function scaler loadgen surge
 	$(SURGE) demo --out demo-output
 
 lint: install

@@ -110,6 +110,15 @@ class ReplicaStats:
         """Live workers in any of `states` (all live workers when none are given)."""
         return sum(1 for s in self._workers.values() if not states or s.beat.state in states)
 
+    def serving(self) -> int:
+        """Live ready workers that have finished a job. One that has not is, for the
+        cores it shares, still starting: its first batch is its slowest."""
+        return sum(
+            1
+            for s in self._workers.values()
+            if s.beat.state is WorkerState.READY and s.beat.jobs_completed > 0
+        )
+
     def warming_ages(self, now: float) -> tuple[float, ...]:
         """How long each live warming worker has been starting (s) at `now`."""
         return tuple(

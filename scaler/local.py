@@ -8,8 +8,9 @@ replicas when demand rises (up to `max_workers`; a warming worker counts), fewer
 after demand stayed lower for `cooldown_s`, and none once the function has been
 inactive for `cooldown_s`. The workers share this machine, and a cold start is CPU
 work (imports, session, warm run): at most `max_starting` start at once (by default one
-per four usable CPUs, at least one), so from zero the first is ready, and answering,
-sooner than all of them together would be. Stopping is draining: SIGTERM, and the worker
+per four usable CPUs, at least one), and the next once one is serving: ready and past
+its first batch, the slowest it runs. So from zero the first is ready, and answering,
+sooner than with others starting beside it. Stopping is draining: SIGTERM, and the worker
 hands back or finishes what it holds. Clusters use KEDA instead; this is the
 single-machine default and the demo.
 """
@@ -27,7 +28,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from function.contract.heartbeat import WorkerState
 from function.local.nats_server import free_port
 from function.local.processes import start_worker_process
 from scaler.config import ScalerMetadata
@@ -142,11 +142,11 @@ class LocalScaler:
             return 0
         return max(1, min(decision.replicas, self.config.max_workers))
 
-    def starting(self, ready: int, now: float) -> int:
-        """Workers still starting: those running but not (yet) ready, counting only
-        those started within `start_timeout_s`."""
+    def starting(self, serving: int, now: float) -> int:
+        """Workers still starting: those running but not (yet) serving (ready, and past
+        their first batch), counting only those started within `start_timeout_s`."""
         young = sum(1 for w in self.running if now - w.started < self.config.start_timeout_s)
-        return max(0, min(young, self.replicas - ready))
+        return max(0, min(young, self.replicas - serving))
 
     async def step(self) -> Decision | None:
         """One tick: reap, decide, start (within `max_starting`) or drain after the
@@ -163,8 +163,9 @@ class LocalScaler:
         want = self.target(decision)
         if want > self.replicas:
             self._lower_since = None
-            ready = watcher.replicas.count(WorkerState.READY)
-            room = self.max_starting - self.starting(ready, now)
+            # the next start waits for a worker's first batch, not only its readiness:
+            # on shared cores a start beside that batch delays the first results most
+            room = self.max_starting - self.starting(watcher.replicas.serving(), now)
             for _ in range(min(want - self.replicas, max(room, 0))):
                 self._start_worker()
         elif want < self.replicas:

@@ -25,7 +25,6 @@ from function.contract.errors import SurgeError
 from function.contract.heartbeat import WorkerState
 from function.contract.http_auth import HttpAuthSettings
 from function.contract.settings import ENV_PREFIX, WorkerSettings
-from function.http.auth import Authenticator
 from function.models.warmup import WarmupHook
 from function.telemetry import configure_logging, configure_tracing
 from function.worker import Worker, check_startup
@@ -33,11 +32,23 @@ from function.worker import Worker, check_startup
 if TYPE_CHECKING:
     from fastapi import FastAPI
 
+    from function.http.auth import Authenticator
+
 __all__ = ["STUCK_AFTER_S", "Function", "new"]
 
 log = logging.getLogger("surge.func")
 
 STUCK_AFTER_S = 30.0  # event loop silent this long: the process is stuck
+
+
+def _authenticator(settings: HttpAuthSettings) -> Authenticator | None:
+    """The HTTP authenticator, or None when auth is off (its JWT and X.509 libraries
+    are then never imported: they would delay the worker's start)."""
+    if not settings.enabled:
+        return None
+    from function.http.auth import Authenticator
+
+    return Authenticator.from_settings(settings)
 
 
 def settings_from(cfg: Mapping[str, str]) -> WorkerSettings:
@@ -62,7 +73,7 @@ class Function:
         self.on_fatal: Callable[[str], None] | None = None
         self.start_error: SurgeError | None = None
         # Loaded here, once: a broken configuration raises `HttpAuthError` at construction.
-        self._authenticator = Authenticator.from_settings(HttpAuthSettings.from_env())
+        self._authenticator = _authenticator(HttpAuthSettings.from_env())
         self._app: FastAPI | None = None
 
     @property

@@ -37,9 +37,8 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
-import httpx
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from nats.js.errors import BucketNotFoundError
@@ -56,6 +55,9 @@ from function.contract.webhooks import (
     tenant_secret,
     webhook_key,
 )
+
+if TYPE_CHECKING:
+    import httpx
 
 __all__ = ["OutboxEntry", "WebhookSender", "open_webhooks_bucket", "outbox_key", "read_webhook"]
 
@@ -143,6 +145,9 @@ class WebhookSender:
         self._js = nc.jetstream()
         self._settings = settings
         self._queue: asyncio.Queue[_Delivery] = asyncio.Queue(limit)
+        import httpx  # here, not at import: only a worker with a webhook secret needs it
+
+        self._http_error = httpx.HTTPError
         self._http = httpx.AsyncClient(
             timeout=settings.webhook_timeout_s, follow_redirects=False, transport=transport
         )
@@ -337,7 +342,7 @@ class WebhookSender:
         }
         try:
             response = await self._http.post(delivery.url, content=delivery.body, headers=headers)
-        except httpx.HTTPError as exc:
+        except self._http_error as exc:
             return None, clip(f"{type(exc).__name__}: {exc}", _ERROR_CHARS)
         if 200 <= response.status_code < 300:
             return response.status_code, ""

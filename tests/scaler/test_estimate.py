@@ -118,3 +118,15 @@ def test_the_watcher_puts_warming_workers_in_its_observation() -> None:
     watcher.last_ok = 100.0
     clock[0] = 101.5
     assert watcher.observation().warming_s == pytest.approx((1.5,))
+
+
+def test_a_ready_worker_serves_once_it_has_finished_a_job() -> None:
+    stats = ReplicaStats()
+    stats.observe(beat("warming", WorkerState.WARMING), 0.0, saturated=True)
+    stats.observe(beat("first", WorkerState.READY), 0.0, saturated=True)  # just ready
+    stats.observe(beat("busy", WorkerState.READY, in_flight=2), 0.0, saturated=True)
+    assert stats.serving() == 0
+    stats.observe(beat("first", WorkerState.READY, in_flight=2, jobs_completed=1), 1.0, True)
+    assert stats.serving() == 1
+    stats.observe(beat("first", WorkerState.DRAINING, jobs_completed=5), 2.0, saturated=True)
+    assert stats.serving() == 0

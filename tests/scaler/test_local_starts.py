@@ -1,5 +1,6 @@
 """The embedded stack's cold starts: at most `max_starting` workers start at once, the
-next once one is ready (or has been starting for `start_timeout_s`)."""
+next once one is serving, ready and past its first batch (or has been starting for
+`start_timeout_s`)."""
 
 from __future__ import annotations
 
@@ -19,10 +20,14 @@ from scaler.policy import Decision, Reason
 
 @dataclass
 class FakeReplicas:
-    ready: int = 0
+    ready: int = 0  # of which `first_batch` are still on their first batch
+    first_batch: int = 0
 
     def count(self, *states: WorkerState) -> int:
         return self.ready if WorkerState.READY in states else 0
+
+    def serving(self) -> int:
+        return self.ready - self.first_batch
 
 
 @dataclass
@@ -89,6 +94,8 @@ def local(hub: FakeHub, clock: Clock, tmp_path: Path, **config: Any) -> LocalSca
     [
         # from zero, one starts alone; the next once it is ready, and so on
         (3, {"max_starting": 1}, [(0, 0, 1), (1, 0, 1), (1, 1, 2), (1, 2, 3)]),
+        # ready but still on its first batch: the next waits for that batch
+        (2, {"max_starting": 1}, [(0, 0, 1), (1, (1, 1), 1), (2, (1, 0), 2)]),
         # one never ready stops holding back the others after start_timeout_s
         (2, {"max_starting": 1, "start_timeout_s": 30}, [(0, 0, 1), (29, 0, 1), (31, 0, 2)]),
         # several may start together
@@ -100,12 +107,14 @@ async def test_cold_starts_are_limited_to_max_starting_at_once(
     tmp_path: Path,
     wanted: int,
     config: dict[str, float],
-    ticks: list[tuple[float, int, int]],
+    ticks: list[tuple[float, int | tuple[int, int], int]],
 ) -> None:
     hub, clock = FakeHub(replicas=wanted), Clock()
     scaler = local(hub, clock, tmp_path, max_workers=wanted, **config)
     for now, ready, replicas in ticks:
-        clock.now, hub.watched.replicas.ready = now, ready
+        clock.now = now
+        seen = hub.watched.replicas
+        seen.ready, seen.first_batch = ready if isinstance(ready, tuple) else (ready, 0)
         await scaler.step()
         assert scaler.replicas == replicas, (now, ready)
     assert len(sleepers) == ticks[-1][2]
