@@ -18,6 +18,7 @@ __all__ = [
     "Latency",
     "Memory",
     "MessagePath",
+    "MessageRound",
     "Percentiles",
     "TimeProfile",
     "TopFunction",
@@ -32,8 +33,20 @@ class Compute(BaseModel):
     ratio: float
 
 
+class MessageRound(BaseModel):
+    """One bare loop and one Surge worker draining the same backlog, back to back."""
+
+    bare_jobs_s: float
+    worker_jobs_s: float
+    ratio: float
+    bare_cpu_us_per_job: float | None = None
+    worker_cpu_us_per_job: float | None = None
+
+
 class MessagePath(BaseModel):
-    """Tiny-model worker jobs/s vs a bare nats-py fetch + publish result + ack loop."""
+    """Tiny-model worker jobs/s vs a bare nats-py fetch + publish result + ack loop: the
+    round with the median ratio (rounds alternate the two, so a shared machine's drift
+    touches both)."""
 
     jobs: int
     bare_jobs_s: float
@@ -44,6 +57,7 @@ class MessagePath(BaseModel):
     cpu_ratio: float | None = Field(
         default=None, description="bare CPU per job / worker CPU per job: noise-robust"
     )
+    rounds: list[MessageRound] = Field(default_factory=list)
 
 
 class Percentiles(BaseModel):
@@ -57,6 +71,12 @@ class Latency(BaseModel):
     surge: Percentiles
     bare: Percentiles
     p50_ratio: float
+    floor: Percentiles | None = Field(
+        default=None,
+        description="A bare nats-py job with Surge's guarantees: stored, pulled, its result "
+        "stored before the reply, acked (loadgen.bench.floor)",
+    )
+    floor_p50_ratio: float | None = None
 
 
 class Memory(BaseModel):

@@ -49,6 +49,7 @@ from loadgen.bench.baselines import (
     bare_request_reply,
     raw_throughput,
 )
+from loadgen.bench.floor import bare_job_round_trips
 from loadgen.bench.hardware import raw_limit
 from loadgen.bench.record import (
     BenchRecord,
@@ -58,6 +59,7 @@ from loadgen.bench.record import (
     Latency,
     Memory,
     MessagePath,
+    MessageRound,
     Percentiles,
     TimeProfile,
 )
@@ -135,8 +137,73 @@ def figures_of(record: BenchRecord) -> list[Figure]:
     ]
 
 
+def _message_path(
+    url: str, logs: Path, env: dict[str, str], jobs: int, rounds: int
+) -> tuple[MessagePath, WorkerProcess]:
+    """`rounds` of the bare loop then a `tiny` worker over `jobs` each; the round with the
+    median ratio, and the last round's worker (still running, for the latency figure)."""
+    payload, size = tiny_png(), _result_size()
+    tiny_env = {**env, "SURGE_MAX_BATCH": str(MESSAGE_BATCH)}
+    measured: list[MessageRound] = []
+    tiny: WorkerProcess | None = None
+    for number in range(1, rounds + 1):
+        if tiny is not None:
+            tiny.stop()
+        with console.status(f"message path {number}/{rounds}: bare loop, then a tiny worker"):
+            bare = asyncio.run(bare_pull_loop(url, jobs, payload, MESSAGE_BATCH, size))
+            surge, tiny = asyncio.run(surge_message_path(url, jobs, logs, tiny_env))
+        measured.append(
+            MessageRound(
+                bare_jobs_s=bare.jobs_s,
+                worker_jobs_s=surge.jobs_s,
+                ratio=surge.jobs_s / bare.jobs_s,
+                bare_cpu_us_per_job=bare.cpu_us_per_job,
+                worker_cpu_us_per_job=surge.cpu_us_per_job,
+            )
+        )
+    assert tiny is not None
+    median = sorted(measured, key=lambda r: r.ratio)[(len(measured) - 1) // 2]
+    figure = MessagePath(
+        jobs=jobs,
+        bare_jobs_s=median.bare_jobs_s,
+        worker_jobs_s=median.worker_jobs_s,
+        ratio=median.ratio,
+        bare_cpu_us_per_job=median.bare_cpu_us_per_job,
+        worker_cpu_us_per_job=median.worker_cpu_us_per_job,
+        cpu_ratio=_cpu_ratio(median.bare_cpu_us_per_job, median.worker_cpu_us_per_job),
+        rounds=measured,
+    )
+    return figure, tiny
+
+
+def _latency(url: str, round_trips: int) -> Latency:
+    """Round trips of a bare request/reply, a bare job with Surge's guarantees (the
+    floor), and Surge (a `tiny` worker must be running)."""
+    payload = tiny_png()
+    with console.status(f"round trips x {round_trips}: bare, floor, Surge"):
+        bare = _percentiles(asyncio.run(bare_request_reply(url, round_trips, payload)))
+        floor = _percentiles(
+            asyncio.run(bare_job_round_trips(url, round_trips, payload, _result_size()))
+        )
+        surge = _percentiles(asyncio.run(surge_round_trips(url, round_trips, payload)))
+    return Latency(
+        surge=surge,
+        bare=bare,
+        p50_ratio=surge.p50 / bare.p50,
+        floor=floor,
+        floor_p50_ratio=surge.p50 / floor.p50,
+    )
+
+
 def run(
-    url: str, logs: Path, jobs: int, batch: int, threads: int, round_trips: int, message_jobs: int
+    url: str,
+    logs: Path,
+    jobs: int,
+    batch: int,
+    threads: int,
+    round_trips: int,
+    message_jobs: int,
+    rounds: int = 3,
 ) -> BenchRecord:
     """Measure every figure against the nats-server at `url` (profiles come later)."""
     env = _env(batch, threads)
@@ -157,35 +224,19 @@ def run(
         worker_rss = psutil.Process(worker.proc.pid).memory_info().rss
     finally:
         worker.stop()
-    payload, size = tiny_png(), _result_size()
-    with console.status(f"message path: bare pull loop over {message_jobs} jobs"):
-        bare_mp = asyncio.run(bare_pull_loop(url, message_jobs, payload, MESSAGE_BATCH, size))
-    tiny_env = {**env, "SURGE_MAX_BATCH": str(MESSAGE_BATCH)}
-    with console.status(f"message path: tiny worker over {message_jobs} jobs"):
-        surge_mp, tiny = asyncio.run(surge_message_path(url, message_jobs, logs, tiny_env))
+    message_path, tiny = _message_path(url, logs, env, message_jobs, rounds)
     try:
-        with console.status(f"round trips x {round_trips}"):
-            bare_rt = asyncio.run(bare_request_reply(url, round_trips, payload))
-            surge_rt = asyncio.run(surge_round_trips(url, round_trips, payload))
+        latency = _latency(url, round_trips)
     finally:
         tiny.stop()
-    lat_surge, lat_bare = _percentiles(surge_rt), _percentiles(bare_rt)
     worker_start = beat.cold_start_s or seen
     record = BenchRecord(
         batch=batch or beat.max_batch,
         threads=threads or beat.intra_op_threads,
         cpu_count=os.cpu_count(),
         compute=Compute(raw_img_s=raw, worker_img_s=e2e, ratio=e2e / raw),
-        message_path=MessagePath(
-            jobs=message_jobs,
-            bare_jobs_s=bare_mp.jobs_s,
-            worker_jobs_s=surge_mp.jobs_s,
-            ratio=surge_mp.jobs_s / bare_mp.jobs_s,
-            bare_cpu_us_per_job=bare_mp.cpu_us_per_job,
-            worker_cpu_us_per_job=surge_mp.cpu_us_per_job,
-            cpu_ratio=_cpu_ratio(bare_mp.cpu_us_per_job, surge_mp.cpu_us_per_job),
-        ),
-        latency_ms=Latency(surge=lat_surge, bare=lat_bare, p50_ratio=lat_surge.p50 / lat_bare.p50),
+        message_path=message_path,
+        latency_ms=latency,
         memory=Memory(worker_rss=worker_rss, bare_rss=bare_rss, ratio=worker_rss / bare_rss),
         cold_start_s=ColdStart(
             worker=worker_start,
@@ -261,7 +312,8 @@ def table(record: BenchRecord) -> Table:
         "latency p50": (
             "round trip p50 ms",
             f"{lat.surge.p50:.2f} (p99 {lat.surge.p99:.2f})",
-            f"{lat.bare.p50:.2f} (p99 {lat.bare.p99:.2f}) req/reply",
+            f"{lat.bare.p50:.2f} (p99 {lat.bare.p99:.2f}) req/reply"
+            + (f"; {lat.floor.p50:.2f} floor" if lat.floor else ""),
         ),
         "memory": (
             "resident MB",
@@ -287,6 +339,9 @@ def bench(
     ] = 0,
     round_trips: Annotated[int, typer.Option(help="Round trips for the latency figure.")] = 300,
     message_jobs: Annotated[int, typer.Option(help="Jobs for the message-path figure.")] = 2000,
+    rounds: Annotated[
+        int, typer.Option(min=1, help="Message-path rounds (bare, then Surge); the median counts.")
+    ] = 3,
     profile_all: Annotated[
         bool, typer.Option(help="Profile every figure, not only those short of target.")
     ] = False,
@@ -295,7 +350,7 @@ def bench(
     """Measure Surge against bare baselines; print a table; write a JSON record."""
     logs = Path(tempfile.mkdtemp(prefix="surge-bench-"))
     with EmbeddedNats(log_file=logs / "nats.log") as server:
-        record = run(server.url, logs, jobs, batch, threads, round_trips, message_jobs)
+        record = run(server.url, logs, jobs, batch, threads, round_trips, message_jobs, rounds)
         console.print(table(record))
         record.profiles = profile_shortfalls(record, server.url, profile_all)
     for name, profile in record.profiles.items():

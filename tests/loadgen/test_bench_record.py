@@ -5,6 +5,9 @@ from __future__ import annotations
 import cProfile
 import json
 import pstats
+from pathlib import Path
+
+import pytest
 
 from loadgen.bench.hotspots import to_profile
 from loadgen.bench.record import (
@@ -65,3 +68,35 @@ def test_a_profile_names_the_functions_that_take_the_time() -> None:
     assert profile.top_cumulative[0].cumtime_s >= profile.top_own_time[-1].tottime_s
     assert "busy time by package" in profile.summary
     assert any(name.startswith("tests/loadgen/") for name in profile.own_time_by_package)
+
+
+def test_the_message_path_figure_is_the_round_with_the_median_ratio(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from loadgen.bench import suite
+    from loadgen.bench.baselines import LoopRate
+
+    surge_rates = iter([300.0, 100.0, 200.0])  # ratios 0.3, 0.1, 0.2 against 1000
+    stopped: list[int] = []
+
+    class FakeWorker:
+        def __init__(self, number: int) -> None:
+            self.number = number
+
+        def stop(self) -> None:
+            stopped.append(self.number)
+
+    async def bare(*args: object) -> LoopRate:
+        return LoopRate(1000.0, 150.0)
+
+    async def surge(*args: object) -> tuple[LoopRate, FakeWorker]:
+        rate = next(surge_rates)
+        return LoopRate(rate, 1e5 / rate), FakeWorker(int(rate))
+
+    monkeypatch.setattr(suite, "bare_pull_loop", bare)
+    monkeypatch.setattr(suite, "surge_message_path", surge)
+    figure, last = suite._message_path("nats://x", tmp_path, {}, 10, rounds=3)
+    assert [r.ratio for r in figure.rounds] == pytest.approx([0.3, 0.1, 0.2])
+    assert figure.ratio == pytest.approx(0.2) and figure.worker_jobs_s == 200.0
+    assert figure.cpu_ratio == pytest.approx(150.0 / 500.0)
+    assert stopped == [300, 100] and last.number == 200  # the last still runs, for latency
