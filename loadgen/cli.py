@@ -184,6 +184,8 @@ def run(
     report = write_report(report, out)
     console.print(summary_table(report))
     console.print(f"report: {out}/report.json, latency.png, load.png")
+    if report.usage is not None:
+        console.print(f"its GPU-seconds and bill: surge cost {out}/report.json")
     if not report.ok:
         err_console.print(
             f"[bold red]{report.accounting.lost} job(s) without an outcome "

@@ -1,12 +1,14 @@
 """`surge cost REPORT`: a run's GPU-seconds (used, starting, idle-but-warm) and its bill,
 beside a fixed fleet for the peak and KEDA's defaults for the same arrivals.
 
-The report is the `report.json` `surge demo` writes (its `usage`), or a `Usage` alone.
+The report is the `report.json` `surge demo` writes, a `surge loadgen run` report (both
+keep a `usage`), or a `Usage` alone.
 KEDA's defaults come from the policy simulator (`loadgen.sim`, the shipped
 ScaledObject's `keda-default` preset) over the run's arrivals, one second at a time,
 with the run's own cold start and per-job compute as the replica's.
 
     surge cost demo-output/report.json --price-per-gpu-hour 4
+    surge cost reports/loadgen-marketing-spike-20261126-070102/report.json
 """
 
 from __future__ import annotations
@@ -32,12 +34,18 @@ KEDA = "keda-default"
 
 
 def load_usage(path: Path) -> Usage:
-    """The `usage` of a demo report (or a bare `Usage`); `ValueError` says what is wrong."""
+    """The `usage` of a demo or run report (or a bare `Usage`); `ValueError` says what is
+    wrong."""
     try:
         doc: Any = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ValueError(f"cannot read {path}: {exc}") from exc
-    if isinstance(doc, dict) and isinstance(doc.get("usage"), dict):
+    if isinstance(doc, dict) and "usage" in doc:
+        if doc["usage"] is None:
+            raise ValueError(
+                f"{path}: its run heard no worker's heartbeat, so its replicas are unknown "
+                "and there is nothing to bill"
+            )
         doc = doc["usage"]
     try:
         return Usage.model_validate(doc)

@@ -11,11 +11,13 @@ window. A replica-second counts as a GPU-second (one GPU per replica).
 from __future__ import annotations
 
 from itertools import pairwise
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, Field
 from rich.table import Table
 
-from scaler.stack import SpikeReport
+if TYPE_CHECKING:  # the embedded stack (and its gRPC) only for the demo's own report
+    from scaler.stack import SpikeReport
 
 __all__ = ["DEFAULT_PRICE", "Bill", "Usage", "bill_table", "make_bill", "usage_of"]
 
@@ -32,6 +34,12 @@ class Usage(BaseModel):
     cold_start_s: float = Field(ge=0, description="Start to ready of one replica (measured).")
     arrivals_s: list[float] = Field(
         default_factory=list, description="When each job arrived, on the timeline's clock."
+    )
+    running_before: int = Field(
+        default=0,
+        ge=0,
+        description="Replicas of the first point started before the timeline began (a "
+        "run against workers already up): not charged a start.",
     )
 
 
@@ -60,7 +68,7 @@ def make_bill(usage: Usage, price_per_gpu_hour: float = DEFAULT_PRICE) -> Bill:
     points = usage.timeline
     replica_s = sum(r * (t1 - t0) for (t0, r), (t1, _) in pairwise(points))
     starts = sum(max(b - a, 0) for (_, a), (_, b) in pairwise(points))
-    starts += points[0][1] if points else 0
+    starts += max(points[0][1] - usage.running_before, 0) if points else 0
     # Starts are measured wall time; compute shares of runners that ran side by side on
     # one replica overlap, so what they add up to is capped by the replica-seconds left.
     starting = min(starts * usage.cold_start_s, replica_s)

@@ -170,6 +170,8 @@ class LoadRun:
             workers_seen=tracker.seen,
             workers_ready_seen=tracker.ever_ready,
             other_functions_seen=tracker.others(),
+            cold_start_s=tracker.cold_start_s(),
+            running_before=tracker.started_before(started_at),
         )
 
     async def _publish_all(self, results_subject: str, ack_prefix: str) -> None:

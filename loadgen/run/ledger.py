@@ -52,6 +52,7 @@ class Ledger:
         self.answered: list[float] = []
         self.outcome: list[str | None] = []
         self.queued_ms: list[float] = []
+        self.compute_ms: list[float] = []  # each result's timings.compute_ms (its GPU time)
         self.rejected: dict[int, str] = {}
         self.dead: set[int] = set()
         self.recovered: set[int] = set()
@@ -83,6 +84,7 @@ class Ledger:
         self.answered.append(NAN)
         self.outcome.append(None)
         self.queued_ms.append(NAN)
+        self.compute_ms.append(NAN)
         return len(self.scheduled) - 1
 
     def on_ack(self, index: int, now: float, msg: Msg) -> None:
@@ -120,13 +122,18 @@ class Ledger:
             status = result.status.value
             code = result.error.code.value if result.error else None
             queued = result.timings.queued_ms
+            self._compute(index, result)
         self._answer(index, now, "ok" if status == "ok" else (code or "error"), queued)
+
+    def _compute(self, index: int, result: Result) -> None:
+        self.compute_ms[index] = result.timings.compute_ms
 
     def on_stored(self, index: int, now: float, result: Result) -> None:
         """A result found in the store after the run (never pushed, or pushed too late)."""
         if not math.isnan(self.answered[index]):
             return
         self.recovered.add(index)
+        self._compute(index, result)
         code = result.error.code.value if result.error else "error"
         self._answer(index, now, "ok" if result.status.value == "ok" else code, NAN)
 

@@ -53,6 +53,7 @@ class HeartbeatTracker:
         self._function = function
         self._latest: dict[str, tuple[float, Heartbeat]] = {}
         self._ever_ready: set[str] = set()
+        self._cold_starts: dict[str, float] = {}
         self._others: dict[str, set[str]] = {}
         self._sub: Subscription | None = None
 
@@ -72,6 +73,8 @@ class HeartbeatTracker:
                     workers.add(beat.worker_id)
             return
         self._latest[beat.worker_id] = (time.monotonic(), beat)
+        if beat.cold_start_s is not None:
+            self._cold_starts[beat.worker_id] = beat.cold_start_s
         if beat.state is WorkerState.READY:
             self._ever_ready.add(beat.worker_id)
 
@@ -84,6 +87,15 @@ class HeartbeatTracker:
     def ever_ready(self) -> int:
         """Distinct workers of the function that reported ready at least once."""
         return len(self._ever_ready)
+
+    def started_before(self, moment: datetime) -> int:
+        """Workers of the function heard from that had started before `moment`."""
+        return sum(beat.started_at < moment for _, beat in self._latest.values())
+
+    def cold_start_s(self) -> float | None:
+        """The median start-to-ready the function's workers reported; None if none did."""
+        starts = sorted(self._cold_starts.values())
+        return starts[(len(starts) - 1) // 2] if starts else None
 
     def others(self) -> dict[str, int]:
         """{function: distinct workers heard from} for every other function."""

@@ -11,6 +11,8 @@ from datetime import datetime
 
 from pydantic import BaseModel, Field
 
+from scaler.bill import Usage
+
 __all__ = [
     "REPORT_VERSION",
     "Accounting",
@@ -135,4 +137,10 @@ class RunReport(BaseModel):
         description="Workers of other functions heard from during the run, by function.",
     )
     timeline: list[TimelinePoint] = Field(default_factory=list)
+    usage: Usage | None = Field(
+        default=None,
+        description="What the run used, for `surge cost`: replicas over time (sampled "
+        "each second), the results' compute, the workers' cold start; None when no "
+        "worker's heartbeat was seen (replicas unknown).",
+    )
     files: dict[str, str] = Field(default_factory=dict)

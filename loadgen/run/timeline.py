@@ -9,6 +9,7 @@ import numpy as np
 
 from loadgen.run.ledger import Ledger, summarize
 from loadgen.run.records import RunConfig, RunReport, TimelinePoint
+from scaler.bill import Usage
 
 __all__ = ["build_report", "build_timeline"]
 
@@ -69,6 +70,8 @@ def build_report(
     workers_seen: int,
     workers_ready_seen: int = 0,
     other_functions_seen: dict[str, int] | None = None,
+    cold_start_s: float | None = None,
+    running_before: int = 0,
 ) -> RunReport:
     """The report of a finished run."""
     accounting = ledger.accounting()
@@ -97,4 +100,33 @@ def build_report(
         workers_ready_seen=workers_ready_seen,
         other_functions_seen=other_functions_seen or {},
         timeline=timeline,
+        usage=usage_of_run(ledger, timeline, cold_start_s, running_before),
+    )
+
+
+def usage_of_run(
+    ledger: Ledger,
+    timeline: list[TimelinePoint],
+    cold_start_s: float | None,
+    running_before: int = 0,
+) -> Usage | None:
+    """The run's `Usage` (see `scaler.bill`): replicas as sampled at each second's end,
+    held through that second (`running_before` of them were up before the run); None
+    when replicas were never seen."""
+    if not any(p.replicas is not None for p in timeline):
+        return None
+    changes: list[tuple[float, int]] = []
+    for point in timeline:
+        replicas = point.replicas if point.replicas is not None else 0
+        if not changes or changes[-1][1] != replicas:
+            changes.append((float(point.t), replicas))
+    changes.append((float(len(timeline)), 0))  # the window ends with the run
+    compute = np.asarray(ledger.compute_ms, dtype=float)
+    sent = np.asarray(ledger.sent, dtype=float)
+    return Usage(
+        timeline=changes,
+        compute_s=float(np.nansum(compute)) / 1000,
+        cold_start_s=cold_start_s or 0.0,
+        arrivals_s=[float(t) for t in sent[~np.isnan(sent)]],
+        running_before=min(running_before, changes[0][1]),
     )

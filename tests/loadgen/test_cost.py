@@ -52,7 +52,11 @@ def test_surge_cost_reads_a_demo_report(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("content", "says"),
-    [("{not json", "cannot read"), ('{"usage": {"timeline": "x"}}', "holds no run usage")],
+    [
+        ("{not json", "cannot read"),
+        ('{"usage": {"timeline": "x"}}', "holds no run usage"),
+        ('{"run_id": "r", "usage": null}', "heard no worker's heartbeat"),
+    ],
 )
 def test_a_bad_report_is_a_clear_error(tmp_path: Path, content: str, says: str) -> None:
     report = tmp_path / "report.json"
@@ -68,3 +72,12 @@ def test_compute_of_runners_side_by_side_never_hides_the_cold_starts() -> None:
     bill = make_bill(usage)
     assert bill.starting_s == pytest.approx(2.0)  # the measured start, whatever compute says
     assert bill.used_s == pytest.approx(18.0) and bill.idle_s == pytest.approx(0.0)
+
+
+def test_replicas_up_before_the_run_are_not_charged_a_start() -> None:
+    usage = Usage(
+        timeline=[(0.0, 2), (10.0, 3), (20.0, 0)], compute_s=5.0, cold_start_s=2.0, running_before=2
+    )
+    bill = make_bill(usage)
+    assert bill.starts == 1 and bill.starting_s == pytest.approx(2.0)  # only the third
+    assert bill.replica_s == pytest.approx(50.0) and bill.used_s == pytest.approx(5.0)

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
 import nats
 import pytest
 from PIL import Image
+from typer.testing import CliRunner
 
+from function.cli import full_app
 from function.contract.settings import Priority, job_subject
 from function.local.nats_server import EmbeddedNats
 from loadgen.report.tables import write_report
@@ -38,7 +41,7 @@ async def test_rate_is_kept_and_every_job_is_answered(
     nats_server: EmbeddedNats, start_worker: WorkerFactory, tmp_path: Path
 ) -> None:
     await start_worker(function="tiny")
-    _, report = await _run(nats_server.url, rate=25, duration=4, seed=5)
+    run, report = await _run(nats_server.url, rate=25, duration=4, seed=5)
     a = report.accounting
     assert report.ok, a
     assert a.scheduled == a.published == a.acknowledged == a.answered_ok
@@ -62,6 +65,18 @@ async def test_rate_is_kept_and_every_job_is_answered(
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         with Image.open(path) as image:
             image.verify()
+    # what it used, for `surge cost`: replicas seen, every result's compute, the cold start
+    usage = report.usage
+    assert usage is not None and len(usage.arrivals_s) == a.published
+    compute_ms = [c for c in run.ledger.compute_ms if not math.isnan(c)]
+    assert len(compute_ms) == a.answered_ok and all(c > 0 for c in compute_ms)
+    assert usage.compute_s == pytest.approx(sum(compute_ms) / 1000)
+    assert usage.cold_start_s > 0 and usage.running_before == 1  # up before the run
+    assert max(r for _, r in usage.timeline) == 1 and usage.timeline[-1][1] == 0
+    report_file = str(tmp_path / "report" / "report.json")
+    got = CliRunner().invoke(full_app(), ["cost", report_file, "--json"])
+    assert got.exit_code == 0, got.output
+    assert json.loads(got.output)["used_s"] == pytest.approx(usage.compute_s)
 
 
 async def test_a_withheld_job_is_reported_missing(
