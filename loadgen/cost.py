@@ -26,11 +26,12 @@ from loadgen.run.profiles import Profile
 from loadgen.sim import ColdStart, ServiceModel, run_simulation
 from scaler.bill import DEFAULT_PRICE, Bill, Usage, bill_table, make_bill
 
-__all__ = ["cost_command", "keda_default", "load_usage"]
+__all__ = ["KEDA_ROW", "cost_command", "keda_default", "keda_default_row", "load_usage"]
 
 console = Console()
 err_console = Console(stderr=True)
 KEDA = "keda-default"
+KEDA_ROW = "KEDA defaults, same arrivals"
 
 
 def load_usage(path: Path) -> Usage:
@@ -85,6 +86,13 @@ def keda_default(usage: Usage, bill: Bill) -> tuple[float, float] | None:
     return result.gpu_seconds, result.cost
 
 
+def keda_default_row(usage: Usage, bill: Bill) -> tuple[str, float, float] | None:
+    """The bill's KEDA row (`surge.bill_comparisons` entry point: `surge demo` prints it
+    without importing the load generator)."""
+    keda = keda_default(usage, bill)
+    return (KEDA_ROW, *keda) if keda else None
+
+
 def cost_command(
     report: Annotated[Path, typer.Argument(help="A run's report.json (surge demo writes one).")],
     price_per_gpu_hour: Annotated[
@@ -106,4 +114,4 @@ def cost_command(
         figures |= {"keda_default_s": keda[0], "keda_default_cost": keda[1]} if keda else {}
         typer.echo(json.dumps(figures, indent=2))
         return
-    console.print(bill_table(bill, {"KEDA defaults, same arrivals": keda} if keda else None))
+    console.print(bill_table(bill, {KEDA_ROW: keda} if keda else None))

@@ -10,6 +10,9 @@ window. A replica-second counts as a GPU-second (one GPU per replica).
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
+from importlib.metadata import entry_points
 from itertools import pairwise
 from typing import TYPE_CHECKING
 
@@ -19,9 +22,24 @@ from rich.table import Table
 if TYPE_CHECKING:  # the embedded stack (and its gRPC) only for the demo's own report
     from scaler.stack import SpikeReport
 
-__all__ = ["DEFAULT_PRICE", "Bill", "Usage", "bill_table", "make_bill", "usage_of"]
+__all__ = [
+    "COMPARISONS_GROUP",
+    "DEFAULT_PRICE",
+    "Bill",
+    "Usage",
+    "bill_table",
+    "comparisons",
+    "make_bill",
+    "usage_of",
+]
+
+log = logging.getLogger("surge.bill")
 
 DEFAULT_PRICE = 2.50  # dollars per GPU-hour
+# Entry points adding rows to a bill: `(usage, bill) -> (name, GPU-seconds, cost) | None`
+# (the load generator's "KEDA defaults" comes from its simulator, which this package may
+# not import).
+COMPARISONS_GROUP = "surge.bill_comparisons"
 
 
 class Usage(BaseModel):
@@ -103,6 +121,23 @@ def usage_of(report: SpikeReport) -> Usage:
         cold_start_s=report.cold_start_s or 0.0,
         arrivals_s=sorted(anchor + a - first for a in arrived),
     )
+
+
+def comparisons(usage: Usage, bill: Bill) -> dict[str, tuple[float, float]]:
+    """Rows from every installed `surge.bill_comparisons` entry point; one that cannot
+    be loaded (its extra is not installed) or has nothing to say adds none."""
+    rows: dict[str, tuple[float, float]] = {}
+    for entry in entry_points(group=COMPARISONS_GROUP):
+        try:
+            row: Callable[[Usage, Bill], tuple[str, float, float] | None] = entry.load()
+        except ImportError as exc:
+            log.info("bill comparison %s not available: %s", entry.name, exc)
+            continue
+        found = row(usage, bill)
+        if found is not None:
+            name, seconds, cost = found
+            rows[name] = (seconds, cost)
+    return rows
 
 
 def bill_table(bill: Bill, others: dict[str, tuple[float, float]] | None = None) -> Table:

@@ -25,7 +25,7 @@ from function.contract.settings import WorkerSettings
 from function.contract.wire import JobStatus
 from function.local.nats_server import EmbeddedNats
 from function.models import fetch_photos
-from scaler.bill import bill_table, make_bill, usage_of
+from scaler.bill import bill_table, comparisons, make_bill, usage_of
 from scaler.demo_files import DemoIndex, save_from, write_index
 from scaler.demo_plot import write_timeline
 from scaler.local import LocalConfig
@@ -171,11 +171,12 @@ def run_demo(
     write_timeline(report, out / "timeline.png")
     usage = usage_of(report)
     bill = make_bill(usage)
-    summary |= {"usage": usage.model_dump(), "bill": bill.model_dump()}
+    others = comparisons(usage, bill)  # KEDA's defaults for the same arrivals, simulated
+    summary |= {"usage": usage.model_dump(), "bill": bill.model_dump(), "compared": others}
     (out / "report.json").write_text(json.dumps(summary, indent=2))
     console.print(_table(summary, report))
-    console.print(bill_table(bill))
-    console.print(f"against KEDA's defaults for the same arrivals: surge cost {out}/report.json")
+    console.print(bill_table(bill, others))
+    console.print(f"at another price: surge cost {out}/report.json --price-per-gpu-hour P")
     files = sum(len(row.files) for row in rows)
     console.print(
         f"in {out}/: {index['html'].name} (also .csv, .json) lists every job with its photo, "

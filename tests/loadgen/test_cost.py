@@ -81,3 +81,15 @@ def test_replicas_up_before_the_run_are_not_charged_a_start() -> None:
     bill = make_bill(usage)
     assert bill.starts == 1 and bill.starting_s == pytest.approx(2.0)  # only the third
     assert bill.replica_s == pytest.approx(50.0) and bill.used_s == pytest.approx(5.0)
+
+
+def test_the_keda_row_reaches_bills_through_its_entry_point() -> None:
+    from scaler.bill import comparisons
+
+    bill = make_bill(USAGE)
+    rows = comparisons(USAGE, bill)
+    assert list(rows) == ["KEDA defaults, same arrivals"]
+    seconds, cost = rows["KEDA defaults, same arrivals"]
+    assert seconds > 300.0 and cost == pytest.approx(seconds / 3600 * bill.price_per_gpu_hour)
+    idle = Usage(timeline=[(0.0, 0), (5.0, 0)], compute_s=0.0, cold_start_s=1.0)
+    assert comparisons(idle, make_bill(idle)) == {}  # no arrivals: nothing to compare

@@ -34,6 +34,11 @@ def test_demo_scales_from_zero_and_back(tmp_path: Path, model_dir: Path) -> None
     parts = bill["used_s"] + bill["starting_s"] + bill["idle_s"]
     assert abs(parts - bill["replica_s"]) < 1e-6 and len(report["usage"]["arrivals_s"]) == 6
     assert "What it cost" in printed and "fixed fleet" in printed
+    # KEDA's defaults for the same arrivals, from the load generator's simulator (an
+    # entry point: the scaler does not import it); its 300 s cooldown costs the most
+    [(row, (keda_s, _))] = report["compared"].items()
+    assert row == "KEDA defaults, same arrivals" and keda_s > bill["replica_s"]
+    assert "KEDA defaults" in printed
     assert (tmp_path / "timeline.png").read_bytes().startswith(b"\x89PNG")
     assert "from 0 workers" in printed
     index = DemoIndex.model_validate_json((tmp_path / "index.json").read_text())
