@@ -1,6 +1,7 @@
 """What every part of Surge agrees on; pure (no I/O), and all that `scaler` and `loadgen` need.
 
-settings   subject, stream and header names; `WorkerSettings` (every `SURGE_*` variable)
+names      subject, stream, consumer and header names (re-exported by `settings`)
+settings   `WorkerSettings` (every `SURGE_*` variable), and the names again
 errors     the error tree: `SurgeError`, `BadInput`, `JobError`, `TransientError`, `ErrorCode`
 bounds     limits on what a job may carry; safe quoting of hostile input
 wire       pydantic models on the wire: envelopes in; `Result`, `ErrorInfo`, `DeadLetter` out
