@@ -177,7 +177,7 @@ class Worker:
     def _load(self, settings: WorkerSettings) -> tuple[Warmed, Screening | None]:
         """(the load's thread) The model, loaded and warm; then the screen's, if set."""
         warmed = load_and_warm(settings, self.warmup_hooks, self.phases, self._backlog_at_start)
-        if settings.screen is None:
+        if settings.screen is None or settings.screen_via == "queue":  # not in this worker
             return warmed, None
         clock = time.perf_counter()
         try:

@@ -135,6 +135,7 @@ class Header:
     SIGNATURE = "Surge-Signature"  # on a webhook delivery: t=<unix seconds>,v1=<hex HMAC>
     DELIVERY = "Surge-Delivery"  # on a webhook delivery: its id (the same on each attempt)
     ATTEMPT = "Surge-Attempt"  # on a webhook delivery: 1, 2, ...
+    SCREEN_FOR = "Surge-Screen-For"  # on a screen job (SURGE_SCREEN_VIA=queue): for whom
 
 
 _TENANT = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")

@@ -3,10 +3,15 @@
 Written `function:score<op>threshold`, e.g. ``nsfw:nsfw>0.8``: run `nsfw` on the image,
 read its `nsfw` score, and reject the job (`content_rejected`) when the score is over
 0.8. The comparison is one of ``>``, ``>=``, ``<``, ``<=`` and says when to reject.
+
+Through the queue (`SURGE_SCREEN_VIA=queue`, when both models do not fit one worker), a
+job's input goes to the screen function first as a *screen job*, whose id
+(`screen_job_id`) is bound to the job's id and its bytes.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 import operator
 import re
@@ -15,7 +20,7 @@ from typing import Final, Literal, Self, cast
 
 from pydantic import BaseModel, ConfigDict
 
-__all__ = ["SCREEN_FORMAT", "Screen"]
+__all__ = ["SCREEN_FORMAT", "Screen", "screen_job_id"]
 
 Comparison = Literal[">", ">=", "<", "<="]
 _COMPARE: Final[dict[str, Callable[[float, float], bool]]] = {
@@ -68,3 +73,10 @@ class Screen(BaseModel):
 
     def __str__(self) -> str:
         return f"{self.function}:{self.rule}"
+
+
+def screen_job_id(job_id: str, payload: bytes) -> str:
+    """The screen job of a job: one per job id and input, so a stored screen result speaks
+    for those bytes only (another input under the same id is screened again)."""
+    digest = hashlib.sha256(payload).digest()
+    return "screen-" + hashlib.sha256(job_id.encode() + b"\0" + digest).hexdigest()[:40]

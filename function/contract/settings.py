@@ -261,6 +261,12 @@ class WorkerSettings(SurgeSettings):
         description="A function run on each job's image first, e.g. 'nsfw:nsfw>0.8': a job "
         "whose score meets the rule is answered content_rejected, never reaching the model.",
     )
+    screen_via: Literal["worker", "queue"] = Field(
+        default="worker",
+        description="Where the screen runs: 'worker', its model beside the main one; "
+        "'queue', a job goes to the screen function's workers first and comes back "
+        "only when it passes.",
+    )
     dedupe_window_s: float = Field(default=120.0, gt=0)
     stream_replicas: int = Field(default=1, ge=1, le=5, description="JetStream replicas.")
     jobs_max_age_s: float = Field(

@@ -9,6 +9,7 @@ place a job ends) and `function.transport.storage` (where its result lands).
     control     `JobControl`: answers status and cancel questions about the jobs held
     direct      `DirectInference`: one HTTP job outside the queue, same model and budget
     screen      `Screening`: a cheaper model's score rejects a job before the main model
+    screen_queue  `ScreenGate`: the screen function's own workers score each job first
     jobmetrics  `JobMetrics`: the per-job Prometheus series, labels resolved once
     accounting  `BusyClock` and `WarmMeter`: busy, idle-but-warm and cold-start seconds
     feeds       one pull feed per priority and source (open jobs, each tenant)
@@ -69,6 +70,12 @@ from function.engine.screen import (
     ScreenError,
     Screening,
     load_screen,
+    rejection,
+    score_in,
+)
+from function.engine.screen_queue import (
+    SCREEN_WAIT_S,
+    ScreenGate,
 )
 from function.engine.settle import (
     Settler,
@@ -77,6 +84,7 @@ from function.engine.settle import (
 
 __all__ = [
     "DEFAULT_PIXELS_PER_JOB",
+    "SCREEN_WAIT_S",
     "SMALL_IMAGE_PIXELS",
     "SMALL_INPUT_BYTES",
     "Admission",
@@ -93,6 +101,7 @@ __all__ = [
     "PixelBudget",
     "PriorityBatcher",
     "ScreenError",
+    "ScreenGate",
     "Screening",
     "Settler",
     "Succeeded",
@@ -100,6 +109,8 @@ __all__ = [
     "WarmMeter",
     "load_screen",
     "pixel_budget",
+    "rejection",
     "run_in",
+    "score_in",
     "wall_ns",
 ]

@@ -47,6 +47,7 @@ from function.engine.finish import Completion
 from function.engine.job import Admission, InFlightJob, wall_ns
 from function.engine.ratelimit import TenantRates
 from function.engine.screen import Screening
+from function.engine.screen_queue import ScreenGate
 from function.engine.settle import Settler
 from function.models.hardware import usable_cpus
 from function.telemetry import context_from_headers
@@ -122,6 +123,8 @@ class JobConsumer:
             self._cache,
             screening,
         )
+        if settings.screen is not None and settings.screen_via == "queue":
+            self._admission.gate = ScreenGate(nc, results, settings.screen, settings.function)
         self._completion = Completion(model, self._settler, settings, self._cpu_pool)
         self._direct = DirectInference(
             model,

@@ -49,6 +49,7 @@ from function.transport.cache import ResultCache
 from function.transport.storage import ResultStore
 
 if TYPE_CHECKING:
+    from function.engine.screen_queue import ScreenGate
     from function.engine.settle import Settler
 
 __all__ = ["SMALL_INPUT_BYTES", "Admission", "InFlightJob", "wall_ns"]
@@ -129,6 +130,8 @@ _tracer = trace.get_tracer("surge")
 
 class Admission:
     """Prepares jobs for one consumer; decoded pixels are admitted through `budget`."""
+
+    gate: ScreenGate | None = None  # screening through the queue (`SURGE_SCREEN_VIA`)
 
     def __init__(
         self,
@@ -259,7 +262,8 @@ class Admission:
         """A first delivery with a small payload: prepare it synchronously (never with a
         result cache, whose lookup waits for the server, nor a screen, a model run)."""
         small = len(job.msg.data) <= SMALL_INPUT_BYTES
-        return job.attempts == 1 and small and self._cache is None and self._screening is None
+        screened = self._screening is not None or self.gate is not None
+        return job.attempts == 1 and small and self._cache is None and not screened
 
     async def screen(self, image: Image.Image, parent: Span) -> None:
         """Run the worker's screen on a decoded image, if it has one: raises
@@ -316,6 +320,8 @@ class Admission:
         if not rate_checked:
             self.check_rate(job)
         job.outputs = self._model.check_outputs(request.outputs)
+        if self.gate is not None:  # its screen's workers score it first
+            await self.gate.check(job, request)
         data = request.image
         if data is None and request.image_ref is not None:
             data = await self._results.fetch_input(request.image_ref, request.tenant)

@@ -10,6 +10,7 @@ the job decoded (never reduced below what the screen's task needs).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 
 from opentelemetry import trace
@@ -25,13 +26,33 @@ from function.models.loader import LoadedModel, load_model
 from function.models.registry import load_task
 from function.telemetry import METRICS
 
-__all__ = ["ScreenError", "Screening", "load_screen"]
+__all__ = ["ScreenError", "Screening", "load_screen", "rejection", "score_in"]
 
 _tracer = trace.get_tracer("surge")
 
 
 class ScreenError(SurgeError):
     """A screen that cannot run: its function does not load or gives no such score."""
+
+
+def score_in(outputs: Mapping[str, Output], screen: Screen) -> float:
+    """The score `screen` reads among a screen function's outputs; `ScreenError` when
+    they have none of that name."""
+    found = [o.scores for o in outputs.values() if isinstance(o, ScoresOutput)]
+    for scores in found:
+        if screen.score in scores:
+            return float(scores[screen.score])
+    names = ", ".join(sorted({key for scores in found for key in scores})) or "none"
+    raise ScreenError(f"screen {screen.function} gives no score {screen.score!r} (its: {names})")
+
+
+def rejection(screen: Screen, score: float) -> JobError:
+    """The `content_rejected` error of a job `screen` rejects with `score`."""
+    return JobError(
+        ErrorCode.CONTENT_REJECTED,
+        f"rejected by the {screen.function} screen: {screen.score}={score:.4g} "
+        f"(rejected when {screen.rule})",
+    )
 
 
 class Screening:
@@ -55,16 +76,7 @@ class Screening:
         """The screen's score for `image` (blocking: one model run)."""
         task = self.model.task
         row = self.model.run_batch([task.preprocess(image)])[0]
-        return self._read(task.postprocess(row, image, self._outputs))
-
-    def _read(self, outputs: dict[str, Output]) -> float:
-        name = self.screen.score
-        found = [o.scores for o in outputs.values() if isinstance(o, ScoresOutput)]
-        for scores in found:
-            if name in scores:
-                return float(scores[name])
-        names = ", ".join(sorted({key for scores in found for key in scores})) or "none"
-        raise ScreenError(f"screen {self.screen.function} gives no score {name!r} (its: {names})")
+        return score_in(task.postprocess(row, image, self._outputs), self.screen)
 
     async def check(self, image: Image.Image, pool: ThreadPoolExecutor, parent: Span) -> None:
         """Score `image` in `pool`; raise `JobError(content_rejected)` when the rule rejects it."""
@@ -79,12 +91,7 @@ class Screening:
             self._passed.inc()
             return
         self._rejected.inc()
-        screen = self.screen
-        raise JobError(
-            ErrorCode.CONTENT_REJECTED,
-            f"rejected by the {screen.function} screen: {screen.score}={score:.4g} "
-            f"(rejected when {screen.rule})",
-        )
+        raise rejection(self.screen, score)
 
 
 def load_screen(screen: Screen, settings: WorkerSettings) -> Screening:

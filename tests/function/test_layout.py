@@ -229,6 +229,7 @@ PUBLIC = {
     ),
     "engine": (
         "DEFAULT_PIXELS_PER_JOB",
+        "SCREEN_WAIT_S",
         "SMALL_IMAGE_PIXELS",
         "SMALL_INPUT_BYTES",
         "Admission",
@@ -245,6 +246,7 @@ PUBLIC = {
         "PixelBudget",
         "PriorityBatcher",
         "ScreenError",
+        "ScreenGate",
         "Screening",
         "Settler",
         "Succeeded",
@@ -252,7 +254,9 @@ PUBLIC = {
         "WarmMeter",
         "load_screen",
         "pixel_budget",
+        "rejection",
         "run_in",
+        "score_in",
         "wall_ns",
     ),
     "models": (

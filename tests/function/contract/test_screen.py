@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from function.contract.screen import Screen
+from function.contract.parse import is_valid_job_id
+from function.contract.screen import Screen, screen_job_id
 from function.contract.settings import InvalidSettings, WorkerSettings
 
 
@@ -49,3 +50,22 @@ def test_a_bad_screen_is_one_clear_line(value: str, problem: str) -> None:
     line = str(caught.value)
     assert line.startswith("invalid settings: SURGE_SCREEN ") and problem in line
     assert "\n" not in line and len(line) < 200
+
+
+def test_a_screen_job_id_is_bound_to_the_job_id_and_its_bytes() -> None:
+    first = screen_job_id("job-1", b"photo")
+    assert first == screen_job_id("job-1", b"photo") and first.startswith("screen-")
+    assert is_valid_job_id(first) and len(first) == len("screen-") + 40
+    assert first != screen_job_id("job-1", b"another photo")  # same id, other input
+    assert first != screen_job_id("job-2", b"photo")
+    assert screen_job_id("a", b"b\0c") != screen_job_id("a\0b", b"c")  # no ambiguity
+
+
+@pytest.mark.parametrize(("value", "via"), [(None, "worker"), ("queue", "queue")])
+def test_the_screen_runs_in_the_worker_unless_told_to_go_through_the_queue(
+    value: str | None, via: str
+) -> None:
+    env = {"SURGE_SCREEN": "nsfw:nsfw>0.8"} | ({"SURGE_SCREEN_VIA": value} if value else {})
+    assert WorkerSettings.from_mapping(env).screen_via == via
+    with pytest.raises(InvalidSettings, match="SURGE_SCREEN_VIA 'gpu'"):
+        WorkerSettings.from_mapping({"SURGE_SCREEN_VIA": "gpu"})
