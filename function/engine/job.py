@@ -78,6 +78,7 @@ class InFlightJob:
     cancelled: bool = False  # asked to stop (`JobControl`): its output is never sent
     prep_ns: int = 0  # measured decode and preprocess time
     cache_key: str | None = None  # its result cache key, when the worker caches
+    model: BatchModel | None = None  # the model version it runs on, once batched
 
     @property
     def ready_sample(self) -> np.ndarray:

@@ -1,0 +1,142 @@
+"""`RolloutFollower`: a worker follows its function's rollout record (KV watch).
+
+    follower = RolloutFollower(store, settings, models, base=adapter)
+    await follower.start()      # serve what the record names now (loaded before ready)
+    ...                         # each change: fetch, load and warm in a thread, then swap
+    await follower.stop()
+
+A version is fetched from the Object Store, checked against its hash, loaded and warmed
+off the event loop; only then does `ModelSet.serve` swap it in, between batches. The
+model the worker was deployed with (`base`) serves while the record names no stable
+version. A canary that fails too often here (`ModelSet.on_failing`), or that cannot be
+loaded, is rolled back in the record (compare-and-set), and every worker follows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from pathlib import Path
+
+from function.contract.rollout import ModelRollout
+from function.contract.settings import WorkerSettings
+from function.engine.batchmodel import BatchModel
+from function.engine.modelset import ModelSet
+from function.models.loader import load_model
+from function.models.registry import load_task
+from function.models.warmup import ModelAdapter, effective_max_batch
+from function.transport.modelstore import ModelStore
+
+__all__ = ["RolloutFollower"]
+
+log = logging.getLogger("surge.rollout")
+
+
+class RolloutFollower:
+    """Keeps a `ModelSet` serving what the function's rollout record names."""
+
+    def __init__(
+        self, store: ModelStore, settings: WorkerSettings, models: ModelSet, base: BatchModel
+    ) -> None:
+        self._store = store
+        self._settings = settings
+        self._function = settings.function
+        self.models = models
+        self._loaded: dict[str, BatchModel] = {base.info.version: base}
+        self._base = base.info.version
+        self._latest: ModelRollout | None = None
+        self._changed = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._watch: asyncio.Task[None] | None = None
+        self._writes: set[asyncio.Task[None]] = set()
+        models.on_failing = self._failing
+
+    async def start(self) -> None:
+        """Serve what the record names now, then follow its changes."""
+        record, _ = await self._store.read(self._function)
+        await self._apply(record)
+        self._watch = asyncio.create_task(self._follow())
+        self._task = asyncio.create_task(self._apply_latest())
+
+    async def stop(self) -> None:
+        for task in (self._watch, self._task, *self._writes):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+
+    async def _follow(self) -> None:
+        async for record in self._store.follow(self._function):
+            self._latest = record  # only the newest matters when loads lag behind
+            self._changed.set()
+
+    async def _apply_latest(self) -> None:
+        while True:
+            await self._changed.wait()
+            self._changed.clear()
+            if self._latest is not None:
+                try:
+                    await self._apply(self._latest)
+                except Exception:
+                    log.exception("could not follow the rollout of %s", self._function)
+
+    async def _apply(self, record: ModelRollout) -> None:
+        """Load what `record` names (the stable version first), then swap it in."""
+        stable = await self._model(record.stable or self._base)
+        if stable is None:  # keep serving what serves: the record names a broken stable
+            stable = self.models.serving.stable
+        canary = None
+        if record.canary is not None:
+            canary = await self._model(record.canary)
+            if canary is None:
+                self._failing(record.canary, f"canary {record.canary} could not be loaded")
+        self.models.serve(stable, canary, record.canary_share)
+        keep = {self._base, *self.models.versions}
+        self._loaded = {v: model for v, model in self._loaded.items() if v in keep}
+
+    async def _model(self, version: str) -> BatchModel | None:
+        """The loaded, warm version (fetched and loaded first if new); None if it fails."""
+        if version in self._loaded:
+            return self._loaded[version]
+        folder = self._settings.model_dir / "rollout" / self._function
+        try:
+            path = await self._store.fetch(self._function, version, folder / f"{version}.onnx")
+            model = await asyncio.to_thread(self._load, path)
+        except Exception as exc:
+            log.error("model %s of %s did not load: %r", version, self._function, exc)
+            return None
+        self._loaded[version] = model
+        log.info("model %s of %s loaded and warm", version, self._function)
+        return model
+
+    def _load(self, path: Path) -> BatchModel:
+        """(a thread) Open the version's session and warm it at the batch sizes in use."""
+        settings = self._settings
+        task = load_task(settings.function, settings.task)
+        loaded = load_model(
+            task,
+            cache_dir=settings.model_dir,
+            model_path=path,
+            providers=settings.providers,
+            intra_op_threads=max(1, settings.intra_op_threads),
+        )
+        loaded.info = loaded.info.model_copy(update={"name": task.model_name})
+        warmup_ms = loaded.warmup(sorted({1, effective_max_batch(settings, loaded)}))
+        return ModelAdapter(loaded, warmup_ms)
+
+    def _failing(self, version: str, reason: str) -> None:
+        """Write the rollback of `version` (if it is still the canary) for every worker."""
+
+        def step(record: ModelRollout) -> ModelRollout:
+            return record.rolled_back(reason) if record.canary == version else record
+
+        async def write() -> None:
+            try:
+                await self._store.change(self._function, step)
+            except Exception as exc:
+                log.error("could not write the rollback of %s: %r", version, exc)
+
+        task = asyncio.get_running_loop().create_task(write())
+        self._writes.add(task)
+        task.add_done_callback(self._writes.discard)
