@@ -1,0 +1,175 @@
+"""A model rollout under load, through a real nats-server, a real worker and real ONNX
+graphs (two versions of `tiny`, and one whose answers the task rejects): no job lost or
+answered twice, the canary's share as routed, every result after the promote from the new
+version, and a failing canary rolled back by the worker itself."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from click.testing import Result as CliResult
+from nats.aio.msg import Msg
+from typer.testing import CliRunner
+
+from function.cli import full_app
+from function.client import SurgeClient
+from function.contract.rollout import routes_to_canary
+from function.contract.wire import JobStatus, Result
+from function.local.nats_server import EmbeddedNats
+from function.transport.modelstore import ModelStore
+from function.worker import Worker
+from tests.conftest import WorkerFactory
+from tests.helpers import png_bytes
+from tests.rollout_models import broken_tiny, scaled_tiny
+
+pytestmark = pytest.mark.timeout(90)
+
+app = full_app()
+runner = CliRunner()
+
+
+async def _surge(server: EmbeddedNats, *args: str) -> CliResult:
+    """`surge models ARGS` in a thread (the command runs its own event loop)."""
+    argv = ["models", *args, "--nats-url", server.url]
+    done = await asyncio.to_thread(runner.invoke, app, argv, env={"COLUMNS": "200"})
+    assert done.exit_code == 0, done.output
+    return done
+
+
+async def _until(done: Callable[[], bool], timeout: float) -> None:
+    """Return once `done()`; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if done():
+            return
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.02)
+
+
+class Answers:
+    """Every result published to one reply subject, duplicates included."""
+
+    def __init__(self) -> None:
+        self.count: Counter[str] = Counter()
+        self.results: dict[str, Result] = {}
+
+    async def on_result(self, msg: Msg) -> None:
+        result = Result.model_validate_json(msg.data)
+        self.count[result.job_id] += 1
+        self.results[result.job_id] = result
+
+    async def all_of(self, ids: list[str], timeout: float) -> None:
+        await _until(lambda: all(job_id in self.results for job_id in ids), timeout)
+
+
+async def _serving(worker: Worker, versions: list[str], timeout: float = 20) -> None:
+    consumer = worker.consumer
+    assert consumer is not None
+    await _until(lambda: consumer.models.versions == versions, timeout)
+
+
+async def test_rollout_under_load_canary_then_promote(
+    nats_server: EmbeddedNats, client: SurgeClient, start_worker: WorkerFactory, tmp_path: Path
+) -> None:
+    worker = await start_worker(function="tiny")
+    assert worker.model is not None
+    v1 = worker.model.info.version
+    answers = Answers()
+    inbox = client.nc.new_inbox()
+    await client.nc.subscribe(inbox, cb=answers.on_result)
+    image = png_bytes(color=(200, 100, 50))
+    phase = "before"
+    submitted: dict[str, list[str]] = {}
+    stop = asyncio.Event()
+
+    async def produce() -> None:  # a steady stream of jobs through every step
+        while not stop.is_set():
+            job_id = await client.submit(image, function="tiny", reply_to=inbox)
+            submitted.setdefault(phase, []).append(job_id)
+            await asyncio.sleep(0.001)
+
+    async def submitted_in(name: str, count: int) -> None:
+        await _until(lambda: len(submitted.get(name, [])) >= count, 40)
+
+    pushed = await _surge(
+        nats_server, "push", str(scaled_tiny(tmp_path / "v2.onnx", 0.5)), "-f", "tiny"
+    )
+    v2 = pushed.stdout.split()[-1]
+    producer = asyncio.create_task(produce())
+    try:
+        await submitted_in("before", 100)
+        phase = "swap"
+        await _surge(nats_server, "rollout", "tiny", v2, "--canary", "10%")
+        await _serving(worker, [v1, v2])
+        phase = "canary"
+        await submitted_in("canary", 1000)
+        phase = "swap2"
+        await _surge(nats_server, "promote", "tiny")
+        await _serving(worker, [v2])
+        phase = "promoted"
+        await submitted_in("promoted", 100)
+    finally:
+        stop.set()
+        await producer
+    every = [job_id for ids in submitted.values() for job_id in ids]
+    await answers.all_of(every, timeout=30)
+    await asyncio.sleep(0.3)  # a second answer, were there one, would be here by now
+    assert set(answers.count) == set(every)  # none lost, none foreign
+    assert max(answers.count.values()) == 1  # none answered twice
+    assert all(r.status is JobStatus.OK for r in answers.results.values())
+
+    def version(job_id: str) -> str:
+        model = answers.results[job_id].model
+        assert model is not None and model.name == "tiny"
+        return model.version
+
+    assert {version(j) for j in submitted["before"]} == {v1}
+    canary = submitted["canary"]
+    on_v2 = [j for j in canary if version(j) == v2]
+    assert {j for j in canary if routes_to_canary(j, 0.1)} == set(on_v2)  # as routed
+    assert abs(len(on_v2) - 0.1 * len(canary)) <= 3 * (0.09 * len(canary)) ** 0.5 + 1
+    assert {version(j) for j in canary} == {v1, v2}
+    assert {version(j) for j in submitted["promoted"]} == {v2}
+    score = {v: answers.results[next(j for j in every if version(j) == v)] for v in (v1, v2)}
+    assert score[v2].outputs["scores"].scores["mean"] == pytest.approx(  # type: ignore[union-attr]
+        score[v1].outputs["scores"].scores["mean"] * 0.5,
+        rel=1e-5,  # type: ignore[union-attr]
+    )
+    status = await _surge(nats_server, "status", "tiny")
+    assert f"tiny: {v2} serves every job" in status.stdout
+
+
+async def test_a_failing_canary_is_rolled_back_and_its_jobs_answered(
+    nats_server: EmbeddedNats, client: SurgeClient, start_worker: WorkerFactory, tmp_path: Path
+) -> None:
+    worker = await start_worker(function="tiny", canary_min_jobs=20, canary_max_error_rate=0.2)
+    assert worker.model is not None
+    v1 = worker.model.info.version
+    answers = Answers()
+    inbox = client.nc.new_inbox()
+    await client.nc.subscribe(inbox, cb=answers.on_result)
+    pushed = await _surge(
+        nats_server, "push", str(broken_tiny(tmp_path / "bad.onnx")), "-f", "tiny"
+    )
+    bad = pushed.stdout.split()[-1]
+    await _surge(nats_server, "rollout", "tiny", bad, "--canary", "50%")
+    await _serving(worker, [v1, bad])
+    image = png_bytes(color=(10, 20, 30))
+    ids = [await client.submit(image, function="tiny", reply_to=inbox) for _ in range(200)]
+    await answers.all_of(ids, timeout=40)
+    await asyncio.sleep(0.3)
+    assert max(answers.count.values()) == 1
+    assert all(answers.results[j].status is JobStatus.OK for j in ids)  # retried on v1
+    assert {answers.results[j].model.version for j in ids} == {v1}  # type: ignore[union-attr]
+    assert worker.consumer is not None and worker.consumer.models.versions == [v1]
+    store = await ModelStore.open(client.nc.jetstream())
+    record, _ = await store.read("tiny")
+    assert record.canary is None and record.stable is None
+    assert record.reason is not None and f"canary {bad} failed" in record.reason
+    status = await _surge(nats_server, "status", "tiny")
+    assert "last rollback: canary" in status.stdout
