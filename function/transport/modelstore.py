@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from pathlib import Path
 
 from nats.js import JetStreamContext
@@ -152,7 +152,7 @@ class ModelStore:
             await asyncio.to_thread(_write_checked, dest, found.data or b"", version)
         return dest
 
-    async def follow(self, function: str) -> AsyncIterator[ModelRollout]:
+    async def follow(self, function: str) -> AsyncGenerator[ModelRollout]:
         """The function's record now (if any) and at every change, until cancelled."""
         watcher = await self.kv.watch(function)
         try:
