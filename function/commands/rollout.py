@@ -102,8 +102,10 @@ def push(
     ],
     nats_url: NatsUrl = DEFAULT_NATS_URL,
 ) -> None:
-    """Store FILE as a version of FUNCTION's model (the version is its content hash);
-    nothing serves it until `surge models rollout`."""
+    """Store FILE as a new version of a function's model.
+
+    The version is the file's content hash; nothing serves it until `surge models rollout`.
+    """
 
     async def act(store: ModelStore) -> str:
         return await store.push(function, file)
@@ -150,15 +152,21 @@ async def _functions(store: ModelStore) -> list[str]:
 def rollout(
     function: FunctionArg,
     version: Annotated[
-        str, typer.Argument(help="A pushed version (or a unique prefix of 4+ characters).")
+        str,
+        typer.Argument(
+            metavar="VERSION", help="A pushed version (or a unique prefix of 4+ characters)."
+        ),
     ],
     canary: Annotated[
         str, typer.Option("--canary", help="Share of jobs to VERSION: 10%, 0.5%, 100%.")
     ] = "10%",
     nats_url: NatsUrl = DEFAULT_NATS_URL,
 ) -> None:
-    """Send a share of FUNCTION's jobs to VERSION (a canary); workers swap it in between
-    batches, without a restart. Then `promote` or `rollback`."""
+    """Send a share of FUNCTION's jobs to VERSION, a canary.
+
+    Workers load and warm it, then swap it in between batches, without a restart. Then
+    `surge models promote` or `surge models rollback`.
+    """
     try:
         share = parse_share(canary)
     except RolloutError as exc:

@@ -6,6 +6,7 @@ version, and a failing canary rolled back by the worker itself."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -173,3 +174,36 @@ async def test_a_failing_canary_is_rolled_back_and_its_jobs_answered(
     assert record.reason is not None and f"canary {bad} failed" in record.reason
     status = await _surge(nats_server, "status", "tiny")
     assert "last rollback: canary" in status.stdout
+
+
+def test_rollout_commands_fail_in_one_clear_line(nats_server: EmbeddedNats, tmp_path: Path) -> None:
+    def surge(*args: str) -> CliResult:
+        argv = ["models", *args, "--nats-url", nats_server.url]
+        return runner.invoke(app, argv, env={"COLUMNS": "200"})
+
+    nothing = surge("status", "tiny")
+    assert nothing.exit_code == 1
+    assert (
+        nothing.stderr.strip() == "surge models: no model has been pushed yet (`surge models push`)"
+    )
+    model = scaled_tiny(tmp_path / "v2.onnx", 2.0)
+    version = surge("push", str(model), "-f", "tiny").stdout.split()[-1]
+    unknown = surge("rollout", "tiny", "ffff0000")
+    assert unknown.exit_code == 1
+    assert unknown.stderr.startswith("surge models: tiny has no model version 'ffff0000'")
+    assert len(unknown.stderr.strip().splitlines()) == 1
+    for step in ("promote", "rollback"):
+        idle = surge(step, "tiny")
+        assert (idle.exit_code, idle.stderr.strip()) == (
+            1,
+            "surge models: no rollout in progress for tiny",
+        )
+    bad = surge("rollout", "tiny", version, "--canary", "150%")
+    assert bad.exit_code == 2 and "canary share must be in (0, 100%]" in bad.stderr
+    started = surge("rollout", "tiny", version[:6], "--canary", "25%")
+    assert started.stdout.strip() == (
+        f"tiny: {version} serves 25.0% of jobs (canary), the deployed model the rest"
+    )
+    listed = surge("list", "--json")
+    assert [json.loads(line)["canary"] for line in listed.stdout.splitlines()] == [version]
+    assert "rolled back" in surge("rollback", "tiny").stdout + surge("status", "tiny").stdout
