@@ -110,6 +110,10 @@ class ModelSet:
             f" and canary {canary.info.version} at {share:.1%}" if canary else "",
         )
 
+    def forget_failures(self) -> None:
+        """Serve again a canary this worker gave up on, should a new rollout name it."""
+        self._failed.clear()
+
     def pick(self, job_id: str) -> BatchModel:
         """The version `job_id` runs on now."""
         serving = self.serving

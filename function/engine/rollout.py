@@ -28,9 +28,10 @@ from function.models.registry import load_task
 from function.models.warmup import ModelAdapter, effective_max_batch
 from function.transport.modelstore import ModelStore
 
-__all__ = ["RolloutFollower"]
+__all__ = ["WATCH_RETRY_S", "RolloutFollower"]
 
 log = logging.getLogger("surge.rollout")
+WATCH_RETRY_S = 1.0  # pause before watching again after the watch failed
 
 
 class RolloutFollower:
@@ -59,6 +60,11 @@ class RolloutFollower:
         self._watch = asyncio.create_task(self._follow())
         self._task = asyncio.create_task(self._apply_latest())
 
+    @property
+    def latest(self) -> ModelRollout | None:
+        """The record as last watched (None before the watch's first)."""
+        return self._latest
+
     async def stop(self) -> None:
         for task in (self._watch, self._task, *self._writes):
             if task is not None:
@@ -67,9 +73,14 @@ class RolloutFollower:
                     await task
 
     async def _follow(self) -> None:
-        async for record in self._store.follow(self._function):
-            self._latest = record  # only the newest matters when loads lag behind
-            self._changed.set()
+        while True:
+            try:
+                async for record in self._store.follow(self._function):
+                    self._latest = record  # only the newest matters when loads lag behind
+                    self._changed.set()
+            except Exception as exc:  # e.g. the connection was lost for a while
+                log.warning("watching the rollout of %s failed (%r); again", self._function, exc)
+            await asyncio.sleep(WATCH_RETRY_S)
 
     async def _apply_latest(self) -> None:
         while True:
@@ -87,7 +98,9 @@ class RolloutFollower:
         if stable is None:  # keep serving what serves: the record names a broken stable
             stable = self.models.serving.stable
         canary = None
-        if record.canary is not None:
+        if record.canary is None:
+            self.models.forget_failures()  # the rollback landed: a new rollout may retry
+        else:
             canary = await self._model(record.canary)
             if canary is None:
                 self._failing(record.canary, f"canary {record.canary} could not be loaded")

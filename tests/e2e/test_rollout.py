@@ -25,7 +25,7 @@ from function.local.nats_server import EmbeddedNats
 from function.transport.modelstore import ModelStore
 from function.worker import Worker
 from tests.conftest import WorkerFactory
-from tests.helpers import png_bytes
+from tests.helpers import failing_model, png_bytes
 from tests.rollout_models import broken_tiny, scaled_tiny
 
 pytestmark = pytest.mark.timeout(90)
@@ -207,3 +207,32 @@ def test_rollout_commands_fail_in_one_clear_line(nats_server: EmbeddedNats, tmp_
     listed = surge("list", "--json")
     assert [json.loads(line)["canary"] for line in listed.stdout.splitlines()] == [version]
     assert "rolled back" in surge("rollback", "tiny").stdout + surge("status", "tiny").stdout
+
+
+async def test_a_new_worker_starts_on_the_promoted_version_and_skips_a_broken_canary(
+    nats_server: EmbeddedNats, client: SurgeClient, start_worker: WorkerFactory, tmp_path: Path
+) -> None:
+    store = await ModelStore.open(client.nc.jetstream(), create=True)
+    v3 = await store.push("tiny", scaled_tiny(tmp_path / "v3.onnx", 3.0))
+    await store.change("tiny", lambda r: r.canary_of(v3, 0.5).promoted())
+    worker = await start_worker(function="tiny")
+    assert worker.consumer is not None and worker.consumer.models.versions == [v3]  # at ready
+    inbox = await client.inbox()
+    job_id = await client.submit(png_bytes(), function="tiny", reply_to=inbox.subject)
+    result = (await inbox.wait([job_id], timeout=20))[job_id]
+    assert result.model is not None and result.model.version == v3
+    unloadable = await store.push("tiny", failing_model(tmp_path / "fails.onnx"))
+    await store.change("tiny", lambda r: r.canary_of(unloadable, 0.5))
+    await _until(lambda: store_reason(worker) is not None, 20)
+    record, _ = await store.read("tiny")
+    assert (record.stable, record.canary) == (v3, None)
+    assert record.reason == f"canary {unloadable} could not be loaded"
+    assert worker.consumer.models.versions == [v3]
+
+
+def store_reason(worker: Worker) -> str | None:
+    """The reason the worker's follower last saw a rollback for (None: none yet)."""
+    follower = worker.rollout
+    assert follower is not None
+    latest = follower.latest
+    return latest.reason if latest is not None else None
