@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 from function.cli import full_app
 from function.client import SurgeClient
 from function.contract.rollout import routes_to_canary
-from function.contract.wire import JobStatus, Result
+from function.contract.wire import JobStatus, Result, ScoresOutput
 from function.local.nats_server import EmbeddedNats
 from function.transport.modelstore import ModelStore
 from function.worker import Worker
@@ -88,11 +88,12 @@ async def test_rollout_under_load_canary_then_promote(
     submitted: dict[str, list[str]] = {}
     stop = asyncio.Event()
 
-    async def produce() -> None:  # a steady stream of jobs through every step
-        while not stop.is_set():
-            job_id = await client.submit(image, function="tiny", reply_to=inbox)
-            submitted.setdefault(phase, []).append(job_id)
-            await asyncio.sleep(0.001)
+    async def produce() -> None:  # a steady stream of jobs through every step, in bursts
+        while not stop.is_set():  # that the worker batches
+            at = phase
+            burst = [client.submit(image, function="tiny", reply_to=inbox) for _ in range(8)]
+            submitted.setdefault(at, []).extend(await asyncio.gather(*burst))
+            await asyncio.sleep(0.005)
 
     async def submitted_in(name: str, count: int) -> None:
         await _until(lambda: len(submitted.get(name, [])) >= count, 40)
@@ -104,12 +105,14 @@ async def test_rollout_under_load_canary_then_promote(
     producer = asyncio.create_task(produce())
     try:
         await submitted_in("before", 100)
-        phase = "swap"
+        phase = "swap"  # the stream goes on; the jobs before all ran before the rollout
+        await answers.all_of(submitted["before"], timeout=20)
         await _surge(nats_server, "rollout", "tiny", v2, "--canary", "10%")
         await _serving(worker, [v1, v2])
         phase = "canary"
         await submitted_in("canary", 1000)
         phase = "swap2"
+        await answers.all_of(submitted["canary"], timeout=20)
         await _surge(nats_server, "promote", "tiny")
         await _serving(worker, [v2])
         phase = "promoted"
@@ -135,20 +138,24 @@ async def test_rollout_under_load_canary_then_promote(
     assert {j for j in canary if routes_to_canary(j, 0.1)} == set(on_v2)  # as routed
     assert abs(len(on_v2) - 0.1 * len(canary)) <= 3 * (0.09 * len(canary)) ** 0.5 + 1
     assert {version(j) for j in canary} == {v1, v2}
+    assert max(answers.results[j].timings.batch_size for j in canary) > 1  # real batches
     assert {version(j) for j in submitted["promoted"]} == {v2}
-    score = {v: answers.results[next(j for j in every if version(j) == v)] for v in (v1, v2)}
-    assert score[v2].outputs["scores"].scores["mean"] == pytest.approx(  # type: ignore[union-attr]
-        score[v1].outputs["scores"].scores["mean"] * 0.5,
-        rel=1e-5,  # type: ignore[union-attr]
-    )
+
+    def mean(v: str) -> float:
+        scores = answers.results[next(j for j in every if version(j) == v)].outputs["scores"]
+        assert isinstance(scores, ScoresOutput)
+        return scores.scores["mean"]
+
+    assert mean(v2) == pytest.approx(mean(v1) * 0.5, rel=1e-5)  # the versions differ
     status = await _surge(nats_server, "status", "tiny")
     assert f"tiny: {v2} serves every job" in status.stdout
 
 
-async def test_a_failing_canary_is_rolled_back_and_its_jobs_answered(
+async def test_a_failing_canary_is_rolled_back_by_the_workers_and_its_jobs_answered(
     nats_server: EmbeddedNats, client: SurgeClient, start_worker: WorkerFactory, tmp_path: Path
 ) -> None:
     worker = await start_worker(function="tiny", canary_min_jobs=20, canary_max_error_rate=0.2)
+    other = await start_worker(function="tiny", canary_min_jobs=20, canary_max_error_rate=0.2)
     assert worker.model is not None
     v1 = worker.model.info.version
     answers = Answers()
@@ -160,6 +167,7 @@ async def test_a_failing_canary_is_rolled_back_and_its_jobs_answered(
     bad = pushed.stdout.split()[-1]
     await _surge(nats_server, "rollout", "tiny", bad, "--canary", "50%")
     await _serving(worker, [v1, bad])
+    await _serving(other, [v1, bad])
     image = png_bytes(color=(10, 20, 30))
     ids = [await client.submit(image, function="tiny", reply_to=inbox) for _ in range(200)]
     await answers.all_of(ids, timeout=40)
@@ -167,7 +175,8 @@ async def test_a_failing_canary_is_rolled_back_and_its_jobs_answered(
     assert max(answers.count.values()) == 1
     assert all(answers.results[j].status is JobStatus.OK for j in ids)  # retried on v1
     assert {answers.results[j].model.version for j in ids} == {v1}  # type: ignore[union-attr]
-    assert worker.consumer is not None and worker.consumer.models.versions == [v1]
+    for each in (worker, other):  # whichever judged it, both follow the rollback
+        await _serving(each, [v1])
     store = await ModelStore.open(client.nc.jetstream())
     record, _ = await store.read("tiny")
     assert record.canary is None and record.stable is None
