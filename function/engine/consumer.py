@@ -104,6 +104,8 @@ class JobConsumer:
         self._cache = (
             ResultCache(nc.jetstream(), settings, model.info.version) if settings.cache else None
         )
+        if self._cache is not None:  # cached answers are the stable version's
+            self.models.on_stable = self._cache.use_version
         self._settler = VersionedSettler(
             self.models, results, settings, model.info, self._forget, events, webhooks, self._cache
         )
@@ -122,6 +124,7 @@ class JobConsumer:
             self._cache,
             screening,
         )
+        self._admission.cacheable = self.models.on_stable_version
         self._completion = Completion(model, self._settler, settings, self._cpu_pool)
         self._direct = DirectInference(
             model,

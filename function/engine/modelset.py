@@ -51,6 +51,7 @@ class ModelSet:
         self.max_error_rate = max_error_rate
         self.min_jobs = min_jobs
         self.on_failing: Callable[[str, str], None] | None = None
+        self.on_stable: Callable[[str], None] | None = None  # a new stable version's
         self._ok = 0
         self._errors = 0
         self._failed: set[str] = set()  # canary versions this worker gave up on
@@ -104,6 +105,8 @@ class ModelSet:
         if canary is None or old is None or old.info.version != canary.info.version:
             self._ok = self._errors = 0
         self.serving = Serving(stable, canary, share if canary is not None else 0.0)
+        if self.on_stable is not None:
+            self.on_stable(stable.info.version)
         log.info(
             "serving %s%s",
             stable.info.version,
@@ -121,11 +124,19 @@ class ModelSet:
             return serving.canary
         return serving.stable
 
+    def on_stable_version(self, job_id: str) -> bool:
+        """Whether `job_id` runs on the stable version now (not the canary)."""
+        return self.pick(job_id) is self.serving.stable
+
     def split(self, batch: Sequence[InFlightJob]) -> list[tuple[BatchModel, list[InFlightJob]]]:
-        """`batch` in one part per version (stable first), each job pinned to its model."""
+        """`batch` in one part per version (stable first), each job pinned to its model.
+        A canary's results are never remembered in the result cache (keyed by the stable
+        version), nor its jobs answered from it (`on_stable_version`, at admission)."""
         parts: dict[int, tuple[BatchModel, list[InFlightJob]]] = {}
         for job in batch:
             job.model = self.pick(job.job_id)
+            if job.model is not self.serving.stable:
+                job.cache_key = None
             parts.setdefault(id(job.model), (job.model, []))[1].append(job)
         return sorted(parts.values(), key=lambda part: part[0] is not self.serving.stable)
 

@@ -245,3 +245,38 @@ def store_reason(worker: Worker) -> str | None:
     assert follower is not None
     latest = follower.latest
     return latest.reason if latest is not None else None
+
+
+async def test_the_result_cache_answers_only_from_the_stable_version(
+    client: SurgeClient, start_worker: WorkerFactory, tmp_path: Path
+) -> None:
+    worker = await start_worker(function="tiny", cache=True)
+    assert worker.model is not None
+    v1 = worker.model.info.version
+    inbox = await client.inbox()
+    image = png_bytes(color=(1, 2, 3))
+
+    async def answer() -> Result:
+        job_id = await client.submit(image, function="tiny", reply_to=inbox.subject)
+        return (await inbox.wait([job_id], timeout=20))[job_id]
+
+    async def cached_answer() -> Result:  # the cache is written after the reply
+        for _ in range(50):
+            result = await answer()
+            if result.timings.cache_hit:
+                return result
+            await asyncio.sleep(0.05)
+        raise AssertionError("never answered from the cache")
+
+    assert (await cached_answer()).model.version == v1  # type: ignore[union-attr]
+    store = await ModelStore.open(client.nc.jetstream(), create=True)
+    v2 = await store.push("tiny", scaled_tiny(tmp_path / "v2.onnx", 0.5))
+    await store.change("tiny", lambda r: r.canary_of(v2, 1.0))
+    await _serving(worker, [v1, v2])
+    on_canary = await answer()  # every job to the canary: computed, never remembered
+    assert (on_canary.model.version, on_canary.timings.cache_hit) == (v2, False)  # type: ignore[union-attr]
+    await store.change("tiny", lambda r: r.promoted())
+    await _serving(worker, [v2])
+    first = await answer()  # no answer of v1's from the cache after the promote
+    assert (first.model.version, first.timings.cache_hit) == (v2, False)  # type: ignore[union-attr]
+    assert (await cached_answer()).model.version == v2  # type: ignore[union-attr]

@@ -26,7 +26,7 @@ class FakeModel:
 
 
 def _jobs(count: int) -> list[Any]:
-    return [SimpleNamespace(job_id=f"job-{i}", model=None) for i in range(count)]
+    return [SimpleNamespace(job_id=f"job-{i}", model=None, cache_key=None) for i in range(count)]
 
 
 def test_a_batch_splits_by_version_and_pins_each_job() -> None:
@@ -80,3 +80,20 @@ def test_a_healthy_canary_and_stable_outcomes_are_not_judged() -> None:
 
 def pytest_fail(reason: str) -> None:
     raise AssertionError(reason)
+
+
+def test_the_result_cache_follows_the_stable_version_and_skips_the_canary() -> None:
+    v1, v2 = FakeModel("1" * 16, 1.0), FakeModel("2" * 16, 2.0)
+    models = ModelSet(v1)  # type: ignore[arg-type]
+    stables: list[str] = []
+    models.on_stable = stables.append
+    models.serve(v1, v2, 0.5)  # type: ignore[arg-type]
+    jobs = _jobs(50)
+    for job in jobs:
+        job.cache_key = f"key-{job.job_id}"
+    models.split(jobs)
+    for job in jobs:  # keyed (and so remembered) only when the stable version ran it
+        assert (job.cache_key is not None) is (job.model is v1)
+        assert models.on_stable_version(job.job_id) is (job.model is v1)
+    models.serve(v2)  # type: ignore[arg-type]  # the promote
+    assert stables == [v1.info.version, v2.info.version]
