@@ -26,6 +26,7 @@ from function.engine.modelset import ModelSet
 from function.models.loader import load_model
 from function.models.registry import load_task
 from function.models.warmup import ModelAdapter, effective_max_batch
+from function.telemetry import METRICS, set_process_fields
 from function.transport.modelstore import ModelStore
 
 __all__ = ["WATCH_RETRY_S", "RolloutFollower"]
@@ -51,6 +52,7 @@ class RolloutFollower:
         self._task: asyncio.Task[None] | None = None
         self._watch: asyncio.Task[None] | None = None
         self._writes: set[asyncio.Task[None]] = set()
+        self._reported: set[tuple[str, str]] = set()  # (role, version) in the metrics
         models.on_failing = self._failing
 
     async def start(self) -> None:
@@ -105,8 +107,22 @@ class RolloutFollower:
             if canary is None:
                 self._failing(record.canary, f"canary {record.canary} could not be loaded")
         self.models.serve(stable, canary, record.canary_share)
+        self._report()
         keep = {self._base, *self.models.versions}
         self._loaded = {v: model for v, model in self._loaded.items() if v in keep}
+
+    def _report(self) -> None:
+        """The versions serving, in the metrics and on every log line."""
+        serving = self.models.serving
+        shares = {("stable", serving.stable.info.version): 1.0 - serving.share}
+        if serving.canary is not None:
+            shares[("canary", serving.canary.info.version)] = serving.share
+        for role, version in self._reported - shares.keys():
+            METRICS.model_share.remove(self._function, version, role)
+        for (role, version), share in shares.items():
+            METRICS.model_share.labels(self._function, version, role).set(share)
+        self._reported = set(shares)
+        set_process_fields(model_version=serving.stable.info.version)
 
     async def _model(self, version: str) -> BatchModel | None:
         """The loaded, warm version (fetched and loaded first if new); None if it fails."""

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from click.testing import Result as CliResult
 from nats.aio.msg import Msg
+from prometheus_client import REGISTRY
 from typer.testing import CliRunner
 
 from function.cli import full_app
@@ -109,6 +110,7 @@ async def test_rollout_under_load_canary_then_promote(
         await answers.all_of(submitted["before"], timeout=20)
         await _surge(nats_server, "rollout", "tiny", v2, "--canary", "10%")
         await _serving(worker, [v1, v2])
+        assert (_share("tiny", v1, "stable"), _share("tiny", v2, "canary")) == (0.9, 0.1)
         phase = "canary"
         await submitted_in("canary", 1000)
         phase = "swap2"
@@ -226,6 +228,7 @@ async def test_a_new_worker_starts_on_the_promoted_version_and_skips_a_broken_ca
     await store.change("tiny", lambda r: r.canary_of(v3, 0.5).promoted())
     worker = await start_worker(function="tiny")
     assert worker.consumer is not None and worker.consumer.models.versions == [v3]  # at ready
+    assert _share("tiny", v3, "stable") == 1.0
     inbox = await client.inbox()
     job_id = await client.submit(png_bytes(), function="tiny", reply_to=inbox.subject)
     result = (await inbox.wait([job_id], timeout=20))[job_id]
@@ -237,6 +240,12 @@ async def test_a_new_worker_starts_on_the_promoted_version_and_skips_a_broken_ca
     assert (record.stable, record.canary) == (v3, None)
     assert record.reason == f"canary {unloadable} could not be loaded"
     assert worker.consumer.models.versions == [v3]
+    assert _share("tiny", unloadable, "canary") is None
+
+
+def _share(function: str, version: str, role: str) -> float | None:
+    labels = {"function": function, "version": version, "role": role}
+    return REGISTRY.get_sample_value("surge_model_share", labels)
 
 
 def store_reason(worker: Worker) -> str | None:
