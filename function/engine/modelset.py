@@ -104,14 +104,16 @@ class ModelSet:
             canary = None  # this worker saw it fail; the rollback is on its way
         if canary is None or old is None or old.info.version != canary.info.version:
             self._ok = self._errors = 0
+        before = (self.versions, self.serving.share)
         self.serving = Serving(stable, canary, share if canary is not None else 0.0)
         if self.on_stable is not None:
             self.on_stable(stable.info.version)
-        log.info(
-            "serving %s%s",
-            stable.info.version,
-            f" and canary {canary.info.version} at {share:.1%}" if canary else "",
-        )
+        if (self.versions, self.serving.share) != before:
+            log.info(
+                "serving %s%s",
+                stable.info.version,
+                f" and canary {canary.info.version} at {share:.1%}" if canary else "",
+            )
 
     def forget_failures(self) -> None:
         """Serve again a canary this worker gave up on, should a new rollout name it."""

@@ -15,7 +15,6 @@ loaded, is rolled back in the record (compare-and-set), and every worker follows
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from pathlib import Path
 
@@ -28,11 +27,13 @@ from function.models.registry import load_task
 from function.models.warmup import ModelAdapter, effective_max_batch
 from function.telemetry import METRICS, set_process_fields
 from function.transport.modelstore import ModelStore
+from function.transport.periodic import end_task
 
-__all__ = ["WATCH_RETRY_S", "RolloutFollower"]
+__all__ = ["WATCH_RETRY_S", "WRITE_GRACE_S", "RolloutFollower"]
 
 log = logging.getLogger("surge.rollout")
 WATCH_RETRY_S = 1.0  # pause before watching again after the watch failed
+WRITE_GRACE_S = 2.0  # how long stopping waits for a rollback being written
 
 
 class RolloutFollower:
@@ -68,11 +69,12 @@ class RolloutFollower:
         return self._latest
 
     async def stop(self) -> None:
+        """Stop following; a rollback being written gets a moment to land first."""
+        if self._writes:
+            await asyncio.wait(list(self._writes), timeout=WRITE_GRACE_S)
         for task in (self._watch, self._task, *self._writes):
             if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+                await end_task(task, WRITE_GRACE_S)
 
     async def _follow(self) -> None:
         while True:
