@@ -372,6 +372,7 @@ class Worker:
             runners=self.tuned.runners if self.tuned else 0,
             intra_op_threads=self.tuned.intra_op_threads if self.tuned else 0,
             max_batch=self.tuned.max_batch if self.tuned else 0,
+            model_versions=self.consumer.models.versions if self.consumer else [],
         )
 
     async def stop(self, timeout: float | None = None) -> None:

@@ -29,6 +29,8 @@ from function.contract.nats_auth import NatsConnectError
 from function.contract.rollout import ModelRollout, RolloutError, parse_share
 
 if TYPE_CHECKING:
+    from nats.aio.client import Client as NATS
+
     from function.transport.modelstore import ModelStore
 
 __all__ = ["add_rollout_commands", "describe"]
@@ -46,9 +48,10 @@ def _fail(message: str) -> typer.Exit:
 
 
 def _with_store(
-    nats_url: str, action: Callable[[ModelStore], Awaitable[T]], *, create: bool = False
+    nats_url: str, action: Callable[[ModelStore, NATS], Awaitable[T]], *, create: bool = False
 ) -> T:
-    """Run `action` on the model buckets at `nats_url`; what goes wrong is one line, exit 1."""
+    """Run `action` on the model buckets at `nats_url` (and the connection); what goes
+    wrong is one line, exit 1."""
     import nats.errors
     from nats.js.errors import APIError
 
@@ -58,7 +61,7 @@ def _with_store(
     async def run() -> T:
         nc = await open_nats(nats_url, name="surge-models", reconnect=False)
         try:
-            return await action(await ModelStore.open(nc.jetstream(), create=create))
+            return await action(await ModelStore.open(nc.jetstream(), create=create), nc)
         finally:
             await nc.close()
 
@@ -87,7 +90,7 @@ def describe(record: ModelRollout) -> str:
 
 
 def _change(nats_url: str, function: str, step: Callable[[ModelRollout], ModelRollout]) -> None:
-    async def act(store: ModelStore) -> ModelRollout:
+    async def act(store: ModelStore, nc: NATS) -> ModelRollout:
         return await store.change(function, step)
 
     typer.echo(describe(_with_store(nats_url, act)))
@@ -107,7 +110,7 @@ def push(
     The version is the file's content hash; nothing serves it until `surge models rollout`.
     """
 
-    async def act(store: ModelStore) -> str:
+    async def act(store: ModelStore, nc: NATS) -> str:
         return await store.push(function, file)
 
     version = _with_store(nats_url, act, create=True)
@@ -123,7 +126,7 @@ def list_(
 ) -> None:
     """Pushed model versions, per function, and which of them serve."""
 
-    async def act(store: ModelStore) -> list[ModelRollout]:
+    async def act(store: ModelStore, nc: NATS) -> list[ModelRollout]:
         names = [function] if function else await _functions(store)
         return [(await store.read(name))[0] for name in names]
 
@@ -187,20 +190,45 @@ def rollback(function: FunctionArg, nats_url: NatsUrl = DEFAULT_NATS_URL) -> Non
 def status(
     function: FunctionArg,
     nats_url: NatsUrl = DEFAULT_NATS_URL,
+    workers: Annotated[
+        float,
+        typer.Option(
+            "--workers",
+            metavar="SECONDS",
+            help="Also listen this long to the workers' heartbeats: what each one serves.",
+        ),
+    ] = 0.0,
     as_json: Annotated[bool, typer.Option("--json", help="The record as JSON.")] = False,
 ) -> None:
     """What serves FUNCTION now, and the rollout's recent history."""
 
-    async def act(store: ModelStore) -> ModelRollout:
-        return (await store.read(function))[0]
+    async def act(store: ModelStore, nc: NATS) -> tuple[ModelRollout, dict[str, list[str]]]:
+        record = (await store.read(function))[0]
+        return record, await _heard(nc, function, workers) if workers > 0 else {}
 
-    record = _with_store(nats_url, act)
+    record, serving = _with_store(nats_url, act)
     if as_json:
         typer.echo(json.dumps(record.model_dump(mode="json"), indent=2))
         return
     typer.echo(describe(record))
     for line in record.history:
         typer.echo(f"  {line}")
+    for worker, versions in sorted(serving.items()):
+        typer.echo(f"worker {worker}: {' + '.join(versions) or 'not serving yet'}")
+    if workers > 0 and not serving:
+        typer.echo(f"no {function} worker heard in {workers:g} s")
+
+
+async def _heard(nc: NATS, function: str, seconds: float) -> dict[str, list[str]]:
+    """Each live worker of `function` heard within `seconds`: the versions it serves."""
+    from function.commands.workers import WorkerSightings
+
+    sightings = await WorkerSightings.listen(nc, function)
+    try:
+        await asyncio.sleep(seconds)
+    finally:
+        await sightings.close()
+    return {beat.worker_id: beat.model_versions for beat in sightings.alive()}
 
 
 def add_rollout_commands(models_app: typer.Typer) -> None:

@@ -149,8 +149,9 @@ async def test_rollout_under_load_canary_then_promote(
         return scores.scores["mean"]
 
     assert mean(v2) == pytest.approx(mean(v1) * 0.5, rel=1e-5)  # the versions differ
-    status = await _surge(nats_server, "status", "tiny")
+    status = await _surge(nats_server, "status", "tiny", "--workers", "1")
     assert f"tiny: {v2} serves every job" in status.stdout
+    assert f"worker {worker.worker_id}: {v2}\n" in status.stdout  # from its heartbeat
 
 
 async def test_a_failing_canary_is_rolled_back_by_the_workers_and_its_jobs_answered(
