@@ -320,8 +320,8 @@ class JobConsumer:
         for job in [job for job in batch if job.cancelled]:  # never started: no work done
             batch.remove(job)
             self._spawn(self._settler.cancelled(job))
-        for version, part in self.models.split(batch):  # a batch never mixes versions
-            await self._run_on(version, part)
+        for model, part in self.models.split(batch):  # a batch never mixes versions
+            await self._run_on(model, part)
 
     async def _run_on(self, model: BatchModel, batch: list[InFlightJob]) -> None:
         if not batch:
