@@ -128,6 +128,7 @@ async def test_rollout_under_load_canary_then_promote(
     assert set(answers.count) == set(every)  # none lost, none foreign
     assert max(answers.count.values()) == 1  # none answered twice
     assert all(r.status is JobStatus.OK for r in answers.results.values())
+    assert all(r.attempts == 1 for r in answers.results.values())  # none redone
 
     def version(job_id: str) -> str:
         model = answers.results[job_id].model
