@@ -6,6 +6,7 @@ surge result JOB_ID [--out DIR]   fetch a stored result (images elided, or saved
 surge retry JOB_ID...             re-submit dead-lettered jobs (new ids: <id>-r2, ...)
 surge dead list|show|retry        the dead-letter stream: jobs that ran out of attempts
 surge models fetch                download and prepare the models
+surge models push|rollout|promote|rollback|status|list   new model versions, no restart
 surge nats                        run an embedded nats-server for development
 surge tenants add|list|remove     tenants' job streams and quotas
 
@@ -33,6 +34,7 @@ import typer
 from rich.console import Console
 
 from function.commands.options import DEFAULT_NATS_URL, Function, NatsUrl
+from function.commands.rollout import add_rollout_commands
 from function.contract.errors import SurgeError
 from function.contract.nats_auth import NatsConnectError
 from function.contract.settings import DEFAULT_FUNCTION, WorkerSettings, is_valid_tenant
@@ -55,7 +57,11 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
 )
-models_app = typer.Typer(help="Fetch and prepare model files.", no_args_is_help=True)
+models_app = typer.Typer(
+    help="Fetch and prepare model files; push new versions and roll them out.",
+    no_args_is_help=True,
+)
+add_rollout_commands(models_app)
 
 # Options of `surge` itself, before the command: they set the `SURGE_NATS_*` variables
 # that every part (and every worker process it starts) reads.

@@ -264,6 +264,11 @@ class Metrics:
             ["function", "phase"],
         )
         self.ready = Gauge("surge_ready", "1 when the worker is warm and consuming.", ["function"])
+        self.model_share = Gauge(
+            "surge_model_share",
+            "Share of jobs each model version serving runs (rollouts: stable and canary).",
+            ["function", "version", "role"],
+        )
         self.tuned = Gauge(
             "surge_worker_setting",
             "What the worker chose at warmup: runners, intra_op_threads, max_batch, cpus.",

@@ -31,6 +31,8 @@ from function.contract.settings import WorkerSettings
 from function.engine.accounting import WarmMeter
 from function.engine.consumer import JobConsumer
 from function.engine.control import JobControl
+from function.engine.modelset import ModelSet
+from function.engine.rollout import RolloutFollower
 from function.engine.screen import ScreenError, Screening, load_screen
 from function.models import LoadedModel, load_task
 from function.models.warmup import (
@@ -46,6 +48,7 @@ from function.transport.connect import open_nats
 from function.transport.connection import ConnectionHealth, Trouble
 from function.transport.events import JobEvents
 from function.transport.heartbeat import HeartbeatPublisher
+from function.transport.modelstore import ModelStore
 from function.transport.orphans import OrphanSweeper
 from function.transport.poison import PoisonSweeper
 from function.transport.recovery import TenantConsumers, TopologyWatch
@@ -137,6 +140,7 @@ class Worker:
         self._attached = threading.Event()  # set from the loop, awaited by the load's thread
         self._jobs_waiting = False
         self._meter: WarmMeter | None = None  # idle-but-warm and cold-start seconds
+        self.rollout: RolloutFollower | None = None  # with SURGE_MODEL_ROLLOUT
 
     @property
     def ready(self) -> bool:
@@ -239,6 +243,11 @@ class Worker:
             function=settings.function,
         )
         adapter = ModelAdapter(model, self.warmup_ms)
+        models = ModelSet(
+            adapter,
+            max_error_rate=settings.canary_max_error_rate,
+            min_jobs=settings.canary_min_jobs,
+        )
         if settings.job_events:
             self._events = JobEvents(self.nc, self.worker_id)
             self._events.start()
@@ -248,7 +257,7 @@ class Worker:
         self.consumer = JobConsumer(
             self.nc,
             topology.consumers,
-            adapter,
+            models,
             results,
             settings,
             self._events,
@@ -265,6 +274,8 @@ class Worker:
             js, results, settings.function, grace_s=settings.orphan_grace_s
         )
         self.topology_watch.on_tenants = self._tenants_changed
+        if settings.model_rollout:
+            await self._follow_rollout(settings, models, adapter)
         await self.consumer.start()
         try:
             await self.topology_watch.follow_tenants()
@@ -295,6 +306,21 @@ class Worker:
             {k: round(v, 3) for k, v in self.phases.items()},
             type(asyncio.get_running_loop()).__module__.split(".")[0],
         )
+
+    async def _follow_rollout(
+        self, settings: WorkerSettings, models: ModelSet, base: ModelAdapter
+    ) -> None:
+        """Serve the versions the function's rollout record names (loaded before ready)."""
+        assert self.nc is not None
+        try:
+            store = await ModelStore.open(
+                self.nc.jetstream(), create=True, replicas=settings.stream_replicas
+            )
+            self.rollout = RolloutFollower(store, settings, models, base)
+            await self.rollout.start()
+        except Exception as exc:  # e.g. a NATS user without the buckets: the image's model
+            log.warning("not following model rollouts (serving %s): %r", base.info.version, exc)
+            self.rollout = None
 
     async def _tenants_changed(self, tenants: TenantConsumers) -> None:
         """Fetch from every tenant's stream, with its rate quota; drop removed ones."""
@@ -347,6 +373,7 @@ class Worker:
             runners=self.tuned.runners if self.tuned else 0,
             intra_op_threads=self.tuned.intra_op_threads if self.tuned else 0,
             max_batch=self.tuned.max_batch if self.tuned else 0,
+            model_versions=self.consumer.models.versions if self.consumer else [],
         )
 
     async def stop(self, timeout: float | None = None) -> None:
@@ -357,7 +384,7 @@ class Worker:
         METRICS.ready.labels(self.settings.function).set(0)
         if self._meter is not None:
             await self._meter.stop()
-        for task in (self._calls, self._orphans, self.topology_watch):
+        for task in (self._calls, self._orphans, self.topology_watch, self.rollout):
             if task is not None:
                 await task.stop()
         # With the connection closed for good nothing can be settled: JetStream

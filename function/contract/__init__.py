@@ -14,6 +14,7 @@ screen     `Screen`: the function, score and rule that screen jobs first (`SURGE
 tenancy    tenants enforced by the NATS server: each tenant user's permissions
 http_auth  who may call the HTTP surface: API-key tenants file, JWT keys (`SURGE_HTTP_AUTH_*`)
 webhooks   signed webhooks: `sign`/`verify`, per-tenant secrets, allowed URLs, `WebhookRecord`
+rollout    `ModelRollout`: a function's pushed model versions, stable and canary; job routing
 """
 
 from __future__ import annotations

@@ -42,5 +42,8 @@ class Heartbeat(BaseModel):
     runners: int = Field(default=0, description="Inference runs at once on the shared session.")
     intra_op_threads: int = Field(default=0, description="Threads per inference run.")
     max_batch: int = Field(default=0, description="The batch size chosen (or set).")
+    model_versions: list[str] = Field(
+        default_factory=list, description="Model versions serving: the stable one, a canary."
+    )
     interval_s: float = 1.0
     sent_at: datetime = Field(default_factory=lambda: datetime.now(UTC))

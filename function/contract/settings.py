@@ -307,6 +307,17 @@ class WorkerSettings(SurgeSettings):
         description="The worker's event loop ('auto': uvloop where installed, a third "
         "less CPU per job on the message path).",
     )
+    model_rollout: bool = Field(
+        default=True,
+        description="Follow the function's rollout record (`surge models rollout`): serve "
+        "the versions it names, swapped in without a restart.",
+    )
+    canary_max_error_rate: float = Field(
+        default=0.2, ge=0, le=1, description="A canary failing more jobs than this is rolled back."
+    )
+    canary_min_jobs: int = Field(
+        default=20, ge=1, description="Canary jobs seen before its error rate is judged."
+    )
     http_host: str = "0.0.0.0"
     http_port: int = 8080
     log_level: str = "INFO"

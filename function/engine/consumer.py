@@ -36,7 +36,7 @@ from opentelemetry import trace
 from function.contract.errors import ErrorCode, JobError
 from function.contract.lifecycle import JobState
 from function.contract.settings import Priority, WorkerSettings
-from function.contract.wire import JobRequest, Output, Timings
+from function.contract.wire import JobRequest, ModelInfo, Output, Timings
 from function.engine.accounting import BusyClock
 from function.engine.batcher import PriorityBatcher
 from function.engine.batchmodel import BatchModel, run_in
@@ -45,10 +45,10 @@ from function.engine.direct import DirectInference
 from function.engine.feeds import FeedKey, Feeds
 from function.engine.finish import Completion
 from function.engine.job import Admission, InFlightJob, wall_ns
+from function.engine.modelset import ModelSet, VersionedSettler
 from function.engine.ratelimit import TenantRates
 from function.engine.screen import Screening
 from function.engine.screen_queue import ScreenGate
-from function.engine.settle import Settler
 from function.models.hardware import usable_cpus
 from function.telemetry import context_from_headers
 from function.transport.cache import ResultCache
@@ -81,8 +81,8 @@ class JobConsumer:
         self._nc = nc
         self._events = events
         self._consumers = consumers
-        self._model = model
-        self.model_info = model.info
+        self.models = model if isinstance(model, ModelSet) else ModelSet(model)
+        self._model = model = self.models  # every stage sees the versions serving now
         self._results = results
         self._settings = settings
         self._batcher: PriorityBatcher[InFlightJob] = PriorityBatcher(
@@ -105,8 +105,10 @@ class JobConsumer:
         self._cache = (
             ResultCache(nc.jetstream(), settings, model.info.version) if settings.cache else None
         )
-        self._settler = Settler(
-            results, settings, model.info, self._forget, events, webhooks, self._cache
+        if self._cache is not None:  # cached answers are the stable version's
+            self.models.on_stable = self._cache.use_version
+        self._settler = VersionedSettler(
+            self.models, results, settings, model.info, self._forget, events, webhooks, self._cache
         )
         # room for every runner's batch: the default budget scales with runners x max_batch
         jobs_at_once = settings.max_batch * self._runners
@@ -123,6 +125,7 @@ class JobConsumer:
             self._cache,
             screening,
         )
+        self._admission.cacheable = self.models.on_stable_version
         if settings.screen is not None and settings.screen_via == "queue":
             self._admission.gate = ScreenGate(nc, results, settings.screen, settings.function)
         self._completion = Completion(model, self._settler, settings, self._cpu_pool)
@@ -153,6 +156,11 @@ class JobConsumer:
     def pull_trouble(self) -> Trouble | None:
         """The oldest failing pull (a missing stream or consumer, an error status)."""
         return self._feeds.trouble
+
+    @property
+    def model_info(self) -> ModelInfo:
+        """The stable version's: what direct (HTTP) jobs run on."""
+        return self.models.info
 
     @property
     def in_flight(self) -> int:
@@ -315,6 +323,10 @@ class JobConsumer:
         for job in [job for job in batch if job.cancelled]:  # never started: no work done
             batch.remove(job)
             self._spawn(self._settler.cancelled(job))
+        for model, part in self.models.split(batch):  # a batch never mixes versions
+            await self._run_on(model, part)
+
+    async def _run_on(self, model: BatchModel, batch: list[InFlightJob]) -> None:
         if not batch:
             return
         samples = [job.ready_sample for job in batch]
@@ -326,7 +338,7 @@ class JobConsumer:
             if self._events is not None:
                 self._events.emit(job.job_id, job.tenant, JobState.RUNNING)
         try:
-            out = await run_in(self._infer_pool, self._model.fast, self._model.run_batch, samples)
+            out = await run_in(self._infer_pool, model.fast, model.run_batch, samples)
         except Exception as exc:
             self._spawn(self._completion.split_after_failure(batch, exc, self._infer_pool))
             return

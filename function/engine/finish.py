@@ -212,7 +212,8 @@ class Completion:
         for job in batch:
             start_ns = wall_ns()
             try:
-                out = await run_in(infer_pool, False, self._model.run_batch, [job.ready_sample])
+                model = job.model or self._model  # the version it was batched for
+                out = await run_in(infer_pool, False, model.run_batch, [job.ready_sample])
             except Exception as exc:
                 await self.guarded(job, exc)
                 continue

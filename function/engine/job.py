@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -79,6 +80,7 @@ class InFlightJob:
     cancelled: bool = False  # asked to stop (`JobControl`): its output is never sent
     prep_ns: int = 0  # measured decode and preprocess time
     cache_key: str | None = None  # its result cache key, when the worker caches
+    model: BatchModel | None = None  # the model version it runs on, once batched
 
     @property
     def ready_sample(self) -> np.ndarray:
@@ -156,6 +158,7 @@ class Admission:
         self._cpu_pool = cpu_pool
         self._budget = budget
         self._stopping = stopping
+        self.cacheable: Callable[[str], bool] = lambda job_id: True  # a canary's are not
 
     def _decode(self, pending: PendingImage) -> tuple[Image.Image, np.ndarray]:
         image = pending.decode()
@@ -349,6 +352,8 @@ class Admission:
     async def _answer_cached(self, job: InFlightJob, data: bytes) -> bool:
         """Answer `job` from the result cache when its input was done before (True)."""
         assert self._cache is not None and job.request is not None
+        if not self.cacheable(job.job_id):
+            return False
         small = len(data) <= SMALL_INPUT_BYTES
         key = await run_in(self._cpu_pool, small, self._cache.key, job.tenant, job.outputs, data)
         job.cache_key = key

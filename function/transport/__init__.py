@@ -19,6 +19,7 @@ orphans     answers jobs for functions nobody serves
 recovery    recreates streams and consumers a server lost, follows tenants (`TopologyWatch`)
 tenants     each tenant's jobs stream: its quotas, its consumers (`add_tenant`, `list_tenants`)
 periodic    background loops, and stopping a task for sure (`end_task`)
+modelstore  model files and rollout records: push, read, compare-and-set, watch (`ModelStore`)
 """
 
 from __future__ import annotations

@@ -95,6 +95,11 @@ class ResultCache:
     def key(self, tenant: str | None, outputs: Iterable[str], data: bytes) -> str:
         return cache_key(tenant, self._function, self._version, outputs, data)
 
+    def use_version(self, model_version: str) -> None:
+        """Key lookups and entries by `model_version` from now on (a rollout swapped the
+        stable version): what an older version computed is never an answer again."""
+        self._version = model_version
+
     async def _bucket(self) -> KeyValue:
         """The `surge-cache` bucket, made when missing: discard-old (a KV bucket made by
         the client library refuses new writes when full instead)."""

@@ -20,6 +20,7 @@ import pytest
 from nats.js.errors import APIError
 
 from function.contract.quota import quota_refused
+from function.contract.rollout import MODEL_FILES_BUCKET, MODELS_BUCKET, PushedVersion
 from function.contract.settings import (
     DEFAULT_FUNCTION,
     JOBS_STREAM,
@@ -39,6 +40,7 @@ from function.contract.settings import (
 )
 from function.contract.webhooks import WEBHOOKS_BUCKET
 from function.local.nats_server import find_nats_server
+from function.transport.modelstore import ModelStore
 from function.transport.tenants import ensure_tenant_consumers, list_tenants, quota_of
 from function.transport.topology import ensure_topology
 from scaler.prewarm import load_plans
@@ -154,6 +156,12 @@ RULES: Final = [
     ("worker", "publish", f"$KV.{WEBHOOKS_BUCKET}.tenant-a.job-1", True),
     ("worker", "publish", "$KV.surge-prewarm.x", False),
     ("tenant-a", "publish", f"$KV.{WEBHOOKS_BUCKET}.tenant-a.job-1", False),
+    ("worker", "publish", f"$KV.{MODELS_BUCKET}.{FUNCTION}", True),  # a canary's rollback
+    ("worker", "publish", f"$O.{MODEL_FILES_BUCKET}.C.chunk", False),  # it reads files only
+    ("tenant-a", "publish", f"$KV.{MODELS_BUCKET}.{FUNCTION}", False),
+    ("tenant-a", "publish", f"$O.{MODEL_FILES_BUCKET}.C.chunk", False),
+    ("tenant-a", "publish", f"$JS.API.STREAM.INFO.KV_{MODELS_BUCKET}", False),
+    ("scaler", "publish", f"$KV.{MODELS_BUCKET}.{FUNCTION}", False),
     ("worker", "subscription", call_subject(FUNCTION), True),
     ("worker", "subscription", control_subject(FUNCTION), True),
     ("worker", "subscription", control_subject(FUNCTION, "tenant-a"), True),
@@ -338,3 +346,23 @@ async def test_the_scaler_watches_with_its_read_only_user(secured: Secured) -> N
         assert scaler.errors == []
     finally:
         await scaler.close()
+
+
+@pytest.mark.nats
+async def test_the_worker_follows_a_rollout_and_writes_its_rollback(secured: Secured) -> None:
+    """With its user, a worker opens the model buckets, reads and watches its function's
+    record, and writes a canary's rollback (compare-and-set); it cannot store files."""
+    worker = await connect(secured, "worker")
+    try:
+        store = await ModelStore.open(worker.nc.jetstream(), create=True)
+        pushed = PushedVersion(version="1" * 16, size=1)
+        await store.change(FUNCTION, lambda r: r.pushed(pushed).canary_of(pushed.version, 0.1))
+        back = await store.change(FUNCTION, lambda r: r.rolled_back("canary failed"))
+        assert (back.canary, back.reason) == (None, "canary failed")
+        following = store.follow(FUNCTION)
+        assert (await anext(following)).reason == "canary failed"
+        await following.aclose()
+        await worker.nc.publish(f"$O.{MODEL_FILES_BUCKET}.C.chunk", b"x")
+        assert await worker.refused("publish", f"$O.{MODEL_FILES_BUCKET}.C.chunk")
+    finally:
+        await worker.close()
