@@ -8,6 +8,8 @@ from pathlib import Path
 import onnx
 from onnx import TensorProto, helper
 
+from function.models.tiny import tiny_model_bytes
+
 __all__ = ["broken_tiny", "scaled_tiny"]
 
 
@@ -25,12 +27,8 @@ def _save(
 
 def scaled_tiny(path: Path, scale: float) -> Path:
     """mean(x) * scale: a version whose scores differ from the tiny model's."""
-    nodes = [
-        helper.make_node("ReduceMean", ["x"], ["m"], axes=[1, 2, 3], keepdims=0),
-        helper.make_node("Mul", ["m", "k"], ["mean"]),
-    ]
-    k = helper.make_tensor("k", TensorProto.FLOAT, [], [scale])
-    return _save(nodes, [k], ["batch"], path)
+    path.write_bytes(tiny_model_bytes(scale))
+    return path
 
 
 def broken_tiny(path: Path) -> Path:

@@ -19,15 +19,25 @@ _OPSET: Final = 13
 _IR_VERSION: Final = 7
 
 
-def tiny_model_bytes() -> bytes:
-    """The serialised tiny graph: x float32 [batch,1,8,8] -> ReduceMean -> mean [batch]."""
+def tiny_model_bytes(scale: float | None = None) -> bytes:
+    """The serialised tiny graph: x float32 [batch,1,8,8] -> ReduceMean -> mean [batch];
+    with `scale`, another version of it (the mean times `scale`: same input and output,
+    other scores), e.g. to roll out."""
     import onnx  # building graphs only: off the import path of every worker
     from onnx import TensorProto, helper
 
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 1, 8, 8])
     mean = helper.make_tensor_value_info("mean", TensorProto.FLOAT, ["batch"])
-    node = helper.make_node("ReduceMean", ["x"], ["mean"], axes=[1, 2, 3], keepdims=0)
-    graph = helper.make_graph([node], "surge_tiny", [x], [mean])
+    if scale is None:
+        nodes = [helper.make_node("ReduceMean", ["x"], ["mean"], axes=[1, 2, 3], keepdims=0)]
+        graph = helper.make_graph(nodes, "surge_tiny", [x], [mean])
+    else:
+        nodes = [
+            helper.make_node("ReduceMean", ["x"], ["m"], axes=[1, 2, 3], keepdims=0),
+            helper.make_node("Mul", ["m", "k"], ["mean"]),
+        ]
+        k = helper.make_tensor("k", TensorProto.FLOAT, [], [scale])
+        graph = helper.make_graph(nodes, "surge_tiny_scaled", [x], [mean], initializer=[k])
     model = helper.make_model(
         graph,
         producer_name="surge",
