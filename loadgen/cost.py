@@ -99,11 +99,20 @@ def cost_command(
         float, typer.Option(min=0.0, help="Dollars per GPU-hour.")
     ] = DEFAULT_PRICE,
     as_json: Annotated[bool, typer.Option("--json", help="Print the figures as JSON.")] = False,
+    start: Annotated[
+        float | None,
+        typer.Option("--from", help="Bill only from this second of the run (its clock)."),
+    ] = None,
+    end: Annotated[
+        float | None, typer.Option("--to", help="... up to this second (default: its end).")
+    ] = None,
 ) -> None:
     """GPU-seconds used, starting and idle, and the bill, beside a fixed fleet and KEDA's
     defaults for the same arrivals."""
     try:
         usage = load_usage(report)
+        if start is not None or end is not None:
+            usage = usage.within(start or 0.0, end if end is not None else math.inf)
     except ValueError as exc:
         err_console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None

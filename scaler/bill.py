@@ -59,6 +59,34 @@ class Usage(BaseModel):
         description="Replicas of the first point started before the timeline began (a "
         "run against workers already up): not charged a start.",
     )
+    jobs: list[tuple[float, float]] = Field(
+        default_factory=list,
+        description="(when it was answered, its compute in s) per job, on the timeline's "
+        "clock: what a time range of the run is billed from.",
+    )
+
+    def within(self, start: float, end: float) -> Usage:
+        """The usage of the time range [start, end] of the run: replicas as they were
+        then (those up at `start` were started before it), the compute of the jobs
+        answered in it, the jobs that arrived in it. `ValueError` when the range misses
+        the timeline, or the run kept no per-job times to bill its compute from."""
+        points = self.timeline
+        if not points or end <= start or end <= points[0][0] or start >= points[-1][0]:
+            raise ValueError(f"the range {start:g}-{end:g} s misses the run's timeline")
+        if self.compute_s > 0 and not self.jobs:
+            raise ValueError("this report keeps no per-job times: bill the whole run")
+        start, end = max(start, points[0][0]), min(end, points[-1][0])
+        at_start = next((r for t, r in reversed(points) if t <= start), points[0][1])
+        inside = [(t, r) for t, r in points if start < t < end]
+        clipped = [(start, at_start), *inside, (end, 0)]
+        return Usage(
+            timeline=clipped,
+            compute_s=sum(c for t, c in self.jobs if start <= t <= end),
+            cold_start_s=self.cold_start_s,
+            arrivals_s=[t for t in self.arrivals_s if start <= t <= end],
+            running_before=at_start if start > points[0][0] else self.running_before,
+            jobs=[(t, c) for t, c in self.jobs if start <= t <= end],
+        )
 
 
 class Bill(BaseModel):
@@ -115,11 +143,13 @@ def usage_of(report: SpikeReport) -> Usage:
     arrived = [r.finished_at.timestamp() - r.timings.total_ms / 1000 for r in results]
     anchor = next((t for t, _, backlog in report.timeline if backlog), 0.0)
     first = min(arrived, default=0.0)
+    done = [anchor + r.finished_at.timestamp() - first for r in results]
     return Usage(
         timeline=[(t, replicas) for t, replicas, _ in report.timeline],
         compute_s=sum(r.timings.compute_ms for r in results) / 1000,
         cold_start_s=report.cold_start_s or 0.0,
         arrivals_s=sorted(anchor + a - first for a in arrived),
+        jobs=sorted(zip(done, (r.timings.compute_ms / 1000 for r in results), strict=True)),
     )
 
 

@@ -123,10 +123,16 @@ def usage_of_run(
     changes.append((float(len(timeline)), 0))  # the window ends with the run
     compute = np.asarray(ledger.compute_ms, dtype=float)
     sent = np.asarray(ledger.sent, dtype=float)
+    answered = np.asarray(ledger.answered, dtype=float)
+    timed = ~np.isnan(answered) & ~np.isnan(compute)
     return Usage(
         timeline=changes,
         compute_s=float(np.nansum(compute)) / 1000,
         cold_start_s=cold_start_s or 0.0,
         arrivals_s=[float(t) for t in sent[~np.isnan(sent)]],
         running_before=min(running_before, changes[0][1]),
+        jobs=[
+            (float(t), float(c) / 1000)
+            for t, c in zip(answered[timed], compute[timed], strict=True)
+        ],
     )

@@ -93,3 +93,46 @@ def test_the_keda_row_reaches_bills_through_its_entry_point() -> None:
     assert seconds > 300.0 and cost == pytest.approx(seconds / 3600 * bill.price_per_gpu_hour)
     idle = Usage(timeline=[(0.0, 0), (5.0, 0)], compute_s=0.0, cold_start_s=1.0)
     assert comparisons(idle, make_bill(idle)) == {}  # no arrivals: nothing to compare
+
+
+TIMED = USAGE.model_copy(
+    update={"jobs": [(10.0 + i * 0.5, 0.75) for i in range(40)]}  # 40 x 0.75 s = 30 s
+)
+
+
+def test_a_time_range_is_billed_from_the_replicas_then_and_the_jobs_answered_in_it() -> None:
+    part = TIMED.within(30.0, 50.0)  # 2 replicas (up since 10 s) to 40 s, then 1
+    assert part.timeline == [(30.0, 2), (40.0, 1), (50.0, 0)] and part.running_before == 2
+    assert part.compute_s == pytest.approx(0.75 * 0)  # the jobs were all answered by 29.5 s
+    bill = make_bill(TIMED.within(20.0, 45.0))
+    assert bill.replica_s == pytest.approx(2 * 20 + 1 * 5)
+    assert bill.starts == 0 and bill.starting_s == 0.0  # both started at 10 s, before it
+    assert bill.used_s == pytest.approx(0.75 * 20)  # answered at 20.0 ... 29.5 s
+    whole = make_bill(TIMED.within(0.0, 70.0))
+    assert whole.model_dump() == make_bill(TIMED).model_dump()
+
+
+@pytest.mark.parametrize(
+    ("usage", "start", "end", "says"),
+    [
+        (TIMED, 80.0, 90.0, "misses the run's timeline"),
+        (TIMED, 30.0, 20.0, "misses the run's timeline"),
+        (USAGE, 0.0, 30.0, "keeps no per-job times"),
+    ],
+)
+def test_a_range_that_cannot_be_billed_says_why(
+    usage: Usage, start: float, end: float, says: str
+) -> None:
+    with pytest.raises(ValueError, match=says):
+        usage.within(start, end)
+
+
+def test_surge_cost_bills_a_time_range(tmp_path: Path) -> None:
+    report = tmp_path / "report.json"
+    report.write_text(json.dumps({"usage": TIMED.model_dump()}))
+    got = runner.invoke(APP, ["cost", str(report), "--from", "20", "--to", "45", "--json"])
+    assert got.exit_code == 0, got.output
+    figures = json.loads(got.output)
+    assert figures["replica_s"] == pytest.approx(45.0) and figures["used_s"] == pytest.approx(15.0)
+    bad = runner.invoke(APP, ["cost", str(report), "--from", "100"])
+    assert bad.exit_code == 2 and "misses the run's timeline" in bad.output

@@ -71,6 +71,8 @@ async def test_rate_is_kept_and_every_job_is_answered(
     compute_ms = [c for c in run.ledger.compute_ms if not math.isnan(c)]
     assert len(compute_ms) == a.answered_ok and all(c > 0 for c in compute_ms)
     assert usage.compute_s == pytest.approx(sum(compute_ms) / 1000)
+    assert len(usage.jobs) == a.answered_ok  # each answer's time and compute: for --from/--to
+    assert sum(c for _, c in usage.jobs) == pytest.approx(usage.compute_s)
     assert usage.cold_start_s > 0 and usage.running_before == 1  # up before the run
     assert max(r for _, r in usage.timeline) == 1 and usage.timeline[-1][1] == 0
     report_file = str(tmp_path / "report" / "report.json")

@@ -33,6 +33,7 @@ def test_demo_scales_from_zero_and_back(tmp_path: Path, model_dir: Path) -> None
     assert bill["starts"] == 1 and bill["used_s"] > 0 and report["usage"]["cold_start_s"] > 0
     parts = bill["used_s"] + bill["starting_s"] + bill["idle_s"]
     assert abs(parts - bill["replica_s"]) < 1e-6 and len(report["usage"]["arrivals_s"]) == 6
+    assert len(report["usage"]["jobs"]) == 6  # when each was answered: a range can be billed
     assert "What it cost" in printed and "fixed fleet" in printed
     # KEDA's defaults for the same arrivals, from the load generator's simulator (an
     # entry point: the scaler does not import it); its 300 s cooldown costs the most
