@@ -32,6 +32,16 @@ def png_bytes(
     return buffer.getvalue()
 
 
+def small_jpeg(path: Path) -> bytes:
+    """The photo at `path` as a JPEG of at most 256 px a side (quick to screen)."""
+    with Image.open(path) as image:
+        rgb = image.convert("RGB")
+    rgb.thumbnail((256, 256))
+    buffer = io.BytesIO()
+    rgb.save(buffer, format="JPEG", quality=85)
+    return buffer.getvalue()
+
+
 def gif_bytes() -> bytes:
     buffer = io.BytesIO()
     Image.new("RGB", (8, 8), (1, 2, 3)).save(buffer, format="GIF")

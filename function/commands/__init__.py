@@ -1,5 +1,6 @@
 """`surge` command groups that are more than a few lines, each in a module of its own.
 
+admin     operators' commands on the server: one connection, failures in one line
 jobs      `surge submit` and `surge result`: publish images as jobs, read their results
 nats      `surge nats`: the embedded nats-server (a cluster, or secured with tenants)
 options   options several commands share (`--nats-url`, `--function`, the tenant)

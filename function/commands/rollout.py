@@ -23,9 +23,8 @@ from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 
+from function.commands.admin import admin_call, fail
 from function.commands.options import DEFAULT_NATS_URL, NatsUrl
-from function.contract.errors import SurgeError
-from function.contract.nats_auth import NatsConnectError
 from function.contract.rollout import ModelRollout, RolloutError, parse_share
 
 if TYPE_CHECKING:
@@ -43,8 +42,7 @@ FunctionArg = Annotated[
 
 
 def _fail(message: str) -> typer.Exit:
-    typer.echo(f"surge models: {message}", err=True)
-    return typer.Exit(1)
+    return fail("models", message)
 
 
 def _with_store(
@@ -52,29 +50,12 @@ def _with_store(
 ) -> T:
     """Run `action` on the model buckets at `nats_url` (and the connection); what goes
     wrong is one line, exit 1."""
-    import nats.errors
-    from nats.js.errors import APIError
-
-    from function.transport.connect import open_nats
     from function.transport.modelstore import ModelStore
 
-    async def run() -> T:
-        nc = await open_nats(nats_url, name="surge-models", reconnect=False)
-        try:
-            return await action(await ModelStore.open(nc.jetstream(), create=create), nc)
-        finally:
-            await nc.close()
+    async def on_store(nc: NATS) -> T:
+        return await action(await ModelStore.open(nc.jetstream(), create=create), nc)
 
-    try:
-        return asyncio.run(run())
-    except (nats.errors.TimeoutError, nats.errors.NoRespondersError):
-        raise _fail(f"no answer from JetStream at {nats_url}: is JetStream on?") from None
-    except APIError as exc:
-        raise _fail(f"the server refused: {exc.description or exc}") from None
-    except NatsConnectError:
-        raise  # `main` prints it (exit status 2), as for every command
-    except SurgeError as exc:
-        raise _fail(str(exc)) from None
+    return admin_call("models", nats_url, on_store)
 
 
 def describe(record: ModelRollout) -> str:

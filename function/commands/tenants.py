@@ -12,7 +12,6 @@ tenant added here within seconds; its NATS user (what keeps it apart) is the ser
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Annotated, TypedDict, TypeVar
@@ -21,9 +20,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from function.commands.admin import admin_call, fail
 from function.commands.options import DEFAULT_NATS_URL, NatsUrl
-from function.contract.errors import SurgeError
-from function.contract.nats_auth import NatsConnectError
 from function.contract.quota import TenantQuota
 from function.contract.settings import WorkerSettings, is_valid_tenant
 
@@ -99,39 +97,13 @@ def _checked(name: str) -> str:
 
 
 def _fail(message: str) -> typer.Exit:
-    """One line on stderr; the caller raises the returned exit (status 1)."""
-    typer.echo(f"surge tenants: {message}", err=True)
-    return typer.Exit(1)
+    return fail("tenants", message)
 
 
 def _jetstream(nats_url: str, action: Callable[[NATS], Awaitable[T]]) -> T:
-    """Run `action` on a connection to `nats_url` (credentials from the environment); what
-    goes wrong ends as one line and exit status 1."""
-    import nats.errors
-    from nats.js.errors import APIError
-
-    from function.transport.connect import open_nats
-
-    async def run() -> T:
-        nc = await open_nats(nats_url, name="surge-tenants", reconnect=False)
-        try:
-            return await action(nc)
-        finally:
-            await nc.close()
-
-    try:
-        return asyncio.run(run())
-    except (nats.errors.TimeoutError, nats.errors.NoRespondersError):
-        raise _fail(
-            f"no answer from JetStream at {nats_url}: is JetStream on, and may this NATS "
-            "user manage streams (the trusted user, not a tenant's)?"
-        ) from None
-    except APIError as exc:
-        raise _fail(f"the server refused: {exc.description or exc}") from None
-    except NatsConnectError:
-        raise  # `main` prints it (exit status 2), as for every command
-    except SurgeError as exc:
-        raise _fail(str(exc)) from None
+    """Run `action` on a connection to `nats_url`; what goes wrong is one line, exit 1."""
+    who = ", and may this NATS user manage streams (the trusted user, not a tenant's)"
+    return admin_call("tenants", nats_url, action, who=who)
 
 
 def _limit(value: int | float | None, unit: str = "") -> str:

@@ -6,11 +6,9 @@ The photos' real Open-NSFW scores (as small JPEGs): astronaut ~0.036, chelsea ~0
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import pytest
-from PIL import Image
 from prometheus_client import REGISTRY
 
 from function.client import SurgeClient
@@ -23,19 +21,14 @@ from function.http.func import Function
 from function.local.nats_server import EmbeddedNats
 from function.worker import StartupError
 from tests.conftest import WorkerFactory
-from tests.helpers import asgi_client, until_ready
+from tests.helpers import asgi_client, small_jpeg, until_ready
 
 SCREEN = "nsfw:nsfw>0.01"
 
 
 def _small_jpeg(path: Path) -> bytes:
     """The photo as a JPEG small enough for the fast path (which a screen must not skip)."""
-    with Image.open(path) as image:
-        rgb = image.convert("RGB")
-    rgb.thumbnail((256, 256))
-    buffer = io.BytesIO()
-    rgb.save(buffer, format="JPEG", quality=85)
-    data = buffer.getvalue()
+    data = small_jpeg(path)
     assert len(data) <= SMALL_INPUT_BYTES
     return data
 

@@ -8,11 +8,9 @@ The photos' real Open-NSFW scores (as small JPEGs): astronaut ~0.036, chelsea ~0
 from __future__ import annotations
 
 import asyncio
-import io
 from pathlib import Path
 
 import pytest
-from PIL import Image
 
 from function.client import SurgeClient
 from function.contract.errors import ErrorCode
@@ -20,19 +18,11 @@ from function.contract.screen import screen_job_id
 from function.contract.wire import ImageOutput, JobStatus
 from function.engine import screen_queue
 from tests.conftest import WorkerFactory
+from tests.helpers import small_jpeg
 
 pytestmark = pytest.mark.timeout(120)
 
 SCREEN = "nsfw:nsfw>0.01"
-
-
-def _jpeg(path: Path) -> bytes:
-    with Image.open(path) as image:
-        rgb = image.convert("RGB")
-    rgb.thumbnail((256, 256))
-    buffer = io.BytesIO()
-    rgb.save(buffer, format="JPEG", quality=85)
-    return buffer.getvalue()
 
 
 async def test_the_screen_function_scores_each_job_first_and_one_trace_spans_both(
@@ -42,7 +32,7 @@ async def test_the_screen_function_scores_each_job_first_and_one_trace_spans_bot
     main = await start_worker(function="remove-bg", screen=SCREEN, screen_via="queue")
     assert main.screening is None  # no screen model in this worker: the queue has it
     inbox = await client.inbox()
-    astronaut, cat = _jpeg(photos["astronaut"]), _jpeg(photos["chelsea"])
+    astronaut, cat = small_jpeg(photos["astronaut"]), small_jpeg(photos["chelsea"])
     refused_id = await client.submit(astronaut, reply_to=inbox.subject)
     passed_id = await client.submit(cat, reply_to=inbox.subject)
     results = await inbox.wait([refused_id, passed_id], timeout=90)
@@ -82,7 +72,7 @@ async def test_a_job_whose_worker_stopped_mid_screen_is_not_screened_twice(
 ) -> None:
     first = await start_worker(function="remove-bg", screen=SCREEN, screen_via="queue")
     inbox = await client.inbox()
-    cat = _jpeg(photos["chelsea"])
+    cat = small_jpeg(photos["chelsea"])
     job_id = await client.submit(cat, reply_to=inbox.subject)
     assert first.consumer is not None
     for _ in range(200):  # until it holds the job, waiting for its screen
@@ -108,7 +98,7 @@ async def test_a_screen_that_never_answers_ends_in_a_dead_letter_not_a_lost_job(
     monkeypatch.setattr(screen_queue, "SCREEN_WAIT_S", 0.5)
     await start_worker(function="remove-bg", screen=SCREEN, screen_via="queue", max_deliver=2)
     inbox = await client.inbox()  # no nsfw worker at all
-    job_id = await client.submit(_jpeg(photos["chelsea"]), reply_to=inbox.subject)
+    job_id = await client.submit(small_jpeg(photos["chelsea"]), reply_to=inbox.subject)
     result = (await inbox.wait([job_id], timeout=60))[job_id]
     assert result.status is JobStatus.ERROR and result.error is not None
     assert result.error.code is ErrorCode.MAX_DELIVER_EXCEEDED
