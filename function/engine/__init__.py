@@ -6,6 +6,7 @@ place a job ends) and `function.transport.storage` (where its result lands).
     job         `InFlightJob` and `Admission`: parse, replay, read, decode, or settle early
     finish      `Completion`: postprocess a batch's jobs, then settle each
     settle      `Settler`: store, reply, ack (confirmed); or fail, nak, dead-letter, hand back
+    keepalive   `keep_alive`: the jobs in hand are kept from redelivery while worked on
     control     `JobControl`: answers status and cancel questions about the jobs held
     direct      `DirectInference`: one HTTP job outside the queue, same model and budget
     screen      `Screening`: a cheaper model's score rejects a job before the main model
@@ -65,6 +66,9 @@ from function.engine.job import (
 from function.engine.jobmetrics import (
     JobMetrics,
 )
+from function.engine.keepalive import (
+    keep_alive,
+)
 from function.engine.ratelimit import (
     TenantRates,
 )
@@ -109,6 +113,7 @@ __all__ = [
     "Succeeded",
     "TenantRates",
     "WarmMeter",
+    "keep_alive",
     "load_screen",
     "pixel_budget",
     "rejection",

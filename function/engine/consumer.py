@@ -45,6 +45,7 @@ from function.engine.direct import DirectInference
 from function.engine.feeds import FeedKey, Feeds
 from function.engine.finish import Completion
 from function.engine.job import Admission, InFlightJob, wall_ns
+from function.engine.keepalive import keep_alive
 from function.engine.modelset import ModelSet, VersionedSettler
 from function.engine.ratelimit import TenantRates
 from function.engine.screen import Screening
@@ -203,7 +204,10 @@ class JobConsumer:
         if self._cache is not None:
             self._cache.start()
         loops: list[Any] = await self._feeds.open_jobs(self._consumers)
-        loops += [self._batch_loop(), self._progress_loop()]
+        loops += [
+            self._batch_loop(),
+            keep_alive(self._in_flight, self._settings.ack_wait_s, self._stopping),
+        ]
         self._main = asyncio.create_task(self._run(loops))
         self._main.add_done_callback(self._on_main_done)
 
@@ -364,24 +368,6 @@ class JobConsumer:
     async def infer_direct(self, request: JobRequest) -> tuple[dict[str, Output], Timings]:
         """One job outside the queue (HTTP): same decode, model and postprocess."""
         return await self._direct.run(request)
-
-    async def _progress_loop(self) -> None:
-        """Keep the jobs this worker holds from being redelivered while it works on them.
-
-        Only up to `10 x ack_wait` after fetching: a job stuck longer is left to expire,
-        so JetStream redelivers it or, past `max_deliver`, it is dead-lettered.
-        """
-        period = self._settings.ack_wait_s / 3
-        limit_ns = int(10 * self._settings.ack_wait_s * 1e9)
-        while not self._stopping.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), period)
-            now = wall_ns()
-            for job in list(self._in_flight):
-                age = now - job.fetched_ns
-                if not job.settled and period * 1e9 < age < limit_ns:
-                    with contextlib.suppress(Exception):
-                        await job.msg.in_progress()
 
     def stuck_for(self) -> float:
         """Seconds the current inference has been running (0 when idle)."""

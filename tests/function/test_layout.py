@@ -252,6 +252,7 @@ PUBLIC = {
         "Succeeded",
         "TenantRates",
         "WarmMeter",
+        "keep_alive",
         "load_screen",
         "pixel_budget",
         "rejection",
