@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_core import ErrorDetails, InitErrorDetails, PydanticCustomError
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
@@ -340,4 +340,15 @@ class WorkerSettings(SurgeSettings):
     def _screen_text(cls, value: object) -> object:
         if isinstance(value, str):
             return Screen.parse(value) if value.strip() else None
+        return value
+
+    @field_validator("screen_via")
+    @classmethod
+    def _not_screened_by_itself(cls, value: str, info: ValidationInfo) -> str:
+        screen, function = info.data.get("screen"), info.data.get("function")
+        if value == "queue" and screen is not None and screen.function == function:
+            raise ValueError(
+                f"a function screened by itself through the queue ({screen}) would screen "
+                "its own screen jobs for ever"
+            )
         return value

@@ -127,6 +127,11 @@ class Result(_Wire):
     trace_id: str | None = None
     attempts: int = 1
     finished_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    input_sha256: str | None = Field(
+        default=None,
+        description="On a screen job's result (`Surge-Screen-For`): the sha256 of the input "
+        "it scored, which the screened job's worker checks against its own.",
+    )
 
 
 def as_utc(value: datetime) -> datetime:

@@ -128,7 +128,8 @@ class JobConsumer:
         )
         self._admission.cacheable = self.models.on_stable_version
         if settings.screen is not None and settings.screen_via == "queue":
-            self._admission.gate = ScreenGate(nc, results, settings.screen, settings.function)
+            gate = ScreenGate(nc, results, settings.screen, settings, self._stopping)
+            self._admission.gate = gate
         self._completion = Completion(model, self._settler, settings, self._cpu_pool)
         self._direct = DirectInference(
             model,
@@ -289,6 +290,8 @@ class JobConsumer:
             return
         if self._stopping.is_set():
             await self._settler.hand_back(job)
+        elif job.cancelled:  # while it waited (for its screen): its canceller answered it
+            await self._settler.cancelled(job)
         elif job.sample is None:
             await self._settler.abandon(job)
         else:

@@ -16,6 +16,7 @@ in the CPU pool (so does a small file that turns out to hold a large picture).
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -81,6 +82,7 @@ class InFlightJob:
     prep_ns: int = 0  # measured decode and preprocess time
     cache_key: str | None = None  # its result cache key, when the worker caches
     model: BatchModel | None = None  # the model version it runs on, once batched
+    input_sha256: str | None = None  # a screen job's: the digest of the input it scores
 
     @property
     def ready_sample(self) -> np.ndarray:
@@ -281,6 +283,9 @@ class Admission:
         self.check_rate(job)
         if request.image is None:
             return False
+        if Header.SCREEN_FOR in (job.msg.headers or {}):  # a screen job: its result names
+            # what it scored
+            job.input_sha256 = hashlib.sha256(request.image).hexdigest()
         job.outputs = self._model.check_outputs(request.outputs)
         if not job.span.is_recording():
             return self._decode_now(job, request.image, request.content_type)
@@ -323,12 +328,15 @@ class Admission:
         if not rate_checked:
             self.check_rate(job)
         job.outputs = self._model.check_outputs(request.outputs)
-        if self.gate is not None:  # its screen's workers score it first
-            await self.gate.check(job, request)
         data = request.image
         if data is None and request.image_ref is not None:
             data = await self._results.fetch_input(request.image_ref, request.tenant)
         assert data is not None
+        if Header.SCREEN_FOR in (job.msg.headers or {}):  # a screen job: its result names
+            # what it scored
+            job.input_sha256 = hashlib.sha256(data).hexdigest()
+        elif self.gate is not None and not await self.gate.passes(job, request, data):
+            return  # the worker is stopping, or the job was cancelled meanwhile
         if self._cache is not None and await self._answer_cached(job, data):
             return
         span = _tracer.start_span("decode", context=trace.set_span_in_context(job.span))

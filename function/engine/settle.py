@@ -120,6 +120,7 @@ class Settler:
                 "timings": timings,
                 "trace_id": job.trace_id,
                 "attempts": job.attempts,
+                "input_sha256": job.input_sha256,
                 **fields,
             }
         )

@@ -103,3 +103,20 @@ async def test_a_screen_that_never_answers_ends_in_a_dead_letter_not_a_lost_job(
     assert result.status is JobStatus.ERROR and result.error is not None
     assert result.error.code is ErrorCode.MAX_DELIVER_EXCEEDED
     assert "nsfw screen did not answer" in result.error.message
+
+
+async def test_a_screen_result_stored_under_a_guessed_id_lets_nothing_through(
+    client: SurgeClient, start_worker: WorkerFactory, photos: dict[str, Path]
+) -> None:
+    screen = await start_worker(function="nsfw")
+    await start_worker(function="remove-bg", screen=SCREEN, screen_via="queue")
+    inbox = await client.inbox()
+    astronaut, cat = small_jpeg(photos["astronaut"]), small_jpeg(photos["chelsea"])
+    # the cat scored as if it were the astronaut's screen job (its id is no secret)
+    guessed = screen_job_id("victim-1", astronaut)
+    forged = await client.submit(cat, function="nsfw", job_id=guessed, reply_to=inbox.subject)
+    assert (await inbox.wait([forged], timeout=60))[forged].status is JobStatus.OK
+    job_id = await client.submit(astronaut, job_id="victim-1", reply_to=inbox.subject)
+    result = (await inbox.wait([job_id], timeout=60))[job_id]
+    assert result.error is not None and result.error.code is ErrorCode.CONTENT_REJECTED
+    assert screen.consumer is not None and screen.consumer.completed == 2  # screened anew

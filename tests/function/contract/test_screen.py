@@ -69,3 +69,10 @@ def test_the_screen_runs_in_the_worker_unless_told_to_go_through_the_queue(
     assert WorkerSettings.from_mapping(env).screen_via == via
     with pytest.raises(InvalidSettings, match="SURGE_SCREEN_VIA 'gpu'"):
         WorkerSettings.from_mapping({"SURGE_SCREEN_VIA": "gpu"})
+
+
+def test_a_function_screened_by_itself_through_the_queue_is_refused() -> None:
+    env = {"SURGE_FUNCTION": "nsfw", "SURGE_SCREEN": "nsfw:nsfw>0.5"}
+    assert WorkerSettings.from_mapping(env).screen_via == "worker"  # harmless in the worker
+    with pytest.raises(InvalidSettings, match="screened by itself through the queue"):
+        WorkerSettings.from_mapping({**env, "SURGE_SCREEN_VIA": "queue"})
