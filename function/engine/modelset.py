@@ -147,8 +147,8 @@ class ModelSet:
     def record(self, job: InFlightJob, ok: bool) -> None:
         """Count the outcome of a job that ran; act when the canary fails too often."""
         canary = self.serving.canary
-        if canary is None or job.model is not canary:
-            return
+        if canary is None or job.model is not canary or job.attempts > 1:
+            return  # each job counts once: its first attempt's outcome
         if ok:
             self._ok += 1
         else:

@@ -18,7 +18,7 @@ import asyncio
 import logging
 from pathlib import Path
 
-from function.contract.rollout import ModelRollout
+from function.contract.rollout import ModelRollout, RolloutError
 from function.contract.settings import WorkerSettings
 from function.engine.batchmodel import BatchModel
 from function.engine.modelset import ModelSet
@@ -34,6 +34,7 @@ __all__ = ["WATCH_RETRY_S", "WRITE_GRACE_S", "RolloutFollower"]
 log = logging.getLogger("surge.rollout")
 WATCH_RETRY_S = 1.0  # pause before watching again after the watch failed
 WRITE_GRACE_S = 2.0  # how long stopping waits for a rollback being written
+LOAD_TRIES, LOAD_RETRY_S = 3, 0.5  # a version that fails to load is tried again, then given up
 
 
 class RolloutFollower:
@@ -131,12 +132,25 @@ class RolloutFollower:
         if version in self._loaded:
             return self._loaded[version]
         folder = self._settings.model_dir / "rollout" / self._function
-        try:
-            path = await self._store.fetch(self._function, version, folder / f"{version}.onnx")
-            model = await asyncio.to_thread(self._load, path)
-        except Exception as exc:
-            log.error("model %s of %s did not load: %r", version, self._function, exc)
-            return None
+        for attempt in range(1, LOAD_TRIES + 1):
+            try:
+                path = await self._store.fetch(self._function, version, folder / f"{version}.onnx")
+                model = await asyncio.to_thread(self._load, path)
+                break
+            except Exception as exc:  # a file that is not its version's fails at once; a
+                # fetch or load that may pass (the bucket, memory) is tried again
+                final = isinstance(exc, RolloutError) or attempt == LOAD_TRIES
+                log.log(
+                    logging.ERROR if final else logging.WARNING,
+                    "model %s of %s did not load (attempt %d): %r",
+                    version,
+                    self._function,
+                    attempt,
+                    exc,
+                )
+                if final:
+                    return None
+                await asyncio.sleep(LOAD_RETRY_S * attempt)
         self._loaded[version] = model
         log.info("model %s of %s loaded and warm", version, self._function)
         return model

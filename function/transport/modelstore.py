@@ -14,6 +14,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import os
+import uuid
 from collections.abc import AsyncGenerator, Callable
 from pathlib import Path
 
@@ -67,9 +69,13 @@ def _write_checked(dest: Path, data: bytes, version: str) -> None:
     if hashlib.sha256(data).hexdigest()[:16] != version:
         raise RolloutError(f"the stored file of version {version} does not match its hash")
     dest.parent.mkdir(parents=True, exist_ok=True)
-    partial = dest.with_name(f".{dest.name}.part")
-    partial.write_bytes(data)
-    partial.replace(dest)
+    # a name of its own: workers sharing a model folder fetch the same version together
+    partial = dest.with_name(f".{dest.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.part")
+    try:
+        partial.write_bytes(data)
+        partial.replace(dest)  # atomic: a reader sees a whole file, whoever wrote it
+    finally:
+        partial.unlink(missing_ok=True)
 
 
 class ModelStore:

@@ -26,7 +26,10 @@ class FakeModel:
 
 
 def _jobs(count: int) -> list[Any]:
-    return [SimpleNamespace(job_id=f"job-{i}", model=None, cache_key=None) for i in range(count)]
+    return [
+        SimpleNamespace(job_id=f"job-{i}", model=None, cache_key=None, attempts=1)
+        for i in range(count)
+    ]
 
 
 def test_a_batch_splits_by_version_and_pins_each_job() -> None:
@@ -97,3 +100,20 @@ def test_the_result_cache_follows_the_stable_version_and_skips_the_canary() -> N
         assert models.on_stable_version(job.job_id) is (job.model is v1)
     models.serve(v2)  # type: ignore[arg-type]  # the promote
     assert stables == [v1.info.version, v2.info.version]
+
+
+def test_a_job_retried_on_the_canary_counts_once() -> None:
+    v1, v2 = FakeModel("1" * 16, 1.0), FakeModel("2" * 16, 2.0)
+    models = ModelSet(v1, max_error_rate=0.2, min_jobs=5)  # type: ignore[arg-type]
+    models.serve(v1, v2, 1.0)  # type: ignore[arg-type]
+    models.on_failing = lambda version, reason: pytest_fail(reason)
+    jobs = _jobs(5)
+    models.split(jobs)
+    for job in jobs[:4]:
+        models.record(job, ok=True)
+    flaky = jobs[4]
+    models.record(flaky, ok=False)  # 1 of 5: 20%, not over
+    for attempt in range(2, 6):  # its redeliveries fail too: still one job, one error
+        flaky.attempts = attempt
+        models.record(flaky, ok=False)
+    assert models.versions == [v1.info.version, v2.info.version]

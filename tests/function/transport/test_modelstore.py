@@ -77,3 +77,30 @@ async def test_follow_sees_the_record_and_each_change(nc: NATS) -> None:
     await store.change("tiny", lambda r: r.canary_of("1" * 16, 0.25))
     await asyncio.wait_for(task, 5)
     assert [r.canary for r in seen] == [None, "1" * 16]
+
+
+def test_workers_sharing_a_model_folder_write_a_version_together_safely(tmp_path: Path) -> None:
+    import hashlib
+    import threading
+
+    from function.transport.modelstore import _write_checked, file_version
+
+    data = bytes(range(256)) * (16 * 1024)  # 4 MB
+    version = hashlib.sha256(data).hexdigest()[:16]
+    dest = tmp_path / "models" / f"{version}.onnx"
+    errors: list[BaseException] = []
+
+    def write() -> None:
+        try:
+            for _ in range(5):
+                _write_checked(dest, data, version)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=write) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == [] and file_version(dest) == version
+    assert [p.name for p in dest.parent.iterdir()] == [dest.name]  # no partial left behind
