@@ -59,6 +59,11 @@ class Usage(BaseModel):
         description="Replicas of the first point started before the timeline began (a "
         "run against workers already up): not charged a start.",
     )
+    ready_only: bool = Field(
+        default=False,
+        description="The timeline counts ready replicas only (a load run sees workers by "
+        "their heartbeats): each start's cold start is added to it, not carved out of it.",
+    )
     jobs: list[tuple[float, float]] = Field(
         default_factory=list,
         description="(when it was answered, its compute in s) per job, on the timeline's "
@@ -75,17 +80,23 @@ class Usage(BaseModel):
             raise ValueError(f"the range {start:g}-{end:g} s misses the run's timeline")
         if self.compute_s > 0 and not self.jobs:
             raise ValueError("this report keeps no per-job times: bill the whole run")
-        start, end = max(start, points[0][0]), min(end, points[-1][0])
+        last = points[-1][0]
+        start, end = max(start, points[0][0]), min(end, last)
+
+        def inside(t: float) -> bool:  # [start, end): ranges side by side count each once
+            return start <= t < end or t == end == last
+
         at_start = next((r for t, r in reversed(points) if t <= start), points[0][1])
-        inside = [(t, r) for t, r in points if start < t < end]
-        clipped = [(start, at_start), *inside, (end, 0)]
+        changes = [(t, r) for t, r in points if start < t < end]
+        jobs = [(t, c) for t, c in self.jobs if inside(t)]
         return Usage(
-            timeline=clipped,
-            compute_s=sum(c for t, c in self.jobs if start <= t <= end),
+            timeline=[(start, at_start), *changes, (end, 0)],
+            compute_s=sum(c for _, c in jobs),
             cold_start_s=self.cold_start_s,
-            arrivals_s=[t for t in self.arrivals_s if start <= t <= end],
+            arrivals_s=[t for t in self.arrivals_s if inside(t)],
             running_before=at_start if start > points[0][0] else self.running_before,
-            jobs=[(t, c) for t, c in self.jobs if start <= t <= end],
+            ready_only=self.ready_only,
+            jobs=jobs,
         )
 
 
@@ -117,7 +128,11 @@ def make_bill(usage: Usage, price_per_gpu_hour: float = DEFAULT_PRICE) -> Bill:
     starts += max(points[0][1] - usage.running_before, 0) if points else 0
     # Starts are measured wall time; compute shares of runners that ran side by side on
     # one replica overlap, so what they add up to is capped by the replica-seconds left.
-    starting = min(starts * usage.cold_start_s, replica_s)
+    if usage.ready_only:  # the starts happened before the timeline saw them: add them
+        starting = starts * usage.cold_start_s
+        replica_s += starting
+    else:
+        starting = min(starts * usage.cold_start_s, replica_s)
     used = min(usage.compute_s, replica_s - starting)
     window = points[-1][0] - points[0][0] if points else 0.0
     peak = max((r for _, r in points), default=0)

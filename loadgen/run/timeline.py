@@ -116,8 +116,10 @@ def usage_of_run(
     if not any(p.replicas is not None for p in timeline):
         return None
     changes: list[tuple[float, int]] = []
+    replicas = 0
     for point in timeline:
-        replicas = point.replicas if point.replicas is not None else 0
+        if point.replicas is not None:  # a second not sampled keeps the last count
+            replicas = point.replicas
         if not changes or changes[-1][1] != replicas:
             changes.append((float(point.t), replicas))
     changes.append((float(len(timeline)), 0))  # the window ends with the run
@@ -131,6 +133,7 @@ def usage_of_run(
         cold_start_s=cold_start_s or 0.0,
         arrivals_s=[float(t) for t in sent[~np.isnan(sent)]],
         running_before=min(running_before, changes[0][1]),
+        ready_only=True,  # replicas are the workers ready by their heartbeats
         jobs=[
             (float(t), float(c) / 1000)
             for t, c in zip(answered[timed], compute[timed], strict=True)

@@ -136,3 +136,26 @@ def test_surge_cost_bills_a_time_range(tmp_path: Path) -> None:
     assert figures["replica_s"] == pytest.approx(45.0) and figures["used_s"] == pytest.approx(15.0)
     bad = runner.invoke(APP, ["cost", str(report), "--from", "100"])
     assert bad.exit_code == 2 and "misses the run's timeline" in bad.output
+
+
+def test_ranges_side_by_side_bill_each_job_once() -> None:
+    usage = Usage(
+        timeline=[(0.0, 1), (20.0, 0)],
+        compute_s=2.0,
+        cold_start_s=0.0,
+        jobs=[(10.0, 1.0), (20.0, 1.0)],  # one on the boundary, one at the very end
+        arrivals_s=[10.0, 19.0],
+    )
+    first, second = usage.within(0.0, 10.0), usage.within(10.0, 20.0)
+    assert first.compute_s + second.compute_s == pytest.approx(usage.compute_s)
+    assert len(first.arrivals_s) + len(second.arrivals_s) == 2
+
+
+def test_a_timeline_of_ready_replicas_adds_the_cold_starts() -> None:
+    # a load run sees a worker once it is ready: its 10 s start came before, on top
+    usage = Usage(timeline=[(0.0, 0), (10.0, 1), (20.0, 0)], compute_s=8.0, cold_start_s=10.0)
+    carved = make_bill(usage)
+    assert carved.replica_s == pytest.approx(10.0) and carved.used_s == pytest.approx(0.0)
+    ready = make_bill(usage.model_copy(update={"ready_only": True}))
+    assert ready.replica_s == pytest.approx(20.0) and ready.starting_s == pytest.approx(10.0)
+    assert ready.used_s == pytest.approx(8.0) and ready.idle_s == pytest.approx(2.0)

@@ -124,3 +124,14 @@ async def test_dead_letters_are_read_from_surge_dead(
     assert a.dead_lettered == a.published
     assert a.answered_error == {"max_deliver_exceeded": a.published}
     assert a.missing == 0 and report.ok
+
+
+def test_a_second_not_sampled_keeps_the_last_replica_count() -> None:
+    from loadgen.run.ledger import Ledger
+    from loadgen.run.timeline import build_timeline, usage_of_run
+
+    ledger = Ledger("run")
+    samples = [(1, 0, 2), (2, 0, 2), (4, 0, 2), (5, 0, 2)]  # second 3's sample was skipped
+    timeline = build_timeline(ledger, samples, 5)
+    usage = usage_of_run(ledger, timeline, cold_start_s=4.0, running_before=2)
+    assert usage is not None and usage.timeline == [(0.0, 2), (5.0, 0)]  # no phantom starts
