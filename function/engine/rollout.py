@@ -34,6 +34,7 @@ __all__ = ["WATCH_RETRY_S", "WRITE_GRACE_S", "RolloutFollower"]
 log = logging.getLogger("surge.rollout")
 WATCH_RETRY_S = 1.0  # pause before watching again after the watch failed
 WRITE_GRACE_S = 2.0  # how long stopping waits for a rollback being written
+RECHECK_S = 30.0  # the record is also read this often, should the watch go quiet
 LOAD_TRIES, LOAD_RETRY_S = 3, 0.5  # a version that fails to load is tried again, then given up
 
 
@@ -53,6 +54,7 @@ class RolloutFollower:
         self._changed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._watch: asyncio.Task[None] | None = None
+        self._recheck: asyncio.Task[None] | None = None
         self._writes: set[asyncio.Task[None]] = set()
         self._reported: set[tuple[str, str]] = set()  # (role, version) in the metrics
         models.on_failing = self._failing
@@ -63,6 +65,7 @@ class RolloutFollower:
         await self._apply(record)
         self._watch = asyncio.create_task(self._follow())
         self._task = asyncio.create_task(self._apply_latest())
+        self._recheck = asyncio.create_task(self._read_now_and_then())
 
     @property
     def latest(self) -> ModelRollout | None:
@@ -73,7 +76,7 @@ class RolloutFollower:
         """Stop following; a rollback being written gets a moment to land first."""
         if self._writes:
             await asyncio.wait(list(self._writes), timeout=WRITE_GRACE_S)
-        for task in (self._watch, self._task, *self._writes):
+        for task in (self._watch, self._task, self._recheck, *self._writes):
             if task is not None:
                 await end_task(task, WRITE_GRACE_S)
 
@@ -86,6 +89,23 @@ class RolloutFollower:
             except Exception as exc:  # e.g. the connection was lost for a while
                 log.warning("watching the rollout of %s failed (%r); again", self._function, exc)
             await asyncio.sleep(WATCH_RETRY_S)
+
+    async def _read_now_and_then(self) -> None:
+        """A backstop for a watch gone quiet (nats-py's KV watch does not fail when its
+        consumer is lost): read the record every `RECHECK_S`; a newer one is applied."""
+        while True:
+            await asyncio.sleep(RECHECK_S)
+            try:
+                record, revision = await self._store.read(self._function)
+            except Exception as exc:
+                log.debug("reading the rollout of %s failed: %r", self._function, exc)
+                continue
+            latest = self._latest
+            if (latest is None and revision > 0) or (
+                latest is not None and record.updated_at > latest.updated_at
+            ):
+                self._latest = record
+                self._changed.set()
 
     async def _apply_latest(self) -> None:
         while True:

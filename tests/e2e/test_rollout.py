@@ -291,3 +291,24 @@ async def test_the_result_cache_answers_only_from_the_stable_version(
     first = await answer()  # no answer of v1's from the cache after the promote
     assert (first.model.version, first.timings.cache_hit) == (v2, False)  # type: ignore[union-attr]
     assert (await cached_answer()).model.version == v2  # type: ignore[union-attr]
+
+
+async def test_a_worker_whose_watch_went_quiet_still_follows_the_record(
+    client: SurgeClient,
+    start_worker: WorkerFactory,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from function.engine import rollout
+
+    monkeypatch.setattr(rollout, "RECHECK_S", 0.2)
+    worker = await start_worker(function="tiny")
+    follower = worker.rollout
+    assert follower is not None and follower._watch is not None
+    follower._watch.cancel()  # as if its watch's consumer were lost without an error
+    store = await ModelStore.open(client.nc.jetstream(), create=True)
+    v4 = await store.push("tiny", scaled_tiny(tmp_path / "v4.onnx", 4.0))
+    await store.change("tiny", lambda r: r.canary_of(v4, 1.0).promoted())
+    consumer = worker.consumer
+    assert consumer is not None
+    await _until(lambda: consumer.models.versions == [v4], 20)
