@@ -38,6 +38,7 @@ from function.commands.rollout import add_rollout_commands
 from function.contract.errors import SurgeError
 from function.contract.nats_auth import NatsConnectError
 from function.contract.settings import DEFAULT_FUNCTION, WorkerSettings, is_valid_tenant
+from function.startup import imported
 from function.transport.connect import CONNECT_WAIT_ENV, NatsUnreachable
 
 __all__ = [
@@ -168,6 +169,7 @@ def worker(
     """Run the inference function: consume jobs, publish results, serve HTTP (SIGTERM drains)."""
     from function.http.serve import serve
 
+    imported()  # the worker's modules are in: collections resume
     overrides: dict[str, Any] = {
         "nats_url": nats_url,
         "function": function,
@@ -278,6 +280,8 @@ def main() -> None:
     if not _builtin(sys.argv[1:]):
         for problem in load_commands():
             console.print(f"[yellow]commands not available:[/] {problem}")
+    if _command_word(sys.argv[1:]) != "worker":  # its own modules are imported later
+        imported()
     try:
         app()
     except NatsUnreachable as exc:  # no server: one line, and what to do
