@@ -11,7 +11,8 @@ Packages, lowest first (each imports only from those above it in this list):
     local      the embedded nats-server and worker processes
     http       the Knative function (`new`), FastAPI app, uvicorn serving
     commands   `surge` command groups: nats (the embedded server), tenants
-    cli        the `surge` command
+    cli        the `surge` command;  startup: its imports with the garbage collector paused
+    eventloop  the worker's event loop: uvloop where installed
 
 `new` (the Knative Functions constructor) is imported lazily, so that importing
 `function.contract` from the scaler or the load generator stays light.
