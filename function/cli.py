@@ -275,12 +275,13 @@ def _command_word(argv: list[str]) -> str | None:
 
 
 def main() -> None:
-    if _command_word(sys.argv[1:]) not in LIGHT_COMMANDS:
+    command = _command_word(sys.argv[1:])
+    if command not in LIGHT_COMMANDS:
         mount_client_commands()
     if not _builtin(sys.argv[1:]):
         for problem in load_commands():
             console.print(f"[yellow]commands not available:[/] {problem}")
-    if _command_word(sys.argv[1:]) != "worker":  # its own modules are imported later
+    if command != "worker":  # its own modules are imported later
         imported()
     try:
         app()

@@ -20,7 +20,7 @@ from typing import Final, Literal, Self, cast
 
 from pydantic import BaseModel, ConfigDict
 
-__all__ = ["SCREEN_FORMAT", "Screen", "screen_job_id"]
+__all__ = ["SCREEN_FORMAT", "Screen", "input_sha256", "screen_job_id"]
 
 Comparison = Literal[">", ">=", "<", "<="]
 _COMPARE: Final[dict[str, Callable[[float, float], bool]]] = {
@@ -75,8 +75,14 @@ class Screen(BaseModel):
         return f"{self.function}:{self.rule}"
 
 
-def screen_job_id(job_id: str, payload: bytes) -> str:
-    """The screen job of a job: one per job id and input, so a stored screen result speaks
-    for those bytes only (another input under the same id is screened again)."""
-    digest = hashlib.sha256(payload).digest()
-    return "screen-" + hashlib.sha256(job_id.encode() + b"\0" + digest).hexdigest()[:40]
+def input_sha256(payload: bytes) -> str:
+    """An input's digest (hex), as a screen job's result names it."""
+    return hashlib.sha256(payload).hexdigest()
+
+
+def screen_job_id(job_id: str, digest: str) -> str:
+    """The screen job of a job whose input has `digest` (`input_sha256`): one per job id
+    and input, so a stored screen result speaks for those bytes only (another input under
+    the same id is screened again)."""
+    joined = job_id.encode() + b"\0" + bytes.fromhex(digest)
+    return "screen-" + hashlib.sha256(joined).hexdigest()[:40]

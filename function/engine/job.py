@@ -16,7 +16,6 @@ in the CPU pool (so does a small file that turns out to hold a large picture).
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -33,6 +32,7 @@ from PIL import Image
 
 from function.contract.errors import BadInput, ErrorCode, JobError
 from function.contract.parse import job_id_for, parse_job, tenant_of
+from function.contract.screen import input_sha256
 from function.contract.settings import (
     JOBS_STREAM,
     Header,
@@ -285,7 +285,7 @@ class Admission:
             return False
         if Header.SCREEN_FOR in (job.msg.headers or {}):  # a screen job: its result names
             # what it scored
-            job.input_sha256 = hashlib.sha256(request.image).hexdigest()
+            job.input_sha256 = input_sha256(request.image)
         job.outputs = self._model.check_outputs(request.outputs)
         if not job.span.is_recording():
             return self._decode_now(job, request.image, request.content_type)
@@ -334,7 +334,7 @@ class Admission:
         assert data is not None
         if Header.SCREEN_FOR in (job.msg.headers or {}):  # a screen job: its result names
             # what it scored
-            job.input_sha256 = hashlib.sha256(data).hexdigest()
+            job.input_sha256 = input_sha256(data)
         elif self.gate is not None and not await self.gate.passes(job, request, data):
             return  # the worker is stopping, or the job was cancelled meanwhile
         if self._cache is not None and await self._answer_cached(job, data):

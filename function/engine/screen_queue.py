@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import json
 import time
 import uuid
@@ -37,7 +36,7 @@ from opentelemetry import trace
 
 from function.contract.errors import ErrorCode, JobError, TransientError
 from function.contract.parse import msg_id_for
-from function.contract.screen import Screen, screen_job_id
+from function.contract.screen import Screen, input_sha256, screen_job_id
 from function.contract.settings import Header, WorkerSettings, job_subject
 from function.contract.wire import JobRequest, JobStatus, Result
 from function.engine.job import InFlightJob
@@ -90,8 +89,8 @@ class ScreenGate:
         stops or the job is cancelled meanwhile. Raises `JobError` (`content_rejected`,
         or the screen's own error for an input it could not read), or `TransientError`
         when the screen does not answer in time."""
-        digest = hashlib.sha256(data).hexdigest()
-        sid = screen_job_id(request.job_id, data)
+        digest = input_sha256(data)  # hashed once: the screen id and the check both use it
+        sid = screen_job_id(request.job_id, digest)
         context = trace.set_span_in_context(job.span)
         with _tracer.start_as_current_span("screen", context=context) as span:
             span.set_attribute("surge.screen", str(self.screen))

@@ -14,7 +14,7 @@ import pytest
 
 from function.client import SurgeClient
 from function.contract.errors import ErrorCode
-from function.contract.screen import screen_job_id
+from function.contract.screen import input_sha256, screen_job_id
 from function.contract.wire import ImageOutput, JobStatus
 from function.engine import screen_queue
 from tests.conftest import WorkerFactory
@@ -48,7 +48,7 @@ async def test_the_screen_function_scores_each_job_first_and_one_trace_spans_bot
     assert screen.consumer is not None and screen.consumer.completed == 2
     # each screen job's result is stored under its own id, in the job's trace
     for job_id, data, result in ((refused_id, astronaut, refused), (passed_id, cat, passed)):
-        scored = await client.result(screen_job_id(job_id, data))
+        scored = await client.result(screen_job_id(job_id, input_sha256(data)))
         assert scored is not None and scored.function == "nsfw"
         assert scored.trace_id == result.trace_id
 
@@ -113,7 +113,7 @@ async def test_a_screen_result_stored_under_a_guessed_id_lets_nothing_through(
     inbox = await client.inbox()
     astronaut, cat = small_jpeg(photos["astronaut"]), small_jpeg(photos["chelsea"])
     # the cat scored as if it were the astronaut's screen job (its id is no secret)
-    guessed = screen_job_id("victim-1", astronaut)
+    guessed = screen_job_id("victim-1", input_sha256(astronaut))
     forged = await client.submit(cat, function="nsfw", job_id=guessed, reply_to=inbox.subject)
     assert (await inbox.wait([forged], timeout=60))[forged].status is JobStatus.OK
     job_id = await client.submit(astronaut, job_id="victim-1", reply_to=inbox.subject)

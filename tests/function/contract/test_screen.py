@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from function.contract.parse import is_valid_job_id
-from function.contract.screen import Screen, screen_job_id
+from function.contract.screen import Screen, input_sha256, screen_job_id
 from function.contract.settings import InvalidSettings, WorkerSettings
 
 
@@ -53,12 +53,14 @@ def test_a_bad_screen_is_one_clear_line(value: str, problem: str) -> None:
 
 
 def test_a_screen_job_id_is_bound_to_the_job_id_and_its_bytes() -> None:
-    first = screen_job_id("job-1", b"photo")
-    assert first == screen_job_id("job-1", b"photo") and first.startswith("screen-")
+    first = screen_job_id("job-1", input_sha256(b"photo"))
+    assert first == screen_job_id("job-1", input_sha256(b"photo")) and first.startswith("screen-")
     assert is_valid_job_id(first) and len(first) == len("screen-") + 40
-    assert first != screen_job_id("job-1", b"another photo")  # same id, other input
-    assert first != screen_job_id("job-2", b"photo")
-    assert screen_job_id("a", b"b\0c") != screen_job_id("a\0b", b"c")  # no ambiguity
+    assert first != screen_job_id("job-1", input_sha256(b"another photo"))  # same id, other input
+    assert first != screen_job_id("job-2", input_sha256(b"photo"))
+    assert screen_job_id("a", input_sha256(b"b\0c")) != screen_job_id(
+        "a\0b", input_sha256(b"c")
+    )  # no ambiguity
 
 
 @pytest.mark.parametrize(("value", "via"), [(None, "worker"), ("queue", "queue")])
