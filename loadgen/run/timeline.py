@@ -126,16 +126,16 @@ def usage_of_run(
     compute = np.asarray(ledger.compute_ms, dtype=float)
     sent = np.asarray(ledger.sent, dtype=float)
     answered = np.asarray(ledger.answered, dtype=float)
-    timed = ~np.isnan(answered) & ~np.isnan(compute)
+    timed = ~np.isnan(compute)  # a result's compute is noted when it is answered
+    jobs = [
+        (float(t), float(c) / 1000) for t, c in zip(answered[timed], compute[timed], strict=True)
+    ]
     return Usage(
         timeline=changes,
-        compute_s=float(np.nansum(compute)) / 1000,
+        compute_s=sum(c for _, c in jobs),
         cold_start_s=cold_start_s or 0.0,
         arrivals_s=[float(t) for t in sent[~np.isnan(sent)]],
         running_before=min(running_before, changes[0][1]),
         ready_only=True,  # replicas are the workers ready by their heartbeats
-        jobs=[
-            (float(t), float(c) / 1000)
-            for t, c in zip(answered[timed], compute[timed], strict=True)
-        ],
+        jobs=jobs,
     )
