@@ -245,6 +245,7 @@ async def open_nats(
     deadline = loop.time() + wait_s
     pause = _RETRY_S
     attempt = 0
+    me = asyncio.current_task()
     while True:
         attempt += 1
         # A server refusing a TLS client (no certificate) is seen as a reset about half the
@@ -253,6 +254,10 @@ async def open_nats(
             nc, failure, errors = await _connect_once(servers, name, options)
             if failure is None or not _ambiguous([*errors, failure]):
                 break
+        if me is not None and me.cancelling():  # cancelled while nats-py was connecting,
+            # which can swallow the CancelledError (Python 3.11's wait_for): stop here
+            await _discard(nc)
+            raise asyncio.CancelledError
         if failure is None:
             # From here on a lost connection is reconnected, as nats-py would after a first
             # connect with these options (read from `options` at each disconnect).

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from pathlib import Path
 
 import pytest
@@ -85,3 +86,30 @@ async def test_the_worker_hears_each_attempt_as_a_readiness_problem(
     assert [r.getMessage().split(";")[0] for r in warnings] == [
         f"cannot reach NATS at {url} (connection refused)"
     ] * len(warnings)
+
+
+async def test_a_cancel_that_nats_py_swallowed_still_stops_the_retries(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import function.transport.connect as connect
+
+    real = connect._connect_once
+
+    async def swallowing(*args: object) -> object:
+        try:
+            await asyncio.sleep(0.5)  # a slow attempt: the cancel lands inside it
+            return await real(*args)  # type: ignore[arg-type]
+        except asyncio.CancelledError:  # as Python 3.11's wait_for can, inside nats-py
+            return None, ConnectionRefusedError("cancelled"), []
+
+    monkeypatch.setattr(connect, "_connect_once", swallowing)
+    port = free_port()  # nothing listens: it would retry for ever
+    task = asyncio.ensure_future(open_nats(f"nats://127.0.0.1:{port}", name="t", wait_s=math.inf))
+    await asyncio.sleep(0.2)
+    task.cancel()
+    await asyncio.wait({task}, timeout=10)
+    stopped = task.done()
+    if not stopped:  # still retrying: give it up, without waiting on it
+        monkeypatch.setattr(connect, "_connect_once", real)
+        task.cancel()
+    assert stopped and task.cancelled()
