@@ -78,7 +78,8 @@ async def _serving(worker: Worker, versions: list[str], timeout: float = 20) -> 
 async def test_rollout_under_load_canary_then_promote(
     nats_server: EmbeddedNats, client: SurgeClient, start_worker: WorkerFactory, tmp_path: Path
 ) -> None:
-    worker = await start_worker(function="tiny")
+    # batches of up to 8 asked for: left to tuning, a fast machine may choose batch 1
+    worker = await start_worker(function="tiny", max_batch=8, max_batch_wait_ms=20)
     assert worker.model is not None
     v1 = worker.model.info.version
     answers = Answers()
