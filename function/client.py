@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import json
 import logging
 import time
@@ -24,8 +23,6 @@ from types import TracebackType
 from typing import Any
 
 from nats.aio.client import Client as NATS
-from nats.aio.msg import Msg
-from nats.aio.subscription import Subscription
 from nats.errors import NoRespondersError
 from nats.js.errors import APIError, NoStreamResponseError
 from nats.js.object_store import ObjectStore
@@ -56,6 +53,7 @@ from function.contract.settings import (
 from function.contract.wire import ImageOutput, JobEnvelope, Result
 from function.telemetry import trace_headers
 from function.transport.connect import open_nats
+from function.transport.inbox import ResultInbox
 from function.transport.records import write_ticket
 from function.transport.storage import fetch_result
 from function.transport.topology import ensure_blob_store, ensure_streams
@@ -70,63 +68,6 @@ _NO_STREAM_WAIT_S = 5.0  # how long a submit waits out a stream with no leader (
 
 def new_job_id() -> str:
     return uuid.uuid4().hex
-
-
-class ResultInbox:
-    """Collects results sent to one reply subject."""
-
-    def __init__(self, client: SurgeClient, subject: str) -> None:
-        self._client = client
-        self.subject = subject
-        self.results: dict[str, Result] = {}
-        self.received_at: dict[str, float] = {}
-        self._arrived = asyncio.Event()
-        self._sub: Subscription | None = None
-        self._waiters: dict[str, asyncio.Future[Result]] = {}
-
-    def expect(self, job_id: str) -> asyncio.Future[Result]:
-        """A future resolved when `job_id`'s result arrives."""
-        future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
-        if job_id in self.results:
-            future.set_result(self.results[job_id])
-        else:
-            self._waiters[job_id] = future
-        return future
-
-    async def _on_result(self, msg: Msg) -> None:
-        result = Result.model_validate_json(msg.data)
-        self.results.setdefault(result.job_id, result)
-        self.received_at.setdefault(result.job_id, time.monotonic())
-        waiter = self._waiters.pop(result.job_id, None)
-        if waiter is not None and not waiter.done():
-            waiter.set_result(result)
-        self._arrived.set()
-
-    async def start(self) -> ResultInbox:
-        self._sub = await self._client.nc.subscribe(self.subject, cb=self._on_result)
-        await self._client.nc.flush()
-        return self
-
-    async def wait(self, job_ids: Iterable[str], timeout: float) -> dict[str, Result]:
-        """Results for `job_ids`; those not pushed in time are looked up in the store."""
-        wanted = set(job_ids)
-        deadline = time.monotonic() + timeout
-        while not wanted <= self.results.keys():
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
-            self._arrived.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._arrived.wait(), min(remaining, 1.0))
-        for job_id in wanted - self.results.keys():
-            stored = await self._client.result(job_id)
-            if stored is not None:
-                self.results[job_id] = stored
-        return {j: self.results[j] for j in wanted if j in self.results}
-
-    async def close(self) -> None:
-        if self._sub is not None:
-            await self._sub.unsubscribe()
 
 
 def _check_tenant(tenant: str | None) -> None:
@@ -187,7 +128,7 @@ class SurgeClient:
             await self.nc.drain()
 
     async def inbox(self) -> ResultInbox:
-        return await ResultInbox(self, self.nc.new_inbox()).start()
+        return await ResultInbox(self.nc, self.nc.new_inbox(), self.result).start()
 
     async def submit(
         self,

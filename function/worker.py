@@ -24,7 +24,6 @@ from typing import Any
 import numpy as np
 from nats.aio.client import Client as NATS
 
-from function.contract.errors import SurgeError
 from function.contract.heartbeat import Heartbeat, WorkerState
 from function.contract.nats_auth import NatsAuth, NatsConnectError, redact_url
 from function.contract.settings import WorkerSettings
@@ -32,15 +31,15 @@ from function.engine.accounting import WarmMeter
 from function.engine.consumer import JobConsumer
 from function.engine.control import JobControl
 from function.engine.modelset import ModelSet
+from function.engine.preflight import StartupError, check_startup
 from function.engine.rollout import RolloutFollower
 from function.engine.screen import ScreenError, Screening, load_screen
-from function.models import LoadedModel, load_task
+from function.models import LoadedModel
 from function.models.warmup import (
     ModelAdapter,
     Warmed,
     WarmupHook,
     load_and_warm,
-    resolve_hooks,
 )
 from function.telemetry import METRICS, set_process_fields
 from function.transport.calls import CallGateway
@@ -79,27 +78,6 @@ def process_start_time() -> float:
 
 PROCESS_START = process_start_time()
 IMPORTED_AT = time.time()
-
-
-class StartupError(SurgeError):
-    """Settings the worker cannot start with: an unknown function, a task, a warmup
-    hook or a screen that does not load. Raised before anything is created on NATS
-    (a screen without the score it names: once its model has loaded)."""
-
-
-def check_startup(settings: WorkerSettings) -> None:
-    """Raise `StartupError` (one line) unless the function's task and hooks, and the
-    screen's task, load."""
-    try:
-        load_task(settings.function, settings.task)
-        resolve_hooks(settings.warmup_hooks)
-    except SurgeError as exc:
-        raise StartupError(str(exc)) from None
-    if settings.screen is not None:
-        try:
-            load_task(settings.screen.function)
-        except SurgeError as exc:
-            raise StartupError(f"SURGE_SCREEN {settings.screen}: {exc}") from None
 
 
 class Worker:

@@ -20,6 +20,7 @@ place a job ends) and `function.transport.storage` (where its result lands).
     batchmodel  `BatchModel`, what the job path needs from a model, and `run_in`
     modelset    `ModelSet`: the model versions serving, each job's version, canary outcomes
     rollout     `RolloutFollower`: loads, warms and swaps in the versions a rollout names
+    preflight   `check_startup`: the task, hooks and screen must load before NATS is touched
 """
 
 from __future__ import annotations
@@ -69,6 +70,10 @@ from function.engine.jobmetrics import (
 from function.engine.keepalive import (
     keep_alive,
 )
+from function.engine.preflight import (
+    StartupError,
+    check_startup,
+)
 from function.engine.ratelimit import (
     TenantRates,
 )
@@ -110,9 +115,11 @@ __all__ = [
     "ScreenGate",
     "Screening",
     "Settler",
+    "StartupError",
     "Succeeded",
     "TenantRates",
     "WarmMeter",
+    "check_startup",
     "keep_alive",
     "load_screen",
     "pixel_budget",

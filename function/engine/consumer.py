@@ -33,7 +33,7 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from opentelemetry import trace
 
-from function.contract.errors import ErrorCode, JobError
+from function.contract.errors import JobError
 from function.contract.lifecycle import JobState
 from function.contract.settings import Priority, WorkerSettings
 from function.contract.wire import JobRequest, ModelInfo, Output, Timings
@@ -44,7 +44,13 @@ from function.engine.budget import PixelBudget, pixel_budget
 from function.engine.direct import DirectInference
 from function.engine.feeds import FeedKey, Feeds
 from function.engine.finish import Completion
-from function.engine.job import Admission, InFlightJob, wall_ns
+from function.engine.job import (
+    Admission,
+    InFlightJob,
+    split_expired,
+    stream_position,
+    wall_ns,
+)
 from function.engine.keepalive import keep_alive
 from function.engine.modelset import ModelSet, VersionedSettler
 from function.engine.ratelimit import TenantRates
@@ -188,7 +194,7 @@ class JobConsumer:
         if job in self._in_flight:
             self._in_flight.discard(job)
             self._held[job.source] -= 1
-        key = _stream_position(job.msg)
+        key = stream_position(job.msg)
         if self._by_sequence.get(key) is job:
             del self._by_sequence[key]
         self._settler.metrics.in_flight.set(len(self._in_flight))
@@ -248,7 +254,7 @@ class JobConsumer:
         priority, source = key
         with contextlib.suppress(Exception):
             self._pending_hint[key] = int(msg.metadata.num_pending or 0)
-        position = _stream_position(msg)
+        position = stream_position(msg)
         held = self._by_sequence.get(position)
         if held is not None and not held.settled:
             return  # a redelivery of a job this worker still holds: that copy settles it
@@ -326,7 +332,9 @@ class JobConsumer:
             free.release()
 
     async def _run_batch(self, batch: list[InFlightJob]) -> None:
-        batch = self._drop_expired(batch)
+        batch, late = split_expired(batch, datetime.now(UTC))
+        for job, error in late:  # never started: told why
+            self._spawn(self._completion.fail(job, error))
         for job in [job for job in batch if job.cancelled]:  # never started: no work done
             batch.remove(job)
             self._spawn(self._settler.cancelled(job))
@@ -353,20 +361,6 @@ class JobConsumer:
             del self._running[id(batch)]
             self.busy.end()
         self._spawn(self._completion.complete(batch, out, start_ns, wall_ns()))
-
-    def _drop_expired(self, batch: list[InFlightJob]) -> list[InFlightJob]:
-        now = datetime.now(UTC)
-        live = []
-        for job in batch:
-            deadline = job.request.deadline if job.request else None
-            if deadline is not None and deadline < now:
-                error = JobError(
-                    ErrorCode.DEADLINE_EXCEEDED, f"deadline {deadline.isoformat()} passed"
-                )
-                self._spawn(self._completion.fail(job, error))
-            else:
-                live.append(job)
-        return live
 
     async def infer_direct(self, request: JobRequest) -> tuple[dict[str, Output], Timings]:
         """One job outside the queue (HTTP): same decode, model and postprocess."""
@@ -411,9 +405,3 @@ class JobConsumer:
         self._infer_pool.shutdown(wait=False, cancel_futures=True)
         self._cpu_pool.shutdown(wait=False, cancel_futures=True)
         log.info("drained: %d jobs completed", self.completed)
-
-
-def _stream_position(msg: Msg) -> tuple[str, int]:
-    """(stream, sequence): a job's identity on the server, across the jobs streams."""
-    meta = msg.metadata
-    return meta.stream or "", int(meta.sequence.stream or 0)

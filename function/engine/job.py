@@ -54,11 +54,45 @@ if TYPE_CHECKING:
     from function.engine.screen_queue import ScreenGate
     from function.engine.settle import Settler
 
-__all__ = ["SMALL_INPUT_BYTES", "Admission", "InFlightJob", "wall_ns"]
+__all__ = [
+    "SMALL_INPUT_BYTES",
+    "Admission",
+    "InFlightJob",
+    "split_expired",
+    "stream_position",
+    "wall_ns",
+]
 
 
 def wall_ns() -> int:
     return time.time_ns()
+
+
+def split_expired(
+    batch: list[InFlightJob], now: datetime
+) -> tuple[list[InFlightJob], list[tuple[InFlightJob, JobError]]]:
+    """The jobs whose deadline has not passed, and those whose has, each with its error."""
+    live, late = [], []
+    for job in batch:
+        deadline = job.request.deadline if job.request else None
+        if deadline is not None and deadline < now:
+            late.append(
+                (
+                    job,
+                    JobError(
+                        ErrorCode.DEADLINE_EXCEEDED, f"deadline {deadline.isoformat()} passed"
+                    ),
+                )
+            )
+        else:
+            live.append(job)
+    return live, late
+
+
+def stream_position(msg: Msg) -> tuple[str, int]:
+    """(stream, sequence): a job's identity on the server, across the jobs streams."""
+    meta = msg.metadata
+    return meta.stream or "", int(meta.sequence.stream or 0)
 
 
 @dataclass(eq=False)

@@ -4,6 +4,7 @@ topology    streams, consumers and the blob bucket, created idempotently
 connect     opening a connection: credentials, TLS, a first try that fails clearly
 pull        one continuous pull request per consumer (`PullFeed`)
 storage     results stored by job id, replies, dead letters, blobs (`ResultStore`)
+inbox       results pushed to a client's reply subject, the store as fallback (`ResultInbox`)
 records     a job's record on its results subject: the ticket, then the final result
 lifecycle   status, cancel and cancel-all of jobs (`JobLifecycle`)
 deadletters  the dead-letter stream: list, find, retry (a new job id) and remove letters
@@ -66,6 +67,10 @@ from function.transport.events import (
 )
 from function.transport.heartbeat import (
     HeartbeatPublisher,
+)
+from function.transport.inbox import (
+    ResultInbox,
+    StoredLookup,
 )
 from function.transport.lifecycle import (
     CampaignCancelled,
@@ -168,7 +173,9 @@ __all__ = [
     "Record",
     "Resubmit",
     "ResultCache",
+    "ResultInbox",
     "ResultStore",
+    "StoredLookup",
     "StreamWrites",
     "TenantConsumers",
     "TenantError",
