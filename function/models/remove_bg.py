@@ -38,13 +38,19 @@ class RemoveBackground(Task):
         return pixels // 2 + (7 * pixels // 2 if "cutout" in outputs else 0)
 
     def preprocess(self, image: Image.Image) -> np.ndarray[Any, Any]:
-        """RGB at 320x320, scaled by its maximum, ImageNet-normalised, CHW float32."""
+        """RGB at 320x320, scaled by its maximum, ImageNet-normalised, CHW float32.
+
+        Each channel's 256 levels are normalised once, in float32 as `(level / max -
+        mean) / std`, and the pixels looked up: the same values as that arithmetic on
+        every pixel, at a third of its cost (it broadcast over a last axis of 3)."""
         rgb = image if image.mode == "RGB" else image.convert("RGB")
-        small = rgb.resize((_SIZE, _SIZE), Image.Resampling.BILINEAR)
-        pixels = np.asarray(small, dtype=np.float32)
-        pixels /= max(float(pixels.max()), 1e-6)
-        normalised = (pixels - _MEAN) / _STD
-        return np.ascontiguousarray(normalised.transpose(2, 0, 1), dtype=np.float32)
+        levels = np.asarray(rgb.resize((_SIZE, _SIZE), Image.Resampling.BILINEAR))
+        top = max(float(levels.max()), 1e-6)
+        table = ((np.arange(256, dtype=np.float32)[:, None] / top - _MEAN) / _STD).T
+        normalised = np.empty((3, _SIZE, _SIZE), dtype=np.float32)
+        for channel in range(3):
+            np.take(table[channel], levels[:, :, channel], out=normalised[channel])
+        return normalised
 
     def mask(self, output: np.ndarray[Any, Any], size: tuple[int, int]) -> Image.Image:
         """The L-mode mask for one output row (1, H, W), min-max scaled, at `size`."""

@@ -145,6 +145,28 @@ def test_remove_bg_batch_of_three_equals_three_of_one(
     np.testing.assert_allclose(batched, singles, atol=1e-5)
 
 
+def _normalised_pixel_by_pixel(image: Image.Image) -> np.ndarray:
+    """remove-bg's preprocessing as plain arithmetic on every pixel."""
+    small = image.convert("RGB").resize((320, 320), Image.Resampling.BILINEAR)
+    pixels = np.asarray(small, dtype=np.float32)
+    pixels /= max(float(pixels.max()), 1e-6)
+    mean = np.array([0.485, 0.456, 0.406], dtype=np.float32)
+    std = np.array([0.229, 0.224, 0.225], dtype=np.float32)
+    return np.ascontiguousarray(((pixels - mean) / std).transpose(2, 0, 1))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_remove_bg_preprocessing_is_the_pixel_by_pixel_arithmetic_exactly(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    top = [255, 1, 0, 37][seed]  # full range, one level, all black, a dark picture
+    side = (rng.integers(1, 700), rng.integers(1, 700))
+    noise = rng.integers(0, top + 1, size=(*side, 3), dtype=np.uint8)
+    for image in (Image.fromarray(noise), Image.fromarray(noise).convert("RGBA")):
+        made = RemoveBackground().preprocess(image)
+        assert made.dtype == np.float32 and made.flags.c_contiguous
+        assert np.array_equal(made, _normalised_pixel_by_pixel(image))
+
+
 def test_remove_bg_outputs_are_checked() -> None:
     task = RemoveBackground()
     assert task.check_outputs(()) == ("mask",)
