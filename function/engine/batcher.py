@@ -85,19 +85,21 @@ class PriorityBatcher(Generic[T]):
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._changed.wait(), timeout)
 
-    async def take(self) -> list[T]:
-        """The next batch: at least one item unless closed and empty."""
+    async def take(self, limit: int | None = None) -> list[T]:
+        """The next batch of at most `max_batch` (or `limit`) items: at least one unless
+        closed and empty."""
+        size = self.max_batch if limit is None else max(1, min(limit, self.max_batch))
         while not len(self):
             if self._closed:
                 return []
             await self._wait_change(None)
         deadline = time.monotonic() + self.max_wait
-        while len(self) < self.max_batch and not self._closed and self._more_expected():
+        while len(self) < size and not self._closed and self._more_expected():
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
             await self._wait_change(remaining)
-        return self._pop(self.max_batch)
+        return self._pop(size)
 
     def _pop(self, count: int) -> list[T]:
         batch: list[T] = []

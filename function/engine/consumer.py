@@ -9,7 +9,8 @@ Stages, all in one event loop; blocking work runs in thread pools:
    and decodes + preprocesses (small inputs inline, others in the CPU pool);
 3. the batch loop takes up to `max_batch` ready jobs (high first, sources in turn, waiting at most
    `max_batch_wait_ms` to fill while more are pending) and runs one inference in a
-   dedicated thread;
+   dedicated thread; a worker's first batch is a single job, so that a worker started
+   from zero on a backlog answers its first job as soon as its fresh session can;
 4. completion postprocesses, stores the result, replies and acks, while the next batch
    already runs.
 
@@ -308,9 +309,11 @@ class JobConsumer:
     async def _batch_loop(self) -> None:
         """Form batches and run up to `runners` of them at once on the shared session."""
         free = asyncio.Semaphore(self._runners)
+        limit: int | None = 1  # the first: one job, the result out soonest
         while True:
             await free.acquire()
-            batch = await self._batcher.take()
+            batch = await self._batcher.take(limit)
+            limit = None
             if not batch:
                 free.release()
                 return

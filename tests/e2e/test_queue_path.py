@@ -66,6 +66,22 @@ async def test_64_jobs_all_answered_with_real_batches(
     assert worker.consumer is not None and sum(worker.consumer.batch_sizes) == 64
 
 
+async def test_a_worker_started_on_a_backlog_answers_its_first_job_alone(
+    client: SurgeClient, start_worker: WorkerFactory
+) -> None:
+    inbox = await client.inbox()
+    ids = [
+        await client.submit(png_bytes(), reply_to=inbox.subject, function="tiny") for _ in range(9)
+    ]
+    worker = await start_worker(function="tiny", max_batch=4, runners=1, max_batch_wait_ms=50)
+    results = await inbox.wait(ids, timeout=30)
+    assert set(results) == set(ids)
+    assert worker.consumer is not None
+    sizes = list(worker.consumer.batch_sizes)  # one runner: in the order taken
+    assert sizes[0] == 1 and max(sizes) == 4 and sum(sizes) == 9
+    assert sorted(r.timings.batch_size for r in results.values())[0] == 1
+
+
 async def test_nsfw_scores(
     client: SurgeClient, start_worker: WorkerFactory, photos: dict[str, Path]
 ) -> None:

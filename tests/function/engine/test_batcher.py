@@ -18,6 +18,15 @@ async def test_high_is_taken_before_normal_and_batches_are_bounded() -> None:
     assert len(batcher) == 0
 
 
+async def test_a_limit_takes_fewer_without_waiting_to_fill() -> None:
+    batcher: PriorityBatcher[int] = PriorityBatcher(max_batch=4, max_wait=30.0)
+    batcher.extend(Priority.NORMAL, [1, 2, 3, 4, 5])
+    assert await asyncio.wait_for(batcher.take(limit=1), 1) == [1]
+    assert await asyncio.wait_for(batcher.take(limit=9), 1) == [2, 3, 4, 5]  # max_batch caps
+    batcher.put(Priority.NORMAL, 6)
+    assert await asyncio.wait_for(batcher.take(limit=0), 1) == [6]  # at least one
+
+
 async def test_waits_for_a_batch_to_fill_while_more_is_expected() -> None:
     batcher: PriorityBatcher[int] = PriorityBatcher(max_batch=4, max_wait=5.0)
     batcher.put(Priority.NORMAL, 1)
