@@ -128,8 +128,9 @@ def load_and_warm(
     jobs_waiting: Callable[[], bool] = lambda: False,
 ) -> Warmed:
     """Fetch, prepare, open the session, choose or warm the batch sizes, run hooks
-    (blocking). With a batch size kept from an earlier start and `jobs_waiting()` true
-    once the session is open, the synthetic warm run is skipped: those jobs warm it."""
+    (blocking). With `jobs_waiting()` true once the session is open, those jobs warm
+    it: a batch size kept from an earlier start needs no synthetic run, and a
+    `max_batch` set explicitly warms batch 1 only (a worker's first batch is one job)."""
     task = load_task(settings.function, settings.task)
     cpus = usable_cpus()
     cpu_plan = parallelism(
@@ -163,9 +164,11 @@ def load_and_warm(
         )
         max_batch = choice.max_batch
         warmup_ms = {size: ms * size for size, ms in choice.per_image_ms.items()}  # per batch
+    elif settings.warmup_batch_sizes is not None:
+        warmup_ms = loaded.warmup(settings.warmup_batch_sizes)
     else:
-        sizes = settings.warmup_batch_sizes
-        warmup_ms = loaded.warmup(sorted({1, max_batch}) if sizes is None else sizes)
+        waiting = jobs_waiting()
+        warmup_ms = loaded.warmup([1] if waiting else sorted({1, max_batch}))
     phases["warmup"] = time.perf_counter() - start
     update = {"runners": plan.runners, "intra_op_threads": cpu_plan.threads, "max_batch": max_batch}
     resolved = settings.model_copy(update=update)
@@ -183,6 +186,8 @@ def load_and_warm(
     )
     if cached and waiting:
         log.info("no synthetic warm run: jobs are waiting, and their first batch warms the session")
+    elif waiting:
+        log.info("batch 1 warmed only: jobs are waiting, and their batches warm the rest")
     start = time.perf_counter()
     all_hooks = list(hooks) + resolve_hooks(settings.warmup_hooks)
     if settings.warmup_dir is not None:

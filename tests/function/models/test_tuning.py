@@ -101,3 +101,16 @@ def test_load_and_warm_skips_the_warm_run_only_for_a_kept_choice_with_jobs_waiti
     assert (
         again.warmup_ms == first.warmup_ms and again.settings.max_batch == first.settings.max_batch
     )
+
+
+def test_an_explicit_max_batch_warms_batch_one_only_when_jobs_are_waiting(
+    model_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = WorkerSettings(function="tiny", model_dir=model_dir, providers=["cpu"], max_batch=4)
+    assert sorted(load_and_warm(settings, [], {}).warmup_ms) == [1, 4]
+    with caplog.at_level("INFO", logger="surge.warmup"):
+        waiting = load_and_warm(settings, [], {}, jobs_waiting=lambda: True)
+    assert sorted(waiting.warmup_ms) == [1] and waiting.settings.max_batch == 4
+    assert "batch 1 warmed only" in caplog.text
+    sizes = settings.model_copy(update={"warmup_batch_sizes": [2, 4]})  # asked for: as asked
+    assert sorted(load_and_warm(sizes, [], {}, jobs_waiting=lambda: True).warmup_ms) == [2, 4]
