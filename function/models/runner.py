@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -35,6 +36,7 @@ _PROVIDER_LIBS: Final[dict[str, str]] = {
     "CUDAExecutionProvider": "libonnxruntime_providers_cuda.so",
 }
 _CPU: Final = PROVIDERS["cpu"]
+_LINUX: Final = sys.platform.startswith("linux")
 _problems: dict[str, str | None] = {}
 _problems_lock = threading.Lock()
 
@@ -42,19 +44,29 @@ _problems_lock = threading.Lock()
 def provider_problem(provider: str) -> str | None:
     """Why `provider` cannot load here (e.g. a missing CUDA library), or None if it can.
 
-    Loads the provider's shared library once per process, as ONNX Runtime would; providers
-    without a separate library (CPU) or whose library is not found are assumed loadable.
+    Loads the provider's shared library once per process, as ONNX Runtime would. On
+    Linux a GPU provider whose library is not in the install cannot load (ONNX Runtime
+    would print an error per session and drop it); providers without a separate library
+    (CPU), and those of other systems, whose libraries are named otherwise, are assumed
+    loadable.
     """
     with _problems_lock:
         if provider not in _problems:
-            _problems[provider] = None
-            lib = Path(ort.__file__).parent / "capi" / _PROVIDER_LIBS.get(provider, "")
-            if provider in _PROVIDER_LIBS and lib.is_file():
-                try:
-                    ctypes.CDLL(str(lib))
-                except OSError as exc:
-                    _problems[provider] = str(exc)
+            _problems[provider] = _library_problem(provider)
         return _problems[provider]
+
+
+def _library_problem(provider: str) -> str | None:
+    if provider not in _PROVIDER_LIBS:
+        return None
+    lib = Path(ort.__file__).parent / "capi" / _PROVIDER_LIBS[provider]
+    if not lib.is_file():
+        return f"{lib.name} is not in this onnxruntime install" if _LINUX else None
+    try:
+        ctypes.CDLL(str(lib))
+    except OSError as exc:
+        return str(exc)
+    return None
 
 
 def _dim(value: Any) -> int | str | None:
@@ -129,11 +141,18 @@ class OnnxRunner:
         if got[:1] == requested[:1]:
             log.info("%s", summary)
             return
-        reasons = "; ".join(f"{name}: {why}" for name, why in skipped.items())
+        dropped = [p for p in requested if p not in got and p not in skipped]
+        reasons = "; ".join(
+            [f"{name}: {why}" for name, why in skipped.items()]
+            + [
+                f"{name}: dropped when the session was created (ONNX Runtime's log says why)"
+                for name in dropped
+            ]
+        )
         missing = any("cannot open shared object" in why for why in skipped.values())
-        cause = "CUDA libraries are missing" if missing else "the GPU providers did not load"
+        cause = "CUDA libraries are missing" if missing else "the providers before it did not load"
         where = "CPU" if got == [_CPU] else got[0]
-        log.warning("%s: running on %s because %s (%s)", summary, where, cause, reasons or "-")
+        log.warning("%s: running on %s because %s (%s)", summary, where, cause, reasons)
 
     def run(self, batch: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
         """Run the model on a batch (batch axis first); return the selected output.

@@ -70,7 +70,7 @@ elapsed = time.time() - process_start_time()
 for _ in range(int(sys.argv[4])):  # steady state: ORT plans its memory on the second run
     model.warmup([1])
 import psutil
-print(elapsed, psutil.Process().memory_info().rss)
+print("bare-session", elapsed, psutil.Process().memory_info().rss)
 """
 )
 
@@ -122,7 +122,9 @@ def bare_cold_start(function: str, threads: int, model_dir: Path) -> tuple[float
         text=True,
         check=True,
     )
-    elapsed, rss = out.stdout.split()
+    # its own line: a GPU session's libraries may print on stdout too
+    line = next(x for x in out.stdout.splitlines() if x.startswith("bare-session "))
+    _, elapsed, rss = line.split()
     return float(elapsed), int(rss)
 
 

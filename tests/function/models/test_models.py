@@ -86,6 +86,43 @@ def test_runner_reports_the_providers_it_really_got(
     assert (runner.output_name, runner.version) == ("mean", "v1")
 
 
+def test_a_gpu_provider_library_missing_or_broken_is_a_reason_not_an_onnxruntime_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from types import SimpleNamespace
+
+    from function.models import runner
+
+    capi = tmp_path / "onnxruntime" / "capi"
+    capi.mkdir(parents=True)
+    monkeypatch.setattr(runner, "ort", SimpleNamespace(__file__=str(capi.parent / "x.py")))
+    monkeypatch.setattr(runner, "_LINUX", True)
+    problem = runner._library_problem("TensorrtExecutionProvider")
+    assert problem == "libonnxruntime_providers_tensorrt.so is not in this onnxruntime install"
+    (capi / "libonnxruntime_providers_cuda.so").write_bytes(b"not a shared object")
+    assert "libonnxruntime_providers_cuda.so" in (
+        runner._library_problem("CUDAExecutionProvider") or ""
+    )
+    assert runner._library_problem(CPU) is None
+    monkeypatch.setattr(runner, "_LINUX", False)  # named otherwise there: left to ONNX Runtime
+    assert runner._library_problem("TensorrtExecutionProvider") is None
+
+
+def test_a_provider_dropped_by_onnxruntime_itself_is_named_in_the_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    runner = OnnxRunner(build_tiny_model(tmp_path / "tiny.onnx"), providers=("cpu",))
+    trt, cuda = "TensorrtExecutionProvider", "CUDAExecutionProvider"
+    runner.requested_providers, runner.providers = [trt, cuda, CPU], [cuda, CPU]
+    with caplog.at_level(logging.WARNING, logger="surge.runner"):
+        runner._log_providers({})
+    message = caplog.records[-1].getMessage()
+    assert "running on CUDAExecutionProvider because the providers before it did not load" in (
+        message
+    )
+    assert f"{trt}: dropped when the session was created" in message and "(-)" not in message
+
+
 def test_runner_always_ends_with_cpu_and_checks_names(tmp_path: Path) -> None:
     path = build_tiny_model(tmp_path / "tiny.onnx")
     assert OnnxRunner(path, providers=()).requested_providers == [CPU]
