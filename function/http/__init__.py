@@ -8,6 +8,7 @@ submit     `POST /v1/jobs/{function}`: queue a job, 202 at once; its webhook get
 negotiate  `Accept`: the result JSON or the image output itself (406 when there is none)
 openapi    error code -> HTTP status, and the documented request body and error responses
 auth       Bearer API keys and JWTs: who the caller is, which tenant, 401 or 403
+jwtkeys    JWT verification and its PEM/JWKS keys (PyJWT and X.509 load only for JWTs)
 bearer     the FastAPI dependency that sets a request's tenant; the 401/403 result
 serve      uvicorn serving with draining on SIGTERM (what `surge worker` runs)
 

@@ -440,3 +440,25 @@ async def test_an_app_built_without_an_authenticator_reads_the_environment(
     async with httpx.AsyncClient(transport=transport, base_url="http://surge") as http:
         refused = await http.post("/v1/infer/tiny", content=b"x")
     assert refused.status_code == 401
+
+
+def test_an_app_without_jwt_keys_loads_neither_pyjwt_nor_x509(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    keys = tmp_path / "tenants.json"
+    keys.write_text(json.dumps({"tenants": {"acme": {"api_keys_sha256": [_sha256(ACME_KEY)]}}}))
+    probe = (
+        "import sys\n"
+        "from function.contract.http_auth import HttpAuthSettings\n"
+        "from function.http.auth import Authenticator\n"
+        "import function.http.app, function.http.serve\n"
+        "for given in ({}, {'keys_file': sys.argv[1]}):\n"
+        "    settings = HttpAuthSettings.model_validate(given)\n"
+        "    assert (Authenticator.from_settings(settings) is None) == (not given)\n"
+        "    print('jwt' in sys.modules, 'cryptography.x509' in sys.modules)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe, str(keys)], capture_output=True, text=True, check=True
+    )
+    assert out.stdout.split() == ["False", "False"] * 2  # auth off, then API keys alone
