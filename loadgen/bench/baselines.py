@@ -38,6 +38,7 @@ __all__ = [
     "LoopRate",
     "ReplyCollector",
     "bare_cold_start",
+    "bare_figures",
     "bare_pull_loop",
     "bare_request_reply",
     "publish_backlog",
@@ -122,8 +123,15 @@ def bare_cold_start(function: str, threads: int, model_dir: Path) -> tuple[float
         text=True,
         check=True,
     )
-    # its own line: a GPU session's libraries may print on stdout too
-    line = next(x for x in out.stdout.splitlines() if x.startswith("bare-session "))
+    return bare_figures(out.stdout)
+
+
+def bare_figures(stdout: str) -> tuple[float, int]:
+    """(seconds, rss bytes) from the bare session's own line: a GPU session's libraries
+    print on stdout too."""
+    line = next((x for x in stdout.splitlines() if x.startswith("bare-session ")), None)
+    if line is None:
+        raise RuntimeError(f"the bare session printed no figures: {stdout[-500:]!r}")
     _, elapsed, rss = line.split()
     return float(elapsed), int(rss)
 

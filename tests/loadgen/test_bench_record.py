@@ -100,3 +100,12 @@ def test_the_message_path_figure_is_the_round_with_the_median_ratio(
     assert figure.ratio == pytest.approx(0.2) and figure.worker_jobs_s == 200.0
     assert figure.cpu_ratio == pytest.approx(150.0 / 500.0)
     assert stopped == [300, 100] and last.number == 200  # the last still runs, for latency
+
+
+def test_the_bare_session_figures_are_read_from_their_own_line() -> None:
+    from loadgen.bench.baselines import bare_figures
+
+    noisy = "\x1b[m\nCUDA: something the libraries print\nbare-session 0.81 524288000\n\x1b[m\n"
+    assert bare_figures(noisy) == (0.81, 524288000)  # a GPU session's libraries print too
+    with pytest.raises(RuntimeError, match="printed no figures"):
+        bare_figures("1.2 345\n")  # no line of its own: nothing is guessed
