@@ -220,7 +220,7 @@ class Worker:
             max_input=settings.max_payload_bytes,
             function=settings.function,
         )
-        adapter = ModelAdapter(model, self.warmup_ms)
+        adapter = ModelAdapter(model, self.warmup_ms, settings.max_batch)
         models = ModelSet(
             adapter,
             max_error_rate=settings.canary_max_error_rate,

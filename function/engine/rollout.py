@@ -187,8 +187,8 @@ class RolloutFollower:
             intra_op_threads=max(1, settings.intra_op_threads),
         )
         loaded.info = loaded.info.model_copy(update={"name": task.model_name})
-        warmup_ms = loaded.warmup(sorted({1, effective_max_batch(settings, loaded)}))
-        return ModelAdapter(loaded, warmup_ms)
+        max_batch = effective_max_batch(settings, loaded)
+        return ModelAdapter(loaded, loaded.warmup(sorted({1, max_batch})), max_batch)
 
     def _failing(self, version: str, reason: str) -> None:
         """Write the rollback of `version` (if it is still the canary) for every worker."""

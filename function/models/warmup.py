@@ -4,7 +4,8 @@ Phases are timed (`fetch`, `prepare`, `session`, `warmup`, `hooks`) and exported
 cold-start metrics. The session gets the threads the process's CPU quota allows
 (`hardware`); unless set, the runners come from the same quota and the batch size from
 timing candidates on the real session (`tuning`), which is also the warmup; with
-`SURGE_WARMUP_BATCH_SIZES` or `SURGE_MAX_BATCH` set, warmup runs those sizes. Then the
+`SURGE_WARMUP_BATCH_SIZES` set, warmup runs those sizes, and with `SURGE_MAX_BATCH` set,
+batch 1 and then, unless jobs are already waiting, `max_batch`. Then the
 user's warmup hooks: callables given to `Function.add_warmup_hook`, named in
 `SURGE_WARMUP_HOOKS` (`module:callable`), or the built-in `SURGE_WARMUP_DIR` hook that
 runs representative images from a folder.
@@ -50,12 +51,15 @@ WarmupHook = Callable[[LoadedModel], None]
 
 
 class ModelAdapter:
-    """Presents a `LoadedModel` as the consumer's `BatchModel`."""
+    """Presents a `LoadedModel` as the consumer's `BatchModel`. It is `fast` (run inline
+    on the event loop) when every warm run, a full batch of `max_batch` among them, took
+    under `FAST_RUN_MS`; a model timed on smaller batches only is not."""
 
-    def __init__(self, loaded: LoadedModel, warmup_ms: dict[int, float]) -> None:
+    def __init__(self, loaded: LoadedModel, warmup_ms: dict[int, float], max_batch: int) -> None:
         self.loaded = loaded
         self.info: ModelInfo = loaded.info
-        self.fast = bool(warmup_ms) and max(warmup_ms.values()) < FAST_RUN_MS
+        full_batch_timed = bool(warmup_ms) and max(warmup_ms) >= max_batch
+        self.fast = full_batch_timed and max(warmup_ms.values()) < FAST_RUN_MS
 
     def check_outputs(self, requested: tuple[str, ...]) -> tuple[str, ...]:
         return self.loaded.task.check_outputs(requested)
@@ -149,10 +153,10 @@ def load_and_warm(
         cpus, gpu=on_gpu, runners=settings.runners, threads=settings.intra_op_threads
     )
     max_batch = effective_max_batch(settings, loaded)
-    start = time.perf_counter()
     tune = settings.warmup_batch_sizes is None and "max_batch" not in settings.model_fields_set
     cached = False
-    waiting = tune and jobs_waiting()
+    waiting = tune and jobs_waiting()  # (a wait for NATS, not timed as warmup)
+    start = time.perf_counter()
     if tune:
         choice, cached = tuned_batch(
             loaded,
@@ -166,9 +170,14 @@ def load_and_warm(
         warmup_ms = {size: ms * size for size, ms in choice.per_image_ms.items()}  # per batch
     elif settings.warmup_batch_sizes is not None:
         warmup_ms = loaded.warmup(settings.warmup_batch_sizes)
-    else:
-        waiting = jobs_waiting()
-        warmup_ms = loaded.warmup([1] if waiting else sorted({1, max_batch}))
+    else:  # batch 1 while NATS connects; the full batch only if no jobs will warm it
+        warmup_ms = loaded.warmup([1])
+        if max_batch > 1:
+            paused = time.perf_counter()
+            waiting = jobs_waiting()
+            start += time.perf_counter() - paused  # the wait for NATS is not warmup
+            if not waiting:
+                warmup_ms |= loaded.warmup([max_batch])
     phases["warmup"] = time.perf_counter() - start
     update = {"runners": plan.runners, "intra_op_threads": cpu_plan.threads, "max_batch": max_batch}
     resolved = settings.model_copy(update=update)
@@ -186,7 +195,7 @@ def load_and_warm(
     )
     if cached and waiting:
         log.info("no synthetic warm run: jobs are waiting, and their first batch warms the session")
-    elif waiting:
+    elif waiting and not tune:
         log.info("batch 1 warmed only: jobs are waiting, and their batches warm the rest")
     start = time.perf_counter()
     all_hooks = list(hooks) + resolve_hooks(settings.warmup_hooks)

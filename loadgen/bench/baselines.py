@@ -129,10 +129,11 @@ def bare_cold_start(function: str, threads: int, model_dir: Path) -> tuple[float
 def bare_figures(stdout: str) -> tuple[float, int]:
     """(seconds, rss bytes) from the bare session's own line: a GPU session's libraries
     print on stdout too."""
-    line = next((x for x in stdout.splitlines() if x.startswith("bare-session ")), None)
+    marker = "bare-session "
+    line = next((x for x in stdout.splitlines() if marker in x), None)
     if line is None:
         raise RuntimeError(f"the bare session printed no figures: {stdout[-500:]!r}")
-    _, elapsed, rss = line.split()
+    _, elapsed, rss = line[line.index(marker) :].split()[:3]
     return float(elapsed), int(rss)
 
 

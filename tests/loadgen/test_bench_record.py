@@ -107,5 +107,6 @@ def test_the_bare_session_figures_are_read_from_their_own_line() -> None:
 
     noisy = "\x1b[m\nCUDA: something the libraries print\nbare-session 0.81 524288000\n\x1b[m\n"
     assert bare_figures(noisy) == (0.81, 524288000)  # a GPU session's libraries print too
+    assert bare_figures("\x1b[mbare-session 0.5 1024\n") == (0.5, 1024)  # no newline before
     with pytest.raises(RuntimeError, match="printed no figures"):
         bare_figures("1.2 345\n")  # no line of its own: nothing is guessed

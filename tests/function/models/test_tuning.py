@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import time
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,7 @@ from function.contract.settings import WorkerSettings
 from function.models import TinyTask, load_model
 from function.models.loader import LoadedModel
 from function.models.tuning import MIN_GAIN, choose_batch, tuned_batch
-from function.models.warmup import load_and_warm
+from function.models.warmup import ModelAdapter, load_and_warm
 
 
 @pytest.fixture
@@ -93,8 +94,10 @@ def test_load_and_warm_skips_the_warm_run_only_for_a_kept_choice_with_jobs_waiti
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     settings = WorkerSettings(function="tiny", model_dir=tmp_path, providers=["cpu"])
-    first = load_and_warm(settings, [], {}, jobs_waiting=lambda: True)
+    with caplog.at_level("INFO", logger="surge.warmup"):
+        first = load_and_warm(settings, [], {}, jobs_waiting=lambda: True)
     assert "no synthetic warm run" not in caplog.text  # the first start had to measure
+    assert "batch 1 warmed only" not in caplog.text  # every candidate size was timed
     with caplog.at_level("INFO", logger="surge.warmup"):
         again = load_and_warm(settings, [], {}, jobs_waiting=lambda: True)
     assert "no synthetic warm run" in caplog.text
@@ -108,9 +111,24 @@ def test_an_explicit_max_batch_warms_batch_one_only_when_jobs_are_waiting(
 ) -> None:
     settings = WorkerSettings(function="tiny", model_dir=model_dir, providers=["cpu"], max_batch=4)
     assert sorted(load_and_warm(settings, [], {}).warmup_ms) == [1, 4]
+
+    def slow_answer() -> bool:  # the load waits for NATS to say whether jobs wait
+        time.sleep(0.5)
+        return True
+
+    phases: dict[str, float] = {}
     with caplog.at_level("INFO", logger="surge.warmup"):
-        waiting = load_and_warm(settings, [], {}, jobs_waiting=lambda: True)
+        waiting = load_and_warm(settings, [], phases, jobs_waiting=slow_answer)
     assert sorted(waiting.warmup_ms) == [1] and waiting.settings.max_batch == 4
     assert "batch 1 warmed only" in caplog.text
+    assert phases["warmup"] < 0.4  # the wait for the answer is not warmup
     sizes = settings.model_copy(update={"warmup_batch_sizes": [2, 4]})  # asked for: as asked
     assert sorted(load_and_warm(sizes, [], {}, jobs_waiting=lambda: True).warmup_ms) == [2, 4]
+
+
+def test_a_model_is_fast_only_when_a_full_batch_was_timed_under_the_bar(tiny: LoadedModel) -> None:
+    assert ModelAdapter(tiny, {1: 0.01, 8: 0.02}, 8).fast
+    assert not ModelAdapter(tiny, {1: 0.01}, 8).fast  # batch 1 alone says nothing of 8
+    assert not ModelAdapter(tiny, {1: 0.01, 8: 0.9}, 8).fast
+    assert ModelAdapter(tiny, {1: 0.01}, 1).fast
+    assert not ModelAdapter(tiny, {}, 1).fast
