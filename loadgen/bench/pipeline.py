@@ -18,6 +18,7 @@ import io
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, NamedTuple
 
@@ -104,12 +105,24 @@ def _rate(folder: Path, model: Path, cpus: list[int], jobs: int) -> Drain:
             worker.stop()
 
 
-def measure(folder: Path, jobs: int) -> tuple[Drain, Drain, int]:
-    """(the drain on one CPU, the drain on every usable CPU, how many that is)."""
+def measure(
+    folder: Path, jobs: int, on_drain: Callable[[int, Drain], None] = lambda n, d: None
+) -> tuple[Drain, Drain, int]:
+    """(the drain on one CPU, the drain on every usable CPU, how many that is); each
+    drain is also handed to `on_drain` as it ends."""
     everything = sorted(os.sched_getaffinity(0))[: usable_cpus()]
     model = free_model(folder / "free.onnx")
-    one = _rate(folder, model, everything[:1], jobs)
-    return one, _rate(folder, model, everything, jobs), len(everything)
+    drains = []
+    for cpus in (everything[:1], everything):
+        drains.append(_rate(folder, model, cpus, jobs))
+        on_drain(len(cpus), drains[-1])
+    return drains[0], drains[1], len(everything)
+
+
+def _said(cpus: int, drain: Drain) -> None:
+    console.print(
+        f"{cpus} CPU(s): {drain.rate:.1f} jobs/s, the worker using {drain.worker_cpus:.2f} CPUs"
+    )
 
 
 def bench(
@@ -120,7 +133,7 @@ def bench(
         tempfile.TemporaryDirectory(prefix="surge-pipeline-") as folder,
         console.status("one CPU, then every usable CPU"),
     ):
-        one, every, cpus = measure(Path(folder), jobs)
+        one, every, cpus = measure(Path(folder), jobs, _said)
     scaling = every.rate / (cpus * one.rate)
     table = Table(title="512x512 remove-bg jobs, model that costs nothing: jobs/s")
     columns = ("CPUs", "jobs/s", "vs. N x one CPU", "worker CPUs used", "server+client CPUs")
