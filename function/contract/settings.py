@@ -313,7 +313,11 @@ class WorkerSettings(SurgeSettings):
         "the versions it names, swapped in without a restart.",
     )
     canary_max_error_rate: float = Field(
-        default=0.2, ge=0, le=1, description="A canary failing more jobs than this is rolled back."
+        default=0.2,
+        ge=0,
+        le=1,
+        description="A canary whose share of failed jobs exceeds the stable version's "
+        "(meanwhile) by more than this is rolled back.",
     )
     canary_min_jobs: int = Field(
         default=20, ge=1, description="Canary jobs seen before its error rate is judged."

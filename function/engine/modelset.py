@@ -8,9 +8,11 @@ while the rollout stands). `serve` swaps versions between batches: a batch that 
 took its model keeps it, and a dropped session goes when the last such batch is done.
 
 `VersionedSettler` names in each result the version that ran the job, and counts the
-canary's outcomes: past `min_jobs` with an error rate over `max_error_rate`, the canary
-stops serving here at once and `on_failing(version, reason)` is called (once) so that
-the rollback is written for every worker.
+outcomes of both versions while a canary serves: past `min_jobs` canary jobs whose error
+rate is over the stable version's (in the same time) by more than `max_error_rate`, the
+canary stops serving here at once and `on_failing(version, reason)` is called (once) so
+that the rollback is written for every worker. Failures both versions share (a GPU out of
+memory, a bad input source) are not the canary's.
 """
 
 from __future__ import annotations
@@ -52,8 +54,8 @@ class ModelSet:
         self.min_jobs = min_jobs
         self.on_failing: Callable[[str, str], None] | None = None
         self.on_stable: Callable[[str], None] | None = None  # a new stable version's
-        self._ok = 0
-        self._errors = 0
+        self._ok = self._errors = 0  # the canary's first attempts
+        self._stable_ok = self._stable_errors = 0  # the stable version's, meanwhile
         self._failed: set[str] = set()  # canary versions this worker gave up on
 
     # -- the stable version's face (same task for every version) -------------------------
@@ -103,7 +105,7 @@ class ModelSet:
         if canary is not None and canary.info.version in self._failed:
             canary = None  # this worker saw it fail; the rollback is on its way
         if canary is None or old is None or old.info.version != canary.info.version:
-            self._ok = self._errors = 0
+            self._ok = self._errors = self._stable_ok = self._stable_errors = 0
         before = (self.versions, self.serving.share)
         self.serving = Serving(stable, canary, share if canary is not None else 0.0)
         if self.on_stable is not None:
@@ -147,19 +149,25 @@ class ModelSet:
     def record(self, job: InFlightJob, ok: bool) -> None:
         """Count the outcome of a job that ran; act when the canary fails too often."""
         canary = self.serving.canary
-        if canary is None or job.model is not canary or job.attempts > 1:
+        if canary is None or job.attempts > 1:
             return  # each job counts once: its first attempt's outcome
-        if ok:
-            self._ok += 1
-        else:
-            self._errors += 1
-        total = self._ok + self._errors
-        if total < self.min_jobs or self._errors / total <= self.max_error_rate:
+        if job.model is self.serving.stable:
+            self._stable_ok += ok
+            self._stable_errors += not ok
+            return
+        if job.model is not canary:
+            return
+        self._ok += ok
+        self._errors += not ok
+        total, stable_total = self._ok + self._errors, self._stable_ok + self._stable_errors
+        stable_rate = self._stable_errors / stable_total if stable_total else 0.0
+        if total < self.min_jobs or self._errors / total - stable_rate <= self.max_error_rate:
             return
         version = canary.info.version
         reason = (
             f"canary {version} failed {self._errors} of {total} jobs "
-            f"(over {self.max_error_rate:.0%})"
+            f"(over {self.max_error_rate:.0%} more than the stable version's "
+            f"{self._stable_errors} of {stable_total})"
         )
         log.warning("rolling back: %s", reason)
         self._failed.add(version)

@@ -117,3 +117,28 @@ def test_a_job_retried_on_the_canary_counts_once() -> None:
         flaky.attempts = attempt
         models.record(flaky, ok=False)
     assert models.versions == [v1.info.version, v2.info.version]
+
+
+def test_a_canary_is_judged_against_the_stable_versions_failures_meanwhile() -> None:
+    v1, v2 = FakeModel("1" * 16, 1.0), FakeModel("2" * 16, 2.0)
+    models = ModelSet(v1, max_error_rate=0.2, min_jobs=20)  # type: ignore[arg-type]
+    models.serve(v1, v2, 0.5)  # type: ignore[arg-type]
+    reported: list[str] = []
+    models.on_failing = lambda version, reason: reported.append(reason)
+    jobs = _jobs(400)
+    models.split(jobs)
+    stable = [job for job in jobs if job.model is v1]
+    canary = [job for job in jobs if job.model is v2]
+    for i, job in enumerate(stable[:100]):  # the stable version fails 30 of 100 (the GPU, say)
+        models.record(job, ok=i % 10 >= 3)
+    for i, job in enumerate(canary[:20]):  # the canary 8 of 20: 40%, 10 points over
+        models.record(job, ok=i % 5 >= 2)
+    assert reported == [] and models.versions == [v1.info.version, v2.info.version]
+    models.serve(v1)  # type: ignore[arg-type]  # rolled back by hand: the counts start again
+    models.serve(v1, v2, 0.5)  # type: ignore[arg-type]
+    for job in stable[100:140]:  # the stable version healthy now
+        models.record(job, ok=True)
+    for i, job in enumerate(canary[20:40]):  # the same 40%: 40 points over the stable's 0%
+        models.record(job, ok=i % 5 >= 2)
+    assert len(reported) == 1 and models.versions == [v1.info.version]
+    assert "failed 8 of 20 jobs" in reported[0] and "stable version's 0 of 40" in reported[0]
