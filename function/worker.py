@@ -14,6 +14,7 @@ import asyncio
 import logging
 import os
 import socket
+import sys
 import threading
 import time
 import uuid
@@ -170,7 +171,9 @@ class Worker:
         return warmed, screening
 
     async def start(self) -> None:
-        """Connect and create the topology, load + warm the model, then start consuming."""
+        """Connect and create the topology, load + warm the model, then start consuming.
+        Sets the process's interpreter switch interval (`switch_interval_ms`)."""
+        sys.setswitchinterval(self.settings.switch_interval_ms / 1000)
         try:
             check_startup(self.settings)  # before anything touches NATS
             await self._start()

@@ -307,6 +307,14 @@ class WorkerSettings(SurgeSettings):
         description="The worker's event loop ('auto': uvloop where installed, a third "
         "less CPU per job on the message path).",
     )
+    switch_interval_ms: float = Field(
+        default=0.5,
+        gt=0,
+        le=100,
+        description="How long a thread busy in Python keeps the interpreter lock from one "
+        "coming back from C code (Python's own: 5): the worker's decode and encode threads "
+        "wait less beside its event loop (python -m loadgen.bench.gil).",
+    )
     model_rollout: bool = Field(
         default=True,
         description="Follow the function's rollout record (`surge models rollout`): serve "

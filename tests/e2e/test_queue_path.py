@@ -192,3 +192,16 @@ async def test_call_returns_the_result_and_the_job_is_stored(
     failed = await client.call(b"\x00not an image" * 4, function="tiny", timeout=20)
     assert failed.status is JobStatus.ERROR
     assert failed.error is not None and failed.error.code.value == "bad_image"
+
+
+async def test_a_worker_sets_the_interpreters_switch_interval(
+    start_worker: WorkerFactory,
+) -> None:
+    import sys
+
+    before = sys.getswitchinterval()
+    try:
+        await start_worker(function="tiny", switch_interval_ms=2.0)
+        assert sys.getswitchinterval() == 0.002  # its decode and encode threads wait less
+    finally:
+        sys.setswitchinterval(before)
