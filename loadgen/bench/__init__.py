@@ -8,5 +8,5 @@ hotspots   a profile flattened to its top functions
 record     the benchmark's JSON record
 coldstart  `surge worker` start-to-ready against a bare session (`-m loadgen.bench.coldstart`)
 tls        round trips with and without mutual TLS + password (`-m loadgen.bench.tls`)
-gil        each CPU stage alone and beside a busy Python thread, per switch interval (`-m loadgen.bench.gil`)
+gil        CPU stages alone and beside a busy Python thread (`-m loadgen.bench.gil`)
 """
