@@ -75,18 +75,21 @@ def split_expired(
     live, late = [], []
     for job in batch:
         deadline = job.request.deadline if job.request else None
-        if deadline is not None and deadline < now:
-            late.append(
-                (
-                    job,
-                    JobError(
-                        ErrorCode.DEADLINE_EXCEEDED, f"deadline {deadline.isoformat()} passed"
-                    ),
-                )
-            )
-        else:
+        if deadline is None or deadline >= now:
             live.append(job)
+            continue
+        why = f"deadline {deadline.isoformat()} passed"
+        late.append((job, JobError(ErrorCode.DEADLINE_EXCEEDED, why)))
     return live, late
+
+
+def _note_screened_input(job: InFlightJob, data: bytes) -> bool:
+    """For a screen job (`Surge-Screen-For`), note the digest of the input it scores, which
+    its result names; whether it is one."""
+    if Header.SCREEN_FOR not in (job.msg.headers or {}):
+        return False
+    job.input_sha256 = input_sha256(data)
+    return True
 
 
 def stream_position(msg: Msg) -> tuple[str, int]:
@@ -317,9 +320,7 @@ class Admission:
         self.check_rate(job)
         if request.image is None:
             return False
-        if Header.SCREEN_FOR in (job.msg.headers or {}):  # a screen job: its result names
-            # what it scored
-            job.input_sha256 = input_sha256(request.image)
+        _note_screened_input(job, request.image)
         job.outputs = self._model.check_outputs(request.outputs)
         if not job.span.is_recording():
             return self._decode_now(job, request.image, request.content_type)
@@ -366,10 +367,12 @@ class Admission:
         if data is None and request.image_ref is not None:
             data = await self._results.fetch_input(request.image_ref, request.tenant)
         assert data is not None
-        if Header.SCREEN_FOR in (job.msg.headers or {}):  # a screen job: its result names
-            # what it scored
-            job.input_sha256 = input_sha256(data)
-        elif self.gate is not None and not await self.gate.passes(job, request, data):
+        screen_job = _note_screened_input(job, data)
+        if (
+            not screen_job
+            and self.gate is not None
+            and not await self.gate.passes(job, request, data)
+        ):
             return  # the worker is stopping, or the job was cancelled meanwhile
         if self._cache is not None and await self._answer_cached(job, data):
             return
