@@ -40,6 +40,7 @@ from function.contract.screen import Screen, input_sha256, screen_job_id
 from function.contract.settings import Header, WorkerSettings, job_subject
 from function.contract.wire import JobRequest, JobStatus, Result
 from function.engine.job import InFlightJob
+from function.engine.keepalive import KEEP_ALIVE_ACK_WAITS
 from function.engine.screen import rejection, score_in
 from function.telemetry import METRICS, trace_headers
 from function.transport.storage import ResultStore
@@ -77,8 +78,8 @@ class ScreenGate:
         self.screen = screen
         self._function = settings.function
         self._stopping = stopping
-        # a job still waiting must not outlive its keep-alive (10 x ack_wait): redelivered
-        self._wait_s = min(SCREEN_WAIT_S, 9 * settings.ack_wait_s)
+        # a job still waiting must not outlive its keep-alive: it would be redelivered
+        self._wait_s = min(SCREEN_WAIT_S, (KEEP_ALIVE_ACK_WAITS - 1) * settings.ack_wait_s)
         self._inbox: str | None = None
         self._waiting: dict[str, asyncio.Future[Result]] = {}
         self._passed = METRICS.screened.labels(self._function, "passed")
