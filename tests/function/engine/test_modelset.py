@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -32,6 +32,28 @@ def _jobs(count: int) -> list[Any]:
     ]
 
 
+class Canary(NamedTuple):
+    """Two versions, the second a canary at some share, jobs split between them, and the
+    rollbacks the set reported as (version, reason)."""
+
+    v1: FakeModel
+    v2: FakeModel
+    models: ModelSet
+    jobs: list[Any]
+    reported: list[tuple[str, str]]
+
+
+def _canary(share: float, min_jobs: int, jobs: int) -> Canary:
+    v1, v2 = FakeModel("1" * 16, 1.0), FakeModel("2" * 16, 2.0)
+    models = ModelSet(v1, max_error_rate=0.2, min_jobs=min_jobs)  # type: ignore[arg-type]
+    models.serve(v1, v2, share)  # type: ignore[arg-type]
+    reported: list[tuple[str, str]] = []
+    models.on_failing = lambda version, reason: reported.append((version, reason))
+    split = _jobs(jobs)
+    models.split(split)
+    return Canary(v1, v2, models, split, reported)
+
+
 def test_a_batch_splits_by_version_and_pins_each_job() -> None:
     v1, v2 = FakeModel("1" * 16, 1.0), FakeModel("2" * 16, 2.0)
     models = ModelSet(v1)  # type: ignore[arg-type]
@@ -48,13 +70,7 @@ def test_a_batch_splits_by_version_and_pins_each_job() -> None:
 
 
 def test_a_failing_canary_stops_serving_and_is_reported_once() -> None:
-    v1, v2 = FakeModel("1" * 16, 1.0), FakeModel("2" * 16, 2.0)
-    models = ModelSet(v1, max_error_rate=0.2, min_jobs=20)  # type: ignore[arg-type]
-    models.serve(v1, v2, 1.0)  # type: ignore[arg-type]
-    reported: list[tuple[str, str]] = []
-    models.on_failing = lambda version, reason: reported.append((version, reason))
-    jobs = _jobs(40)
-    models.split(jobs)
+    v1, v2, models, jobs, reported = _canary(1.0, min_jobs=20, jobs=40)
     for job in jobs[:15]:
         models.record(job, ok=True)
     for job in jobs[15:19]:
@@ -70,19 +86,11 @@ def test_a_failing_canary_stops_serving_and_is_reported_once() -> None:
 
 
 def test_a_healthy_canary_and_stable_outcomes_are_not_judged() -> None:
-    v1, v2 = FakeModel("1" * 16, 1.0), FakeModel("2" * 16, 2.0)
-    models = ModelSet(v1, max_error_rate=0.2, min_jobs=5)  # type: ignore[arg-type]
-    models.serve(v1, v2, 0.5)  # type: ignore[arg-type]
-    models.on_failing = lambda version, reason: pytest_fail(reason)
-    jobs = _jobs(100)
-    models.split(jobs)
+    v1, v2, models, jobs, reported = _canary(0.5, min_jobs=5, jobs=100)
     for job in jobs:
         models.record(job, ok=job.model is v2)  # every stable job "fails": not the canary's
+        assert reported == []
     assert models.versions == [v1.info.version, v2.info.version]
-
-
-def pytest_fail(reason: str) -> None:
-    raise AssertionError(reason)
 
 
 def test_the_result_cache_follows_the_stable_version_and_skips_the_canary() -> None:
@@ -103,12 +111,7 @@ def test_the_result_cache_follows_the_stable_version_and_skips_the_canary() -> N
 
 
 def test_a_job_retried_on_the_canary_counts_once() -> None:
-    v1, v2 = FakeModel("1" * 16, 1.0), FakeModel("2" * 16, 2.0)
-    models = ModelSet(v1, max_error_rate=0.2, min_jobs=5)  # type: ignore[arg-type]
-    models.serve(v1, v2, 1.0)  # type: ignore[arg-type]
-    models.on_failing = lambda version, reason: pytest_fail(reason)
-    jobs = _jobs(5)
-    models.split(jobs)
+    v1, v2, models, jobs, reported = _canary(1.0, min_jobs=5, jobs=5)
     for job in jobs[:4]:
         models.record(job, ok=True)
     flaky = jobs[4]
@@ -116,17 +119,11 @@ def test_a_job_retried_on_the_canary_counts_once() -> None:
     for attempt in range(2, 6):  # its redeliveries fail too: still one job, one error
         flaky.attempts = attempt
         models.record(flaky, ok=False)
-    assert models.versions == [v1.info.version, v2.info.version]
+    assert reported == [] and models.versions == [v1.info.version, v2.info.version]
 
 
 def test_a_canary_is_judged_against_the_stable_versions_failures_meanwhile() -> None:
-    v1, v2 = FakeModel("1" * 16, 1.0), FakeModel("2" * 16, 2.0)
-    models = ModelSet(v1, max_error_rate=0.2, min_jobs=20)  # type: ignore[arg-type]
-    models.serve(v1, v2, 0.5)  # type: ignore[arg-type]
-    reported: list[str] = []
-    models.on_failing = lambda version, reason: reported.append(reason)
-    jobs = _jobs(400)
-    models.split(jobs)
+    v1, v2, models, jobs, reported = _canary(0.5, min_jobs=20, jobs=400)
     stable = [job for job in jobs if job.model is v1]
     canary = [job for job in jobs if job.model is v2]
     for i, job in enumerate(stable[:100]):  # the stable version fails 30 of 100 (the GPU, say)
@@ -140,5 +137,7 @@ def test_a_canary_is_judged_against_the_stable_versions_failures_meanwhile() -> 
         models.record(job, ok=True)
     for i, job in enumerate(canary[20:40]):  # the same 40%: 40 points over the stable's 0%
         models.record(job, ok=i % 5 >= 2)
-    assert len(reported) == 1 and models.versions == [v1.info.version]
-    assert "failed 8 of 20 jobs" in reported[0] and "stable version's 0 of 40" in reported[0]
+    assert [version for version, _ in reported] == [v2.info.version]
+    assert models.versions == [v1.info.version]
+    reason = reported[0][1]
+    assert "failed 8 of 20 jobs" in reason and "stable version's 0 of 40" in reason
