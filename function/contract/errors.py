@@ -11,6 +11,7 @@ Every error a job can end with carries an `ErrorCode`, which is what the client 
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Any
 
 __all__ = [
     "MAX_MESSAGE_CHARS",
@@ -70,6 +71,18 @@ class JobError(SurgeError):
         super().__init__(message)
         self.code = code
         self.message = message
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled whatever its subclass's constructor takes (it crosses to and from the
+        worker's CPU processes)."""
+        return _restore, (type(self), self.args, self.__dict__)
+
+
+def _restore(cls: type[JobError], args: tuple[Any, ...], state: dict[str, Any]) -> JobError:
+    error = cls.__new__(cls)
+    Exception.__init__(error, *args)
+    error.__dict__.update(state)
+    return error
 
 
 class BadInput(JobError):

@@ -315,6 +315,14 @@ class WorkerSettings(SurgeSettings):
         "coming back from C code (Python's own: 5): the worker's decode and encode threads "
         "wait less beside its event loop (python -m loadgen.bench.gil).",
     )
+    cpu_processes: int | None = Field(
+        default=None,
+        ge=0,
+        description="Processes that decode, preprocess and postprocess beside the worker, "
+        "so that those stages use every core instead of sharing one interpreter lock "
+        "(0: in the worker's threads; unset: one per usable CPU but one where there are "
+        "4 or more, else threads; always threads with a screen run in the worker).",
+    )
     model_rollout: bool = Field(
         default=True,
         description="Follow the function's rollout record (`surge models rollout`): serve "

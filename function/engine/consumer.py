@@ -42,6 +42,7 @@ from function.engine.accounting import BusyClock
 from function.engine.batcher import PriorityBatcher
 from function.engine.batchmodel import BatchModel, run_in
 from function.engine.budget import PixelBudget, pixel_budget
+from function.engine.cpuprocs import CpuProcesses, cpu_processes
 from function.engine.direct import DirectInference
 from function.engine.feeds import FeedKey, Feeds
 from function.engine.finish import Completion
@@ -138,6 +139,10 @@ class JobConsumer:
             gate = ScreenGate(nc, results, settings.screen, settings, self._stopping)
             self._admission.gate = gate
         self._completion = Completion(model, self._settler, settings, self._cpu_pool)
+        self._processes = cpu_processes(settings, screening is not None)
+        self._admission.processes = self._completion.processes = self._processes
+        cpu_room = self._processes.processes * CpuProcesses.DEPTH if self._processes else 0
+        self._window = max(self._runners * settings.max_batch, cpu_room)  # jobs prepared at once
         self._direct = DirectInference(
             model,
             results,
@@ -218,6 +223,15 @@ class JobConsumer:
         ]
         self._main = asyncio.create_task(self._run(loops))
         self._main.add_done_callback(self._on_main_done)
+        if self._processes is not None:
+            self._spawn(self._start_processes(self._processes))
+
+    @staticmethod
+    async def _start_processes(processes: CpuProcesses) -> None:
+        try:
+            await processes.start()
+        except Exception:
+            log.exception("the CPU processes did not start; decoding stays in threads")
 
     async def add_tenant(self, tenant: str, consumers: dict[Priority, str]) -> None:
         """Also fetch `tenant`'s jobs (from its stream), taking turns with the others."""
@@ -243,9 +257,8 @@ class JobConsumer:
         if self._budget.waiting_ahead(high=priority is Priority.HIGH):
             return 0
         buffered = self._batcher.pending(priority, source) + self._admitting.get(key, 0)
-        max_batch = self._settings.max_batch
-        total = (3 + self._runners) * max_batch - self._held.get(source, 0)
-        return min(self._runners * max_batch - buffered, total)
+        total = self._window + 3 * self._settings.max_batch - self._held.get(source, 0)
+        return min(self._window - buffered, total)
 
     def _more_expected(self) -> bool:
         """Jobs are being prepared, or the stream said more were pending at last delivery."""
@@ -407,4 +420,6 @@ class JobConsumer:
             await self._cache.stop(left())
         self._infer_pool.shutdown(wait=False, cancel_futures=True)
         self._cpu_pool.shutdown(wait=False, cancel_futures=True)
+        if self._processes is not None:
+            self._processes.close()
         log.info("drained: %d jobs completed", self.completed)

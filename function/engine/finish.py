@@ -21,6 +21,7 @@ from function.contract.errors import ErrorCode, JobError
 from function.contract.settings import WorkerSettings
 from function.contract.wire import Output, Timings
 from function.engine.batchmodel import BatchModel, run_in
+from function.engine.cpuprocs import CpuProcesses
 from function.engine.job import InFlightJob, wall_ns
 from function.engine.settle import Settler, Succeeded
 from function.telemetry import bind
@@ -47,6 +48,8 @@ SMALL_IMAGE_PIXELS = 64 * 64 * 16  # postprocessing smaller images is cheaper th
 
 class Completion:
     """Postprocesses and settles batches for one consumer."""
+
+    processes: CpuProcesses | None = None  # where jobs prepared there are postprocessed
 
     def __init__(
         self,
@@ -170,11 +173,14 @@ class Completion:
     def _postprocess(
         self, job: InFlightJob, row: np.ndarray
     ) -> asyncio.Future[tuple[dict[str, Output], int]]:
-        """Postprocess one row (and time it): here for a small image under a fast model
-        (cheaper than a thread hop), else in the CPU pool."""
+        """Postprocess one row (and time it): in the CPU process that prepared the job,
+        here for a small image under a fast model (cheaper than a thread hop), else in
+        the CPU pool."""
+        loop = asyncio.get_running_loop()
+        if job.shared is not None and self.processes is not None:
+            return loop.create_task(self.processes.postprocess(job.shared, row, job.outputs))
         image = job.image
         assert image is not None
-        loop = asyncio.get_running_loop()
         if not (self._model.fast and image.width * image.height <= SMALL_IMAGE_PIXELS):
             return loop.run_in_executor(
                 self._cpu_pool, self._postprocess_timed, row, image, job.outputs

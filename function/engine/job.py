@@ -43,6 +43,7 @@ from function.contract.settings import (
 from function.contract.wire import JobRequest, as_utc
 from function.engine.batchmodel import BatchModel, run_in
 from function.engine.budget import PixelBudget
+from function.engine.cpuprocs import CpuProcesses, NoRoom, SharedJob
 from function.engine.ratelimit import TenantRates
 from function.engine.screen import Screening
 from function.models.imaging import PendingImage, open_image
@@ -120,6 +121,7 @@ class InFlightJob:
     cache_key: str | None = None  # its result cache key, when the worker caches
     model: BatchModel | None = None  # the model version it runs on, once batched
     input_sha256: str | None = None  # a screen job's: the digest of the input it scores
+    shared: SharedJob | None = None  # prepared in a CPU process: its image stays there
 
     @property
     def ready_sample(self) -> np.ndarray:
@@ -173,6 +175,7 @@ class Admission:
     """Prepares jobs for one consumer; decoded pixels are admitted through `budget`."""
 
     gate: ScreenGate | None = None  # screening through the queue (`SURGE_SCREEN_VIA`)
+    processes: CpuProcesses | None = None  # decode and preprocess there once it is ready
 
     def __init__(
         self,
@@ -255,15 +258,20 @@ class Admission:
             raise
         return image, sample, pixels
 
-    def _hold(self, job: InFlightJob, image: Image.Image, later: int) -> None:
+    def _hold(self, job: InFlightJob, decoded: int, later: int) -> None:
         """Keep the decoded image's pixels and `later`; give back the rest of the decode."""
-        kept = image.width * image.height + later
+        kept = decoded + later
         if kept < job.pixels:
             self._budget.release(job.pixels - kept)
             job.pixels = kept
 
     def release(self, job: InFlightJob) -> None:
-        """Give back the pixels `job` holds (once it settles); safe to call again."""
+        """Give back the pixels and the CPU process slot `job` holds (once it settles);
+        safe to call again."""
+        if job.shared is not None and self.processes is not None:
+            job.sample = None  # a view of the slot
+            self.processes.discard(job.shared)
+            job.shared = None
         if job.pixels:
             self._budget.release(job.pixels)
             job.pixels = 0
@@ -340,13 +348,14 @@ class Admission:
             return False
         job.pixels = pixels
         try:
-            job.image, job.sample, job.prep_ns = self._decode_timed(pending)
+            image, job.sample, job.prep_ns = self._decode_timed(pending)
+            job.image = image
         except BadInput:
             raise  # settled as an error, which releases the pixels
         except Exception:
             self.release(job)  # the full path takes them again
             raise
-        self._hold(job, job.image, later)
+        self._hold(job, image.width * image.height, later)
         return True
 
     async def prepare(self, job: InFlightJob) -> None:
@@ -387,12 +396,33 @@ class Admission:
             if self._stopping.is_set():
                 return
             span.set_attribute("surge.decoded_pixels", pixels)
+            if await self._decode_in_process(job, data, later):
+                return
             decoded = await run_in(self._cpu_pool, False, self._decode_timed, pending)
             image, job.sample, job.prep_ns = decoded
             job.image = image
-            self._hold(job, image, later)
+            self._hold(job, image.width * image.height, later)
         if self._screening is not None:
             await self.screen(image, job.span)
+
+    async def _decode_in_process(self, job: InFlightJob, data: bytes, later: int) -> bool:
+        """Decode and preprocess in a CPU process when they are up (never with a screen
+        in this worker, which needs the image here); False: do it here instead."""
+        processes = self.processes
+        if processes is None or not processes.ready or self._screening is not None:
+            return False
+        assert job.request is not None
+        target = self._model.decode_size(job.outputs)
+        try:
+            job.shared, job.sample = await processes.prepare(data, job.request.content_type, target)
+        except NoRoom:
+            return False
+        job.prep_ns = job.shared.prepared.prep_ns
+        if job.settled:  # cancelled meanwhile: nothing else gives the slot back
+            self.release(job)
+            return True
+        self._hold(job, job.shared.pixels, later)
+        return True
 
     async def _answer_cached(self, job: InFlightJob, data: bytes) -> bool:
         """Answer `job` from the result cache when its input was done before (True)."""

@@ -7,6 +7,7 @@ base       `Task`: what a function does around its model (pre- and postprocessin
 registry   finding a function's `Task`: built in, or a user's `module:factory`
 loader     `LoadedModel`: task + runner, batches through pre- and postprocessing
 imaging    decoding untrusted image bytes; PNG encoding
+stages     a task's CPU stages in a child process, through slot files (`CpuProcesses`)
 warmup     load, choose or warm the batch sizes, run the user's hooks, then report ready
 hardware   usable CPUs (affinity, cgroup quota); runners and threads that fill them
 tuning     the batch size timed on the real session at warmup, kept for later starts

@@ -66,16 +66,23 @@ def job_image(side: int = 512) -> bytes:
 
 
 class Drain(NamedTuple):
-    """One measurement: jobs/s, and the CPUs the worker and the rest (nats-server and
-    the load client) used meanwhile."""
+    """One measurement: jobs/s, the CPUs the worker (with its CPU processes) and the
+    rest (nats-server and the load client) used meanwhile, and the worker process's
+    own CPU per job (its event loop: the part that does not spread over cores)."""
 
     rate: float
     worker_cpus: float
     others_cpus: float
+    main_ms_per_job: float = 0.0
 
 
 def _cpu_seconds(processes: list[psutil.Process]) -> float:
     return sum(sum(p.cpu_times()[:2]) for p in processes)
+
+
+def _family(process: psutil.Process) -> list[psutil.Process]:
+    """`process` and every process below it (its CPU processes and their forkserver)."""
+    return [process, *process.children(recursive=True)]
 
 
 def _rate(folder: Path, model: Path, cpus: list[int], jobs: int) -> Drain:
@@ -94,13 +101,16 @@ def _rate(folder: Path, model: Path, cpus: list[int], jobs: int) -> Drain:
             image = job_image()
             asyncio.run(backlog_rate(server.url, "remove-bg", image, max(10, jobs // 10)))
             assert server.pid is not None
-            mine = psutil.Process(worker.proc.pid)
+            main = psutil.Process(worker.proc.pid)
+            family = _family(main)
             others = [psutil.Process(server.pid), psutil.Process()]
-            start, used, rest = time.perf_counter(), _cpu_seconds([mine]), _cpu_seconds(others)
+            start, own = time.perf_counter(), _cpu_seconds([main])
+            used, rest = _cpu_seconds(family), _cpu_seconds(others)
             rate = asyncio.run(backlog_rate(server.url, "remove-bg", image, jobs))
             wall = time.perf_counter() - start
-            used, rest = _cpu_seconds([mine]) - used, _cpu_seconds(others) - rest
-            return Drain(rate, used / wall, rest / wall)
+            used, rest = _cpu_seconds(family) - used, _cpu_seconds(others) - rest
+            own = _cpu_seconds([main]) - own
+            return Drain(rate, used / wall, rest / wall, 1000 * own / jobs)
         finally:
             worker.stop()
 
@@ -137,7 +147,7 @@ def bench(
     scaling = every.rate / (cpus * one.rate)
     table = Table(title="512x512 remove-bg jobs, model that costs nothing: jobs/s")
     columns = ("CPUs", "jobs/s", "vs. N x one CPU", "worker CPUs used", "server+client CPUs")
-    for column in (*columns, "jobs per worker CPU-s"):
+    for column in (*columns, "jobs per worker CPU-s", "worker process CPU ms/job"):
         table.add_column(column, justify="right")
     for n, drain, ratio in ((1, one, 1.0), (cpus, every, scaling)):
         per_cpu = drain.rate / drain.worker_cpus if drain.worker_cpus else 0.0
@@ -148,6 +158,7 @@ def bench(
             f"{drain.worker_cpus:.2f}",
             f"{drain.others_cpus:.2f}",
             f"{per_cpu:.1f}",
+            f"{drain.main_ms_per_job:.2f}",
         )
     console.print(table)
     serial, projected = amdahl(one.rate, every.rate, cpus, 16)
@@ -157,6 +168,12 @@ def bench(
         "postprocessing only. A projection: a worker's Python parts share one interpreter "
         "lock, so only a run on the node itself says what it reaches"
     )
+    if every.main_ms_per_job > 0:
+        console.print(
+            f"the worker process itself (its event loop, one thread) spent "
+            f"{every.main_ms_per_job:.2f} ms of CPU per job on {cpus} CPUs: whatever the "
+            f"cores, it passes at most about {1000 / every.main_ms_per_job:.0f} jobs/s"
+        )
 
 
 def amdahl(one: float, every: float, cpus: int, target: int) -> tuple[float, float]:

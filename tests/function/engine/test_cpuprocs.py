@@ -1,0 +1,102 @@
+"""`CpuProcesses` with real child processes: the same samples and outputs as the task
+run here, bad input as `BadInput`, a dead child replaced and its job retried."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import signal
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from function.contract.errors import BadInput, ErrorCode, TransientError
+from function.contract.settings import WorkerSettings
+from function.engine.cpuprocs import CpuProcesses, cpu_processes
+from function.models.imaging import open_image
+from function.models.remove_bg import RemoveBackground
+from tests.function.engine.crashing_task import CRASH_WIDTH
+from tests.helpers import png_bytes
+
+MAX_PIXELS = 40_000_000
+
+
+def _png(path: Path, side: int = 512) -> bytes:
+    buffer = io.BytesIO()
+    Image.open(path).convert("RGB").resize((side, side)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture
+async def remove_bg(tmp_path: Path) -> AsyncIterator[CpuProcesses]:
+    processes = CpuProcesses(2, "remove-bg", None, MAX_PIXELS, folder=tmp_path)
+    await processes.start()
+    yield processes
+    processes.close()
+
+
+async def test_same_sample_and_outputs_as_the_task_here(
+    remove_bg: CpuProcesses, photos: dict[str, Path]
+) -> None:
+    data = _png(photos["astronaut"])
+    task = RemoveBackground()
+    pending = open_image(data, "image/png", max_pixels=MAX_PIXELS)
+    pending.plan(task.decode_size(("mask", "cutout")))
+    image = pending.decode()
+    expected = task.preprocess(image)
+    shared, sample = await remove_bg.prepare(data, "image/png", None)
+    assert shared.pixels == 512 * 512 and shared.prepared.prep_ns > 0
+    np.testing.assert_array_equal(sample, expected)
+    row = np.random.default_rng(7).random((1, 320, 320), dtype=np.float32)
+    made, elapsed = await remove_bg.postprocess(shared, row, ("mask", "cutout"))
+    assert elapsed > 0
+    assert made == task.postprocess(row, image, ("mask", "cutout"))
+    remove_bg.discard(shared)
+    again, _ = await remove_bg.prepare(data, "image/png", None)
+    assert again.slot is shared.slot  # slots are reused
+    remove_bg.discard(again)
+
+
+async def test_bad_input_is_bad_input_and_the_processes_stay(remove_bg: CpuProcesses) -> None:
+    with pytest.raises(BadInput) as raised:
+        await remove_bg.prepare(b"\x89PNG\r\n\x1a\n" + b"\x00" * 50_000, "image/png", None)
+    assert raised.value.code is ErrorCode.BAD_IMAGE and raised.value.message
+    _shared, sample = await remove_bg.prepare(png_bytes(64, 64), "image/png", (320, 320))
+    assert sample.shape == (3, 320, 320)
+    assert remove_bg.replaced == 0
+
+
+async def test_a_dead_process_fails_its_job_as_transient_and_is_replaced(
+    tmp_path: Path,
+) -> None:
+    ref = "tests.function.engine.crashing_task:CrashingTask"
+    processes = CpuProcesses(1, "tiny", ref, MAX_PIXELS, folder=tmp_path)
+    await processes.start()
+    try:
+        with pytest.raises(TransientError, match="died"):
+            await processes.prepare(png_bytes(CRASH_WIDTH, 8), "image/png", None)
+        _shared, sample = await processes.prepare(png_bytes(16, 16), "image/png", None)
+        assert processes.replaced == 1 and sample.size > 0
+        first = processes._children[0].process.pid
+        os.kill(first, signal.SIGKILL)  # killed from outside while idle
+        for _ in range(200):
+            if processes.replaced == 2 and processes._children:
+                break
+            await asyncio.sleep(0.05)
+        _shared, sample = await processes.prepare(png_bytes(16, 16), "image/png", None)
+        assert processes._children[0].process.pid != first and sample.size > 0
+    finally:
+        processes.close()
+    assert not (tmp_path / processes.folder.name).exists()
+
+
+def test_default_is_threads_below_four_cpus_and_never_with_a_screen() -> None:
+    assert cpu_processes(WorkerSettings(cpu_processes=0), screening=False) is None
+    assert cpu_processes(WorkerSettings(cpu_processes=2), screening=True) is None
+    made = cpu_processes(WorkerSettings(cpu_processes=2), screening=False)
+    assert made is not None and made.processes == 2
+    made.folder.rmdir()
