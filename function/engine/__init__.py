@@ -3,7 +3,8 @@
 place a job ends) and `function.transport.storage` (where its result lands).
 
     consumer    the pull loop: fetch (high before normal), admit, batch, infer, finish
-    job         `InFlightJob` and `Admission`: parse, replay, read, decode, or settle early
+    job         `Admission`: parse, replay, read, decode, or settle a job early
+    inflight    `InFlightJob`: a message not yet settled, its timings, span and sample
     finish      `Completion`: postprocess a batch's jobs, then settle each
     settle      `Settler`: store, reply, ack (confirmed); or fail, nak, dead-letter, hand back
     keepalive   `keep_alive`: the jobs in hand are kept from redelivery while worked on
@@ -59,11 +60,13 @@ from function.engine.finish import (
     SMALL_IMAGE_PIXELS,
     Completion,
 )
+from function.engine.inflight import (
+    InFlightJob,
+    wall_ns,
+)
 from function.engine.job import (
     SMALL_INPUT_BYTES,
     Admission,
-    InFlightJob,
-    wall_ns,
 )
 from function.engine.jobmetrics import (
     JobMetrics,

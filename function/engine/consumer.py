@@ -46,13 +46,8 @@ from function.engine.cpuprocs import CpuProcesses, cpu_processes
 from function.engine.direct import DirectInference
 from function.engine.feeds import FeedKey, Feeds
 from function.engine.finish import Completion
-from function.engine.job import (
-    Admission,
-    InFlightJob,
-    split_expired,
-    stream_position,
-    wall_ns,
-)
+from function.engine.inflight import InFlightJob, split_expired, stream_position, wall_ns
+from function.engine.job import Admission
 from function.engine.keepalive import keep_alive
 from function.engine.modelset import ModelSet, VersionedSettler
 from function.engine.ratelimit import TenantRates
@@ -224,14 +219,7 @@ class JobConsumer:
         self._main = asyncio.create_task(self._run(loops))
         self._main.add_done_callback(self._on_main_done)
         if self._processes is not None:
-            self._spawn(self._start_processes(self._processes))
-
-    @staticmethod
-    async def _start_processes(processes: CpuProcesses) -> None:
-        try:
-            await processes.start()
-        except Exception:
-            log.exception("the CPU processes did not start; decoding stays in threads")
+            self._spawn(self._processes.start_or_stay_in_threads())
 
     async def add_tenant(self, tenant: str, consumers: dict[Priority, str]) -> None:
         """Also fetch `tenant`'s jobs (from its stream), taking turns with the others."""

@@ -23,7 +23,7 @@ from pydantic import ValidationError
 from function.contract.bounds import reply_subject_problem
 from function.contract.lifecycle import ControlAsk, ControlReply
 from function.contract.settings import control_subject
-from function.engine.job import InFlightJob
+from function.engine.inflight import InFlightJob
 
 __all__ = ["JobControl"]
 

@@ -182,16 +182,33 @@ class CpuProcesses:
         return process, conn
 
     async def start(self) -> None:
-        """Start every child (each builds its task); the stages move here once all are up."""
+        """Start every child (each builds its task); the stages move here once they are
+        up. Raises what stopped the first child when none started."""
         loop = asyncio.get_running_loop()
         spawned = await asyncio.gather(
-            *(asyncio.to_thread(self._spawn) for _ in range(self.processes))
+            *(asyncio.to_thread(self._spawn) for _ in range(self.processes)),
+            return_exceptions=True,
         )
-        for process, conn in spawned:
-            self._adopt(loop, process, conn)
+        failed = [outcome for outcome in spawned if isinstance(outcome, BaseException)]
+        for outcome in spawned:
+            if not isinstance(outcome, BaseException):
+                self._adopt(loop, *outcome)
+        if failed and not self._children:
+            raise failed[0]
+        if failed:
+            log.error(
+                "%d of %d CPU processes did not start: %r", len(failed), len(spawned), failed[0]
+            )
         self.ready = not self._closed
         pids = sorted(child.process.pid for child in self._children)
         log.info("CPU stages run in %d processes (pids %s)", len(pids), pids)
+
+    async def start_or_stay_in_threads(self) -> None:
+        """`start`; if it fails, log why and leave the stages in threads."""
+        try:
+            await self.start()
+        except Exception:
+            log.exception("the CPU processes did not start; the stages stay in threads")
 
     def _adopt(
         self, loop: asyncio.AbstractEventLoop, process: subprocess.Popen[bytes], conn: Connection

@@ -10,7 +10,8 @@ from opentelemetry import trace
 from function.contract.wire import JobRequest, Output, Timings
 from function.engine.batchmodel import BatchModel, run_in
 from function.engine.budget import PixelBudget
-from function.engine.job import Admission, wall_ns
+from function.engine.inflight import wall_ns
+from function.engine.job import Admission
 from function.engine.jobmetrics import JobMetrics
 from function.transport.storage import ResultStore
 

@@ -22,7 +22,7 @@ from function.contract.settings import WorkerSettings
 from function.contract.wire import Output, Timings
 from function.engine.batchmodel import BatchModel, run_in
 from function.engine.cpuprocs import CpuProcesses
-from function.engine.job import InFlightJob, wall_ns
+from function.engine.inflight import InFlightJob, wall_ns
 from function.engine.settle import Settler, Succeeded
 from function.telemetry import bind
 

@@ -1,5 +1,5 @@
-"""One job from its message to a batch: `InFlightJob` (a message not yet settled, with its
-timings and span) and `Admission` (parse, replay, read, decode, or settle it early).
+"""One job from its message to a batch: `Admission` parses, replays, reads, decodes, or
+settles it early (the job itself is an `InFlightJob`, in `inflight`).
 
 Admission parses the message, answers a redelivered job from the result store, reads a
 blob input, answers it from the result cache when the worker has one and the same input
@@ -10,7 +10,8 @@ stay taken until the job settles (`release`), less what the decode needed beyond
 it keeps. A first delivery with a small inline image takes the fast path, synchronously on
 the event loop (cheaper than a task and a thread hop) when its pixels are free at once and
 the worker has no cache or screen; everything else goes through `prepare()`, with decoding
-in the CPU pool (so does a small file that turns out to hold a large picture).
+in the CPU pool, or in the worker's CPU processes once they are up (`cpuprocs`), and so
+does a small file that turns out to hold a large picture.
 """
 
 from __future__ import annotations
@@ -19,19 +20,15 @@ import asyncio
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from datetime import datetime
-from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
-from nats.aio.msg import Msg
 from opentelemetry import trace
 from opentelemetry.trace import Span
 from PIL import Image
 
 from function.contract.errors import BadInput, ErrorCode, JobError
-from function.contract.parse import job_id_for, parse_job, tenant_of
+from function.contract.parse import parse_job
 from function.contract.screen import input_sha256
 from function.contract.settings import (
     JOBS_STREAM,
@@ -40,14 +37,15 @@ from function.contract.settings import (
     WorkerSettings,
     tenant_of_stream,
 )
-from function.contract.wire import JobRequest, as_utc
+from function.contract.wire import JobRequest
 from function.engine.batchmodel import BatchModel, run_in
 from function.engine.budget import PixelBudget
-from function.engine.cpuprocs import CpuProcesses, NoRoom, SharedJob
+from function.engine.cpuprocs import CpuProcesses, NoRoom
+from function.engine.inflight import InFlightJob
 from function.engine.ratelimit import TenantRates
 from function.engine.screen import Screening
 from function.models.imaging import PendingImage, open_image
-from function.telemetry import METRICS, trace_id_of
+from function.telemetry import METRICS
 from function.transport.cache import ResultCache
 from function.transport.storage import ResultStore
 
@@ -55,33 +53,7 @@ if TYPE_CHECKING:
     from function.engine.screen_queue import ScreenGate
     from function.engine.settle import Settler
 
-__all__ = [
-    "SMALL_INPUT_BYTES",
-    "Admission",
-    "InFlightJob",
-    "split_expired",
-    "stream_position",
-    "wall_ns",
-]
-
-
-def wall_ns() -> int:
-    return time.time_ns()
-
-
-def split_expired(
-    batch: list[InFlightJob], now: datetime
-) -> tuple[list[InFlightJob], list[tuple[InFlightJob, JobError]]]:
-    """The jobs whose deadline has not passed, and those whose has, each with its error."""
-    live, late = [], []
-    for job in batch:
-        deadline = job.request.deadline if job.request else None
-        if deadline is None or deadline >= now:
-            live.append(job)
-            continue
-        why = f"deadline {deadline.isoformat()} passed"
-        late.append((job, JobError(ErrorCode.DEADLINE_EXCEEDED, why)))
-    return live, late
+__all__ = ["SMALL_INPUT_BYTES", "Admission"]
 
 
 def _note_screened_input(job: InFlightJob, data: bytes) -> bool:
@@ -91,79 +63,6 @@ def _note_screened_input(job: InFlightJob, data: bytes) -> bool:
         return False
     job.input_sha256 = input_sha256(data)
     return True
-
-
-def stream_position(msg: Msg) -> tuple[str, int]:
-    """(stream, sequence): a job's identity on the server, across the jobs streams."""
-    meta = msg.metadata
-    return meta.stream or "", int(meta.sequence.stream or 0)
-
-
-@dataclass(eq=False)
-class InFlightJob:
-    """A message taken from NATS and not yet acked, nacked or terminated."""
-
-    msg: Msg
-    priority: Priority
-    span: Span
-    context: Any
-    fetched_ns: int = field(default_factory=wall_ns)
-    request: JobRequest | None = None
-    image: Image.Image | None = None
-    sample: np.ndarray | None = None
-    outputs: tuple[str, ...] = ()
-    pixels: int = 0  # decoded pixels this job holds in the worker's PixelBudget
-    running_since: int | None = None
-    settled: bool = False
-    source: str = ""  # the tenant whose stream it came from ("" for the open stream)
-    cancelled: bool = False  # asked to stop (`JobControl`): its output is never sent
-    prep_ns: int = 0  # measured decode and preprocess time
-    cache_key: str | None = None  # its result cache key, when the worker caches
-    model: BatchModel | None = None  # the model version it runs on, once batched
-    input_sha256: str | None = None  # a screen job's: the digest of the input it scores
-    shared: SharedJob | None = None  # prepared in a CPU process: its image stays there
-
-    @property
-    def ready_sample(self) -> np.ndarray:
-        """The model input of a prepared job (every batched job has one)."""
-        if self.sample is None:
-            raise RuntimeError(f"job {self.job_id} was batched before it was prepared")
-        return self.sample
-
-    @property
-    def attempts(self) -> int:
-        return int(self.msg.metadata.num_delivered or 1)
-
-    @cached_property
-    def published_ns(self) -> int:
-        """When the job entered the stream (falls back to when it was fetched)."""
-        stamp = self.msg.metadata.timestamp
-        if isinstance(stamp, datetime):
-            return int(as_utc(stamp).timestamp() * 1e9)
-        return self.fetched_ns
-
-    @property
-    def job_id(self) -> str:
-        return self.request.job_id if self.request else self.fallback_id
-
-    @property
-    def fallback_id(self) -> str:
-        meta = self.msg.metadata
-        sequence = int(meta.sequence.stream or 0)
-        return job_id_for(self.msg.headers, meta.stream or "", sequence, self.tenant)
-
-    @property
-    def tenant(self) -> str | None:
-        """The tenant the job's subject names (the server vouches for it), or None."""
-        return self.request.tenant if self.request else tenant_of(self.msg.subject)
-
-    @cached_property
-    def trace_id(self) -> str | None:
-        return trace_id_of(self.span)
-
-    @property
-    def headers(self) -> dict[str, str]:
-        return dict(self.msg.headers or {})
 
 
 SMALL_INPUT_BYTES = 32 * 1024

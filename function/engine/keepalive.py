@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 from collections.abc import Set
 
-from function.engine.job import InFlightJob, wall_ns
+from function.engine.inflight import InFlightJob, wall_ns
 
 __all__ = ["KEEP_ALIVE_ACK_WAITS", "keep_alive"]
 

@@ -27,7 +27,7 @@ from PIL import Image
 from function.contract.rollout import routes_to_canary
 from function.contract.wire import ModelInfo, Output, Result, Timings
 from function.engine.batchmodel import BatchModel
-from function.engine.job import InFlightJob
+from function.engine.inflight import InFlightJob
 from function.engine.settle import Settler, Succeeded
 
 __all__ = ["ModelSet", "Serving", "VersionedSettler"]

@@ -39,7 +39,7 @@ from function.contract.parse import msg_id_for
 from function.contract.screen import Screen, input_sha256, screen_job_id
 from function.contract.settings import Header, WorkerSettings, job_subject
 from function.contract.wire import JobRequest, JobStatus, Result
-from function.engine.job import InFlightJob
+from function.engine.inflight import InFlightJob
 from function.engine.keepalive import KEEP_ALIVE_ACK_WAITS
 from function.engine.screen import rejection, score_in
 from function.telemetry import METRICS, trace_headers

@@ -30,7 +30,7 @@ from function.contract.wire import (
     Result,
     Timings,
 )
-from function.engine.job import InFlightJob, wall_ns
+from function.engine.inflight import InFlightJob, wall_ns
 from function.engine.jobmetrics import JobMetrics
 from function.telemetry import METRICS, bind, trace_headers
 from function.transport.acks import DuplicateWrite

@@ -18,6 +18,7 @@ from function.contract.errors import BadInput, ErrorCode, TransientError
 from function.contract.settings import WorkerSettings
 from function.engine.cpuprocs import CpuProcesses, cpu_processes
 from function.models.imaging import open_image
+from function.models.registry import TaskLoadError
 from function.models.remove_bg import RemoveBackground
 from tests.function.engine.crashing_task import CRASH_WIDTH
 from tests.helpers import png_bytes
@@ -100,3 +101,17 @@ def test_default_is_threads_below_four_cpus_and_never_with_a_screen() -> None:
     made = cpu_processes(WorkerSettings(cpu_processes=2), screening=False)
     assert made is not None and made.processes == 2
     made.folder.rmdir()
+
+
+async def test_a_child_that_cannot_build_its_task_leaves_the_stages_in_threads(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    processes = CpuProcesses(2, "tiny", "no_such_module_here:Task", MAX_PIXELS, folder=tmp_path)
+    try:
+        with pytest.raises(TaskLoadError, match="no_such_module_here"):
+            await processes.start()
+        await processes.start_or_stay_in_threads()
+        assert not processes.ready and not processes._children
+        assert "stay in threads" in caplog.text
+    finally:
+        processes.close()

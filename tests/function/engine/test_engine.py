@@ -30,7 +30,7 @@ from function.contract.wire import (
     ScoresOutput,
 )
 from function.engine.finish import Completion
-from function.engine.job import InFlightJob
+from function.engine.inflight import InFlightJob
 from function.engine.settle import Settler
 from function.transport.acks import DuplicateWrite
 
