@@ -19,6 +19,7 @@ place a job ends) and `function.transport.storage` (where its result lands).
     ratelimit   each tenant's `max_rate`, counted from its stream's sequence numbers
     budget      `PixelBudget`: decoded pixels a worker may hold at once
     cpuprocs    `CpuProcesses`: decode, pre- and postprocessing in processes, on every core
+    cpuchildren  `Children`: those processes: started, fed, read on the loop, replaced
     batchmodel  `BatchModel`, what the job path needs from a model, and `run_in`
     modelset    `ModelSet`: the model versions serving, each job's version, canary outcomes
     rollout     `RolloutFollower`: loads, warms and swaps in the versions a rollout names

@@ -6,6 +6,7 @@ without an outcome.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections import deque
@@ -177,8 +178,8 @@ class Completion:
         here for a small image under a fast model (cheaper than a thread hop), else in
         the CPU pool."""
         loop = asyncio.get_running_loop()
-        if job.shared is not None and self.processes is not None:
-            return loop.create_task(self.processes.postprocess(job.shared, row, job.outputs))
+        if job.shared is not None:
+            return loop.create_task(self._postprocess_shared(job, row))
         image = job.image
         assert image is not None
         if not (self._model.fast and image.width * image.height <= SMALL_IMAGE_PIXELS):
@@ -191,6 +192,18 @@ class Completion:
         except Exception as exc:
             made.set_exception(exc)
         return made
+
+    async def _postprocess_shared(
+        self, job: InFlightJob, row: np.ndarray
+    ) -> tuple[dict[str, Output], int]:
+        """In the CPU process that prepared the job; here when its slot has no room."""
+        assert self.processes is not None and job.shared is not None
+        made = await self.processes.postprocess(job.shared, row, job.outputs)
+        if made is not None:
+            return made
+        image = self.processes.image(job.shared)
+        call = functools.partial(self._postprocess_timed, row, image, job.outputs)
+        return await asyncio.get_running_loop().run_in_executor(self._cpu_pool, call)
 
     async def _not_completed(
         self, job: InFlightJob, error: BaseException, timings: Timings | None

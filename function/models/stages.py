@@ -6,9 +6,9 @@ worker reuses from job to job, so its pages are never faulted in again. The work
 writes the input at the slot's start; `prepare` decodes and preprocesses it and leaves
 the sample and then the decoded pixels there (the worker maps the sample); the worker
 writes the model's row after them; `postprocess` rebuilds the image from the slot and
-leaves the pickled outputs after the row. Only small descriptions go through the pool's
-pipes, which cost far more per byte. Where the folder has no room (a full `/dev/shm`)
-the sample, pixels or outputs go through the pipe instead.
+leaves the pickled outputs after the row. Only descriptions and outputs go through the
+pipes, which cost far more per byte. A slot that cannot take a sample and its pixels (a
+full `/dev/shm`) raises `NoRoom`: the worker then runs that job's stages itself.
 
 A child builds its own Task (`start`), so a task runs here only if its factory gives the
 same task in any process. An image keeps the `info` entries in `SHARED_INFO` only.
@@ -35,7 +35,9 @@ from function.models.registry import load_task
 __all__ = [
     "CALLS",
     "SHARED_INFO",
+    "NoRoom",
     "Prepared",
+    "image_at",
     "postprocess",
     "prepare",
     "read_at",
@@ -61,11 +63,14 @@ def _the_task() -> Task:
     return _task
 
 
+class NoRoom(Exception):
+    """The slot folder has no room for this job's data."""
+
+
 @dataclass(frozen=True)
 class Prepared:
     """A decoded, preprocessed job: the sample's shape and dtype (at the file's start),
-    the image's mode, size and kept info (after the sample), and the time it took;
-    `inline` holds (sample, pixels) instead when the file could not take them."""
+    the image's mode, size and kept info (after the sample), and the time it took."""
 
     shape: tuple[int, ...]
     dtype: str
@@ -73,7 +78,6 @@ class Prepared:
     size: tuple[int, int]
     info: dict[str, Any]
     prep_ns: int
-    inline: tuple[np.ndarray, bytes] | None = None
 
     @property
     def sample_bytes(self) -> int:
@@ -113,7 +117,7 @@ def prepare(
 ) -> Prepared:
     """Decode the `size` input bytes at the start of slot `path` (reduced for `target`),
     preprocess, and leave the sample and the pixels there. Raises `BadInput` for a bad
-    image."""
+    image, `NoRoom` when the slot cannot take the sample and pixels."""
     started = time.perf_counter_ns()
     fd = _fd(path)
     pending = open_image(read_at(fd, 0, size), content_type, max_pixels=max_pixels)
@@ -122,15 +126,22 @@ def prepare(
     sample = np.ascontiguousarray(_the_task().preprocess(image))
     pixels = image.tobytes()
     info: dict[str, Any] = {key: image.info[key] for key in SHARED_INFO if key in image.info}
-    inline = None
     try:
         write_at(fd, 0, sample.data)
         write_at(fd, sample.nbytes, pixels)
-    except OSError:  # no room in the folder: through the pipe
-        inline = (sample, pixels)
+    except OSError as exc:
+        raise NoRoom(f"slot {path}: {exc}") from None
     elapsed = time.perf_counter_ns() - started
     shape = tuple(sample.shape)
-    return Prepared(shape, sample.dtype.str, image.mode, image.size, info, elapsed, inline)
+    return Prepared(shape, sample.dtype.str, image.mode, image.size, info, elapsed)
+
+
+def image_at(fd: int, prepared: Prepared) -> Image.Image:
+    """The decoded image a slot holds after its sample."""
+    pixels = read_at(fd, prepared.sample_bytes, prepared.image_bytes)
+    image = Image.frombytes(prepared.mode, prepared.size, pixels)
+    image.info.update(prepared.info)
+    return image
 
 
 def postprocess(
@@ -139,34 +150,23 @@ def postprocess(
     row_shape: tuple[int, ...],
     row_dtype: str,
     outputs: tuple[str, ...],
-    inline_row: np.ndarray | None = None,
 ) -> tuple[int, dict[str, Output] | None, int]:
-    """Postprocess the row (after the pixels in slot `path`, or `inline_row`) against the
-    image; leave the pickled outputs after the row: (their length, the outputs instead
-    when the file could not take them, the time it took)."""
+    """Postprocess the row (after the pixels in slot `path`) against the image; leave
+    the pickled outputs after the row: (their length, the outputs instead when the slot
+    could not take them, the time it took)."""
     started = time.perf_counter_ns()
     fd = _fd(path)
-    at = prepared.sample_bytes
-    if prepared.inline is not None:
-        pixels = prepared.inline[1]
-    else:
-        pixels = read_at(fd, at, prepared.image_bytes)
-    image = Image.frombytes(prepared.mode, prepared.size, pixels)
-    image.info.update(prepared.info)
-    del pixels
-    at += prepared.image_bytes
+    image = image_at(fd, prepared)
+    at = prepared.sample_bytes + prepared.image_bytes
     row_bytes = int(np.prod(row_shape)) * np.dtype(row_dtype).itemsize
-    if inline_row is None:
-        row = np.frombuffer(read_at(fd, at, row_bytes), row_dtype).reshape(row_shape)
-    else:
-        row = inline_row
+    row = np.frombuffer(read_at(fd, at, row_bytes), row_dtype).reshape(row_shape)
     made = _the_task().postprocess(row, image, outputs)
     elapsed = time.perf_counter_ns() - started
     packed = pickle.dumps(made, protocol=pickle.HIGHEST_PROTOCOL)
     try:
         write_at(fd, at + row_bytes, packed)
     except OSError:
-        return 0, made, elapsed
+        return 0, made, elapsed  # through the pipe: the worker sends it nothing large
     return len(packed), None, elapsed
 
 
@@ -192,11 +192,18 @@ def serve(conn: Connection, function: str, task_ref: str | None) -> None:
         except Exception as exc:
             reply = (call_id, False, _sendable(exc))
         try:
-            conn.send(reply)
-        except Exception as exc:  # a result that does not pickle
-            conn.send(
-                (call_id, False, RuntimeError(f"{name} gave a result that cannot be sent: {exc}"))
-            )
+            _send(conn, reply)
+        except OSError:  # the worker hung up
+            return
+
+
+def _send(conn: Connection, reply: tuple[int, bool, Any]) -> None:
+    """Send a reply; one that does not pickle becomes an error naming why."""
+    try:
+        conn.send(reply)
+    except (pickle.PicklingError, TypeError, AttributeError) as exc:
+        call_id = reply[0]
+        conn.send((call_id, False, RuntimeError(f"a result that cannot be sent: {exc}")))
 
 
 def _sendable(exc: BaseException) -> BaseException:

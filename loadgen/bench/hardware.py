@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
-import psutil
 import typer
 from PIL import Image
 from rich.console import Console
@@ -36,7 +35,7 @@ from function.local.nats_server import EmbeddedNats
 from function.local.processes import wait_ready
 from function.models import fetch_photos
 from function.models.hardware import usable_cpus
-from loadgen.bench.workers import WorkerProcess, backlog_rate
+from loadgen.bench.workers import WorkerProcess, backlog_rate, family_rss
 
 __all__ = ["Row", "main", "measure", "raw_limit"]
 
@@ -85,7 +84,7 @@ def _workers(folder: Path, name: str, env: dict[str, str], count: int, jobs: int
         try:
             asyncio.run(wait_ready(server.url, FUNCTION, count, timeout=300))
             per_s = asyncio.run(backlog_rate(server.url, FUNCTION, job_image(), jobs))
-            rss = sum(psutil.Process(w.proc.pid).memory_info().rss for w in workers if w.proc)
+            rss = sum(family_rss(w.proc.pid) for w in workers if w.proc)
         finally:
             for worker in workers:
                 worker.stop()

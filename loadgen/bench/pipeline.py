@@ -35,7 +35,7 @@ from function.local.processes import wait_ready
 from function.models import fetch_photos
 from function.models.hardware import usable_cpus
 from function.models.remove_bg import RemoveBackground
-from loadgen.bench.workers import WorkerProcess, backlog_rate
+from loadgen.bench.workers import WorkerProcess, backlog_rate, family
 
 __all__ = ["Drain", "amdahl", "free_model", "main", "measure"]
 
@@ -77,12 +77,13 @@ class Drain(NamedTuple):
 
 
 def _cpu_seconds(processes: list[psutil.Process]) -> float:
-    return sum(sum(p.cpu_times()[:2]) for p in processes)
-
-
-def _family(process: psutil.Process) -> list[psutil.Process]:
-    """`process` and every process below it (its CPU processes and their forkserver)."""
-    return [process, *process.children(recursive=True)]
+    total = 0.0
+    for process in processes:
+        try:
+            total += sum(process.cpu_times()[:2])
+        except psutil.NoSuchProcess:  # a CPU process replaced meanwhile
+            continue
+    return total
 
 
 def _rate(folder: Path, model: Path, cpus: list[int], jobs: int) -> Drain:
@@ -102,13 +103,13 @@ def _rate(folder: Path, model: Path, cpus: list[int], jobs: int) -> Drain:
             asyncio.run(backlog_rate(server.url, "remove-bg", image, max(10, jobs // 10)))
             assert server.pid is not None
             main = psutil.Process(worker.proc.pid)
-            family = _family(main)
+            processes = family(main.pid)
             others = [psutil.Process(server.pid), psutil.Process()]
             start, own = time.perf_counter(), _cpu_seconds([main])
-            used, rest = _cpu_seconds(family), _cpu_seconds(others)
+            used, rest = _cpu_seconds(processes), _cpu_seconds(others)
             rate = asyncio.run(backlog_rate(server.url, "remove-bg", image, jobs))
             wall = time.perf_counter() - start
-            used, rest = _cpu_seconds(family) - used, _cpu_seconds(others) - rest
+            used, rest = _cpu_seconds(processes) - used, _cpu_seconds(others) - rest
             own = _cpu_seconds([main]) - own
             return Drain(rate, used / wall, rest / wall, 1000 * own / jobs)
         finally:

@@ -33,7 +33,6 @@ from pathlib import Path
 from typing import Annotated
 
 import numpy as np
-import psutil
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -65,6 +64,7 @@ from loadgen.bench.record import (
 )
 from loadgen.bench.workers import (
     WorkerProcess,
+    family_rss,
     surge_message_path,
     surge_round_trips,
     worker_throughput,
@@ -221,7 +221,7 @@ def run(
         with console.status(f"worker throughput over {jobs} jobs"):
             e2e = asyncio.run(worker_throughput(url, "remove-bg", jobs, MODEL_DIR))
         assert worker.proc is not None
-        worker_rss = psutil.Process(worker.proc.pid).memory_info().rss
+        worker_rss = family_rss(worker.proc.pid)
     finally:
         worker.stop()
     message_path, tiny = _message_path(url, logs, env, message_jobs, rounds)

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import nats
+import psutil
 
 from function.client import SurgeClient
 from function.contract.heartbeat import Heartbeat
@@ -22,10 +23,29 @@ from loadgen.run.runner import tiny_png
 __all__ = [
     "WorkerProcess",
     "backlog_rate",
+    "family",
+    "family_rss",
     "surge_message_path",
     "surge_round_trips",
     "worker_throughput",
 ]
+
+
+def family(pid: int) -> list[psutil.Process]:
+    """A worker process and every process below it (its CPU processes)."""
+    process = psutil.Process(pid)
+    return [process, *process.children(recursive=True)]
+
+
+def family_rss(pid: int) -> int:
+    """Resident bytes of a worker and of its CPU processes together."""
+    total = 0
+    for process in family(pid):
+        try:
+            total += process.memory_info().rss
+        except psutil.NoSuchProcess:
+            continue
+    return total
 
 
 class WorkerProcess:

@@ -16,7 +16,9 @@ from PIL import Image
 
 from function.contract.errors import BadInput, ErrorCode, TransientError
 from function.contract.settings import WorkerSettings
-from function.engine.cpuprocs import CpuProcesses, cpu_processes
+from function.engine import cpuchildren
+from function.engine.cpuprocs import CpuProcesses, NoRoom, cpu_processes
+from function.models import stages
 from function.models.imaging import open_image
 from function.models.registry import TaskLoadError
 from function.models.remove_bg import RemoveBackground
@@ -82,14 +84,14 @@ async def test_a_dead_process_fails_its_job_as_transient_and_is_replaced(
             await processes.prepare(png_bytes(CRASH_WIDTH, 8), "image/png", None)
         _shared, sample = await processes.prepare(png_bytes(16, 16), "image/png", None)
         assert processes.replaced == 1 and sample.size > 0
-        first = processes._children[0].process.pid
+        first = processes.children._children[0].process.pid
         os.kill(first, signal.SIGKILL)  # killed from outside while idle
         for _ in range(200):
-            if processes.replaced == 2 and processes._children:
+            if processes.replaced == 2 and processes.children._children:
                 break
             await asyncio.sleep(0.05)
         _shared, sample = await processes.prepare(png_bytes(16, 16), "image/png", None)
-        assert processes._children[0].process.pid != first and sample.size > 0
+        assert processes.children._children[0].process.pid != first and sample.size > 0
     finally:
         processes.close()
     assert not (tmp_path / processes.folder.name).exists()
@@ -111,7 +113,89 @@ async def test_a_child_that_cannot_build_its_task_leaves_the_stages_in_threads(
         with pytest.raises(TaskLoadError, match="no_such_module_here"):
             await processes.start()
         await processes.start_or_stay_in_threads()
-        assert not processes.ready and not processes._children
+        assert not processes.ready and not processes.children._children
         assert "stay in threads" in caplog.text
     finally:
         processes.close()
+
+
+async def test_with_every_child_gone_a_call_fails_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    processes = CpuProcesses(1, "tiny", None, MAX_PIXELS, folder=tmp_path)
+    await processes.start()
+    try:
+        shared, _ = await processes.prepare(png_bytes(16, 16), "image/png", None)
+
+        def no_start(*args: object) -> None:
+            raise RuntimeError("no room for another process")
+
+        monkeypatch.setattr(cpuchildren, "_spawn", no_start)
+        os.kill(processes.children.pids[0], signal.SIGKILL)
+        for _ in range(200):
+            if not processes.children.pids and not processes.ready:
+                break
+            await asyncio.sleep(0.05)
+        row = np.zeros((1, 1), dtype=np.float32)
+        with pytest.raises(TransientError, match="no CPU process"):
+            await asyncio.wait_for(processes.postprocess(shared, row, ("scores",)), 5)
+        with pytest.raises(TransientError):
+            await asyncio.wait_for(processes.prepare(png_bytes(), "image/png", None), 5)
+    finally:
+        processes.close()
+
+
+async def test_a_slot_a_child_may_still_write_is_not_lent_again(
+    remove_bg: CpuProcesses, photos: dict[str, Path]
+) -> None:
+    data = _png(photos["astronaut"], 2048)
+    preparing = asyncio.create_task(remove_bg.prepare(data, "image/png", None))
+    for _ in range(100):  # until a child has it
+        if any(child.calls for child in remove_bg.children._children):
+            break
+        await asyncio.sleep(0.01)
+    preparing.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await preparing
+    busy = remove_bg._slots[0]
+    assert busy.busy and not busy.lent and busy not in remove_bg._free
+    other, _ = await remove_bg.prepare(png_bytes(64, 64), "image/png", None)
+    assert other.slot is not busy
+    for _ in range(400):
+        if not busy.busy:
+            break
+        await asyncio.sleep(0.05)
+    assert busy in remove_bg._free  # back once the child was done with it
+
+
+async def test_no_room_for_the_row_postprocesses_in_the_worker(
+    remove_bg: CpuProcesses, monkeypatch: pytest.MonkeyPatch, photos: dict[str, Path]
+) -> None:
+    shared, _ = await remove_bg.prepare(_png(photos["coffee"]), "image/png", None)
+
+    def full(fd: int, offset: int, data: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(stages, "write_at", full)
+    row = np.zeros((1, 320, 320), dtype=np.float32)
+    assert await remove_bg.postprocess(shared, row, ("mask",)) is None
+    image = remove_bg.image(shared)
+    assert image.size == (512, 512) and image.mode == "RGB"
+    with pytest.raises(NoRoom):
+        await remove_bg.prepare(png_bytes(), "image/png", None)
+
+
+def test_a_child_without_room_for_the_sample_says_no_room(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    slot = tmp_path / "slot"
+    data = png_bytes(32, 32)
+    slot.write_bytes(data)
+    stages.start("tiny", None)
+
+    def full(fd: int, offset: int, data: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(stages, "write_at", full)
+    with pytest.raises(NoRoom, match="No space"):
+        stages.prepare(str(slot), len(data), "image/png", MAX_PIXELS, None)
