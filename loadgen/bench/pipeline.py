@@ -5,10 +5,12 @@ output named as `remove-bg` expects) leaves decode, preprocess, postprocess and 
 encoding as the whole cost of a 512x512 `remove-bg` job. One worker process with its
 defaults drains the same backlog pinned to 1 CPU, then to all usable CPUs (its CPU
 affinity set before it loads anything); the figure is jobs/s on N CPUs / (N x jobs/s on
-one), target >= 0.8. Also prints what that rate would be on a 16-core GPU node, and the
-CPU each party used while the backlog drained: on a small machine nats-server and the
-load client share the worker's cores, so jobs per worker CPU-second says how well the
-pipeline itself scales.
+one), target >= 0.8; then, beside the defaults, all usable CPUs with one CPU process per
+CPU (`SURGE_CPU_PROCESSES`). Also prints what the defaults' rate would be on a 16-core
+GPU node, the CPU each party used while the backlog drained (on a small machine
+nats-server and the load client share the worker's cores, so jobs per worker CPU-second
+says how well the pipeline itself scales), and the worker process's own CPU per job: the
+part no number of cores spreads, so the most jobs/s one worker can pass.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from function.models.hardware import usable_cpus
 from function.models.remove_bg import RemoveBackground
 from loadgen.bench.workers import WorkerProcess, backlog_rate, family
 
-__all__ = ["Drain", "amdahl", "free_model", "main", "measure"]
+__all__ = ["Drain", "Drains", "amdahl", "free_model", "main", "measure"]
 
 console = Console()
 MODEL_DIR = Path(os.environ.get("SURGE_MODEL_DIR", ".cache/surge/models")).resolve()
@@ -86,14 +88,19 @@ def _cpu_seconds(processes: list[psutil.Process]) -> float:
     return total
 
 
-def _rate(folder: Path, model: Path, cpus: list[int], jobs: int) -> Drain:
+def _rate(
+    folder: Path, model: Path, cpus: list[int], jobs: int, processes: int | None = None
+) -> Drain:
     env = {
         "SURGE_MODEL_DIR": str(MODEL_DIR),
         "SURGE_MODEL_PATH": str(model),
         "SURGE_LOG_LEVEL": "WARNING",
     }
-    with EmbeddedNats(store_dir=folder / f"nats-{len(cpus)}") as server:
-        worker = WorkerProcess(server.url, "remove-bg", folder / f"w{len(cpus)}.log", env)
+    name = f"{len(cpus)}-{processes}"
+    if processes is not None:
+        env["SURGE_CPU_PROCESSES"] = str(processes)
+    with EmbeddedNats(store_dir=folder / f"nats-{name}") as server:
+        worker = WorkerProcess(server.url, "remove-bg", folder / f"w{name}.log", env)
         worker.start()
         try:
             assert worker.proc is not None
@@ -101,39 +108,53 @@ def _rate(folder: Path, model: Path, cpus: list[int], jobs: int) -> Drain:
             asyncio.run(wait_ready(server.url, "remove-bg", 1, timeout=120))
             image = job_image()
             asyncio.run(backlog_rate(server.url, "remove-bg", image, max(10, jobs // 10)))
+            time.sleep(2 if processes else 0)  # CPU processes start once the worker is up
             assert server.pid is not None
             main = psutil.Process(worker.proc.pid)
-            processes = family(main.pid)
+            measured = family(main.pid)
             others = [psutil.Process(server.pid), psutil.Process()]
             start, own = time.perf_counter(), _cpu_seconds([main])
-            used, rest = _cpu_seconds(processes), _cpu_seconds(others)
+            used, rest = _cpu_seconds(measured), _cpu_seconds(others)
             rate = asyncio.run(backlog_rate(server.url, "remove-bg", image, jobs))
             wall = time.perf_counter() - start
-            used, rest = _cpu_seconds(processes) - used, _cpu_seconds(others) - rest
+            used, rest = _cpu_seconds(measured) - used, _cpu_seconds(others) - rest
             own = _cpu_seconds([main]) - own
             return Drain(rate, used / wall, rest / wall, 1000 * own / jobs)
         finally:
             worker.stop()
 
 
+class Drains(NamedTuple):
+    """The defaults on one CPU and on every usable CPU (`cpus` of them), and beside them
+    every usable CPU with one CPU process per CPU (None on a machine of one CPU)."""
+
+    one: Drain
+    every: Drain
+    cpus: int
+    processes: Drain | None
+
+
 def measure(
-    folder: Path, jobs: int, on_drain: Callable[[int, Drain], None] = lambda n, d: None
-) -> tuple[Drain, Drain, int]:
-    """(the drain on one CPU, the drain on every usable CPU, how many that is); each
-    drain is also handed to `on_drain` as it ends."""
+    folder: Path, jobs: int, on_drain: Callable[[str, Drain], None] = lambda n, d: None
+) -> Drains:
+    """The drains (`Drains`); each is also handed to `on_drain` as it ends."""
     everything = sorted(os.sched_getaffinity(0))[: usable_cpus()]
     model = free_model(folder / "free.onnx")
+    runs: list[tuple[str, list[int], int | None]] = [
+        ("1 CPU", everything[:1], None),
+        (f"{len(everything)} CPUs", everything, None),
+    ]
+    if len(everything) > 1:
+        runs.append((f"{len(everything)} CPUs, CPU processes", everything, len(everything)))
     drains = []
-    for cpus in (everything[:1], everything):
-        drains.append(_rate(folder, model, cpus, jobs))
-        on_drain(len(cpus), drains[-1])
-    return drains[0], drains[1], len(everything)
+    for name, cpus, processes in runs:
+        drains.append(_rate(folder, model, cpus, jobs, processes))
+        on_drain(name, drains[-1])
+    return Drains(drains[0], drains[1], len(everything), drains[2] if len(drains) > 2 else None)
 
 
-def _said(cpus: int, drain: Drain) -> None:
-    console.print(
-        f"{cpus} CPU(s): {drain.rate:.1f} jobs/s, the worker using {drain.worker_cpus:.2f} CPUs"
-    )
+def _said(name: str, drain: Drain) -> None:
+    console.print(f"{name}: {drain.rate:.1f} jobs/s, the worker using {drain.worker_cpus:.2f} CPUs")
 
 
 def bench(
@@ -142,20 +163,23 @@ def bench(
     """The pipeline's scaling over CPUs with a model that costs nothing."""
     with (
         tempfile.TemporaryDirectory(prefix="surge-pipeline-") as folder,
-        console.status("one CPU, then every usable CPU"),
+        console.status("one CPU, every usable CPU, then every usable CPU with CPU processes"),
     ):
-        one, every, cpus = measure(Path(folder), jobs, _said)
-    scaling = every.rate / (cpus * one.rate)
+        drains = measure(Path(folder), jobs, _said)
+    one, every, cpus = drains.one, drains.every, drains.cpus
     table = Table(title="512x512 remove-bg jobs, model that costs nothing: jobs/s")
-    columns = ("CPUs", "jobs/s", "vs. N x one CPU", "worker CPUs used", "server+client CPUs")
+    columns = ("run", "jobs/s", "vs. N x one CPU", "worker CPUs used", "server+client CPUs")
     for column in (*columns, "jobs per worker CPU-s", "worker process CPU ms/job"):
         table.add_column(column, justify="right")
-    for n, drain, ratio in ((1, one, 1.0), (cpus, every, scaling)):
+    rows = [("1 CPU, defaults", 1, one), (f"{cpus} CPUs, defaults", cpus, every)]
+    if drains.processes is not None:
+        rows.append((f"{cpus} CPUs, {cpus} CPU processes", cpus, drains.processes))
+    for name, n, drain in rows:
         per_cpu = drain.rate / drain.worker_cpus if drain.worker_cpus else 0.0
         table.add_row(
-            str(n),
+            name,
             f"{drain.rate:.1f}",
-            f"{ratio:.2f}",
+            f"{drain.rate / (n * one.rate):.2f}",
             f"{drain.worker_cpus:.2f}",
             f"{drain.others_cpus:.2f}",
             f"{per_cpu:.1f}",
@@ -164,16 +188,16 @@ def bench(
     console.print(table)
     serial, projected = amdahl(one.rate, every.rate, cpus, 16)
     console.print(
-        f"a 16-core projection from this run (Amdahl's law, the serial share it implies: "
-        f"{serial:.0%}): about {projected:.0f} jobs/s of 512x512 remove-bg, pre- and "
-        "postprocessing only. A projection: a worker's Python parts share one interpreter "
-        "lock, so only a run on the node itself says what it reaches"
+        f"a 16-core projection of the defaults from this run (Amdahl's law, the serial "
+        f"share it implies: {serial:.0%}): about {projected:.0f} jobs/s of 512x512 "
+        "remove-bg, pre- and postprocessing only. A projection: a worker's Python parts "
+        "share one interpreter lock, so only a run on the node itself says what it reaches"
     )
-    if every.main_ms_per_job > 0:
+    for name, _, drain in rows[1:]:
         console.print(
-            f"the worker process itself (its event loop, one thread) spent "
-            f"{every.main_ms_per_job:.2f} ms of CPU per job on {cpus} CPUs: whatever the "
-            f"cores, it passes at most about {1000 / every.main_ms_per_job:.0f} jobs/s"
+            f"{name}: the worker process itself (its event loop, one thread) spent "
+            f"{drain.main_ms_per_job:.2f} ms of CPU per job, so whatever the cores it "
+            f"passes at most about {1000 / max(drain.main_ms_per_job, 1e-3):.0f} jobs/s"
         )
 
 
