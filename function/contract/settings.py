@@ -321,7 +321,8 @@ class WorkerSettings(SurgeSettings):
         description="Processes that decode, preprocess and postprocess beside the worker, "
         "so that those stages use every core instead of sharing one interpreter lock "
         "(0: in the worker's threads; unset: one per usable CPU but one where there are "
-        "4 or more, else threads; always threads with a screen run in the worker).",
+        "4 or more and the model runs on a GPU or costs less than a thread hop, else "
+        "threads; always threads with a screen run in the worker).",
     )
     model_rollout: bool = Field(
         default=True,

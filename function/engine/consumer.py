@@ -42,7 +42,7 @@ from function.engine.accounting import BusyClock
 from function.engine.batcher import PriorityBatcher
 from function.engine.batchmodel import BatchModel, run_in
 from function.engine.budget import PixelBudget, pixel_budget
-from function.engine.cpuprocs import CpuProcesses, cpu_processes
+from function.engine.cpuprocs import cpu_processes
 from function.engine.direct import DirectInference
 from function.engine.feeds import FeedKey, Feeds
 from function.engine.finish import Completion
@@ -134,9 +134,9 @@ class JobConsumer:
             gate = ScreenGate(nc, results, settings.screen, settings, self._stopping)
             self._admission.gate = gate
         self._completion = Completion(model, self._settler, settings, self._cpu_pool)
-        self._processes = cpu_processes(settings, screening is not None)
+        self._processes = cpu_processes(settings, model, screening=screening is not None)
         self._admission.processes = self._completion.processes = self._processes
-        cpu_room = self._processes.processes * CpuProcesses.DEPTH if self._processes else 0
+        cpu_room = self._processes.room if self._processes else 0
         self._window = max(self._runners * settings.max_batch, cpu_room)  # jobs prepared at once
         self._direct = DirectInference(
             model,

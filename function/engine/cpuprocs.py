@@ -29,27 +29,37 @@ from PIL import Image
 
 from function.contract.settings import WorkerSettings
 from function.contract.wire import Output
+from function.engine.batchmodel import BatchModel
 from function.engine.cpuchildren import Children
 from function.models import stages
 from function.models.hardware import usable_cpus
 from function.models.stages import NoRoom, Prepared
 
-__all__ = ["CpuProcesses", "NoRoom", "SharedJob", "cpu_processes", "shared_folder"]
+__all__ = ["CpuProcesses", "NoRoom", "SharedJob", "cpu_processes", "model_bound", "shared_folder"]
 
 log = logging.getLogger("surge.cpuprocs")
 SHM: Final = Path("/dev/shm")
-AUTO_FROM_CPUS: Final = 4  # below, threads: processes gained nothing measurable on 2
+AUTO_FROM_CPUS: Final = 4  # below, threads: processes gained little on 2, for 72 MB each
 SLOT_KEEP_BYTES: Final = 16 * 1024 * 1024  # a slot grown past this is emptied when freed
 
 
-def cpu_processes(settings: WorkerSettings, screening: bool) -> CpuProcesses | None:
-    """The CPU processes `settings` ask for (unset: one per usable CPU but one, where
-    there are `AUTO_FROM_CPUS` or more), or None: the stages stay in threads (always with
-    a `screening` worker, whose screen needs the decoded image in the worker)."""
+def model_bound(model: BatchModel) -> bool:
+    """Whether the model, not the CPU stages, bounds a worker: it runs on the CPU and a
+    batch takes more than a thread hop (there the cores run inference)."""
+    return model.info.providers[:1] == ["CPUExecutionProvider"] and not model.fast
+
+
+def cpu_processes(
+    settings: WorkerSettings, model: BatchModel, *, screening: bool
+) -> CpuProcesses | None:
+    """The CPU processes `settings` ask for, or None: the stages stay in threads. Unset,
+    one per usable CPU but one where there are `AUTO_FROM_CPUS` or more and the model
+    does not bound the worker anyway (`model_bound`). Never with a `screening` worker,
+    whose screen needs the decoded image in the worker."""
     wanted = settings.cpu_processes
     if wanted is None:
         cpus = usable_cpus()
-        wanted = cpus - 1 if cpus >= AUTO_FROM_CPUS else 0
+        wanted = cpus - 1 if cpus >= AUTO_FROM_CPUS and not model_bound(model) else 0
     if wanted == 0 or screening:
         return None
     return CpuProcesses(wanted, settings.function, settings.task, settings.max_pixels)
@@ -128,6 +138,11 @@ class CpuProcesses:
     @property
     def ready(self) -> bool:
         return self.children.ready and not self._closed
+
+    @property
+    def room(self) -> int:
+        """Jobs the children can hold at once."""
+        return self.processes * self.DEPTH
 
     @property
     def replaced(self) -> int:

@@ -8,7 +8,9 @@ import io
 import os
 import signal
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import pytest
@@ -16,7 +18,9 @@ from PIL import Image
 
 from function.contract.errors import BadInput, ErrorCode, TransientError
 from function.contract.settings import WorkerSettings
-from function.engine import cpuchildren
+from function.contract.wire import ModelInfo
+from function.engine import cpuchildren, cpuprocs
+from function.engine.batchmodel import BatchModel
 from function.engine.cpuprocs import CpuProcesses, NoRoom, cpu_processes
 from function.models import stages
 from function.models.imaging import open_image
@@ -97,10 +101,40 @@ async def test_a_dead_process_fails_its_job_as_transient_and_is_replaced(
     assert not (tmp_path / processes.folder.name).exists()
 
 
-def test_default_is_threads_below_four_cpus_and_never_with_a_screen() -> None:
-    assert cpu_processes(WorkerSettings(cpu_processes=0), screening=False) is None
-    assert cpu_processes(WorkerSettings(cpu_processes=2), screening=True) is None
-    made = cpu_processes(WorkerSettings(cpu_processes=2), screening=False)
+@dataclass
+class _Model:
+    providers: list[str]
+    fast: bool
+
+    @property
+    def info(self) -> ModelInfo:
+        return ModelInfo(name="m", version="v", providers=self.providers)
+
+
+GPU = _Model(["CUDAExecutionProvider", "CPUExecutionProvider"], fast=False)
+CPU_SLOW = _Model(["CPUExecutionProvider"], fast=False)
+CPU_FAST = _Model(["CPUExecutionProvider"], fast=True)
+
+
+@pytest.mark.parametrize(
+    ("cpus", "model", "wanted"),
+    [(2, GPU, 0), (4, GPU, 3), (16, GPU, 15), (16, CPU_FAST, 15), (16, CPU_SLOW, 0)],
+)
+def test_by_default_processes_from_four_cpus_unless_the_model_bounds_the_worker(
+    monkeypatch: pytest.MonkeyPatch, cpus: int, model: _Model, wanted: int
+) -> None:
+    monkeypatch.setattr(cpuprocs, "usable_cpus", lambda: cpus)
+    made = cpu_processes(WorkerSettings(), cast(BatchModel, model), screening=False)
+    assert (made.processes if made else 0) == wanted
+    if made is not None:
+        made.folder.rmdir()
+
+
+def test_explicit_setting_wins_but_never_with_a_screen() -> None:
+    slow = cast(BatchModel, CPU_SLOW)
+    assert cpu_processes(WorkerSettings(cpu_processes=0), slow, screening=False) is None
+    assert cpu_processes(WorkerSettings(cpu_processes=2), slow, screening=True) is None
+    made = cpu_processes(WorkerSettings(cpu_processes=2), slow, screening=False)
     assert made is not None and made.processes == 2
     made.folder.rmdir()
 
