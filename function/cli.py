@@ -161,6 +161,10 @@ def worker(
         float | None, typer.Option(help="How long to wait for a batch to fill.")
     ] = None,
     threads: Annotated[int | None, typer.Option(help="ONNX Runtime intra-op threads.")] = None,
+    cpu_processes: Annotated[
+        int | None,
+        typer.Option(min=0, help="Processes that decode and encode (0: threads; unset: chosen)."),
+    ] = None,
     model_dir: Annotated[Path | None, typer.Option(help="Model cache directory.")] = None,
     http_port: Annotated[
         int | None, typer.Option(help="HTTP port for probes, metrics and direct inference.")
@@ -176,6 +180,7 @@ def worker(
         "max_batch": max_batch,
         "max_batch_wait_ms": max_batch_wait_ms,
         "intra_op_threads": threads,
+        "cpu_processes": cpu_processes,
         "model_dir": model_dir,
         "http_port": http_port,
     }

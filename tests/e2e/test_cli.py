@@ -44,6 +44,8 @@ def test_help_lists_the_commands() -> None:
         assert command in result.output
     submit_help = runner.invoke(app, ["submit", "--help"])
     assert "--wait" in submit_help.output and "--priority" in submit_help.output
+    worker_help = runner.invoke(app, ["worker", "--help"], env={"COLUMNS": "120"})
+    assert "--cpu-processes" in worker_help.output and "--threads" in worker_help.output
 
 
 async def test_submit_wait_out_then_result(
