@@ -271,7 +271,7 @@ class Metrics:
         )
         self.tuned = Gauge(
             "surge_worker_setting",
-            "What the worker chose at warmup: runners, intra_op_threads, max_batch, cpus.",
+            "What the worker chose: runners, intra_op_threads, max_batch, cpus, cpu_processes.",
             ["function", "setting"],
         )
         self.reply_failures = Counter(

@@ -338,6 +338,9 @@ class Worker:
     def snapshot(self) -> Heartbeat:
         completed = self.consumer.completed if self.consumer else 0
         sizes = self.consumer.batch_sizes[-50:] if self.consumer else []
+        cpu = self.consumer.processes if self.consumer else None
+        processes = cpu.running if cpu else 0
+        METRICS.tuned.labels(self.settings.function, "cpu_processes").set(processes)
         return Heartbeat(
             worker_id=self.worker_id,
             function=self.settings.function,
@@ -354,6 +357,7 @@ class Worker:
             runners=self.tuned.runners if self.tuned else 0,
             intra_op_threads=self.tuned.intra_op_threads if self.tuned else 0,
             max_batch=self.tuned.max_batch if self.tuned else 0,
+            cpu_processes=processes,
             model_versions=self.consumer.models.versions if self.consumer else [],
         )
 

@@ -42,6 +42,9 @@ class Heartbeat(BaseModel):
     runners: int = Field(default=0, description="Inference runs at once on the shared session.")
     intra_op_threads: int = Field(default=0, description="Threads per inference run.")
     max_batch: int = Field(default=0, description="The batch size chosen (or set).")
+    cpu_processes: int = Field(
+        default=0, description="Processes running decode and encode (0: the worker's threads)."
+    )
     model_versions: list[str] = Field(
         default_factory=list, description="Model versions serving: the stable one, a canary."
     )

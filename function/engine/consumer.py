@@ -134,9 +134,9 @@ class JobConsumer:
             gate = ScreenGate(nc, results, settings.screen, settings, self._stopping)
             self._admission.gate = gate
         self._completion = Completion(model, self._settler, settings, self._cpu_pool)
-        self._processes = cpu_processes(settings, model, screening=screening is not None)
-        self._admission.processes = self._completion.processes = self._processes
-        cpu_room = self._processes.room if self._processes else 0
+        self.processes = cpu_processes(settings, model, screening=screening is not None)
+        self._admission.processes = self._completion.processes = self.processes
+        cpu_room = self.processes.room if self.processes else 0
         self._window = max(self._runners * settings.max_batch, cpu_room)  # jobs prepared at once
         self._direct = DirectInference(
             model,
@@ -218,8 +218,8 @@ class JobConsumer:
         ]
         self._main = asyncio.create_task(self._run(loops))
         self._main.add_done_callback(self._on_main_done)
-        if self._processes is not None:
-            self._spawn(self._processes.start_or_stay_in_threads())
+        if self.processes is not None:
+            self._spawn(self.processes.start_or_stay_in_threads())
 
     async def add_tenant(self, tenant: str, consumers: dict[Priority, str]) -> None:
         """Also fetch `tenant`'s jobs (from its stream), taking turns with the others."""
@@ -408,6 +408,6 @@ class JobConsumer:
             await self._cache.stop(left())
         self._infer_pool.shutdown(wait=False, cancel_futures=True)
         self._cpu_pool.shutdown(wait=False, cancel_futures=True)
-        if self._processes is not None:
-            self._processes.close()
+        if self.processes is not None:
+            self.processes.close()
         log.info("drained: %d jobs completed", self.completed)

@@ -140,6 +140,11 @@ class CpuProcesses:
         return self.children.ready and not self._closed
 
     @property
+    def running(self) -> int:
+        """Children running the stages now (0: the worker's threads run them)."""
+        return len(self.children.pids) if self.ready else 0
+
+    @property
     def room(self) -> int:
         """Jobs the children can hold at once."""
         return self.processes * self.DEPTH

@@ -47,7 +47,7 @@ async def _run(client: SurgeClient, inputs: dict[str, bytes], tag: str) -> dict[
 
 async def _processes_ready(worker: Worker) -> None:
     assert worker.consumer is not None
-    processes = worker.consumer._processes
+    processes = worker.consumer.processes
     assert processes is not None
     for _ in range(600):
         if processes.ready:
@@ -62,10 +62,12 @@ async def test_processes_answer_as_threads_do(
     inputs = _inputs(photos)
     threads = await start_worker(function="remove-bg", cpu_processes=0, max_batch=2)
     expected = await _run(client, inputs, "threads")
+    assert threads.snapshot().cpu_processes == 0
     await threads.stop(timeout=10)
 
     worker = await start_worker(function="remove-bg", cpu_processes=2, max_batch=2)
     await _processes_ready(worker)
+    assert worker.snapshot().cpu_processes == 2
     got = await _run(client, inputs, "processes")
     for name in inputs:
         assert got[name].status is JobStatus.OK, got[name].error
@@ -80,6 +82,6 @@ async def test_processes_answer_as_threads_do(
     info = await settled_consumer(client.js, "surge-remove-bg-normal")
     assert info.num_pending == 0 and info.num_ack_pending == 0 and info.num_redelivered == 0
     assert worker.consumer is not None
-    processes = worker.consumer._processes
+    processes = worker.consumer.processes
     assert processes is not None and len(processes._free) == len(processes._slots) > 0
     assert processes.replaced == 0
