@@ -18,6 +18,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -31,6 +32,7 @@ __all__ = ["Children"]
 
 log = logging.getLogger("surge.cpuprocs")
 _CHILD: Final = "import sys; from function.models.stages import main; main(sys.argv[1:])"
+START_TIMEOUT_S: Final = 120.0  # a child that has not built its task by then is killed
 _SEND_BUFFER: Final = 4 * 1024 * 1024  # room for a large colour profile without a wait
 
 
@@ -69,11 +71,14 @@ def _spawn(function: str, task_ref: str | None) -> tuple[subprocess.Popen[bytes]
         theirs.close()
     conn = Connection(ours.detach())
     try:
+        if not conn.poll(START_TIMEOUT_S):
+            process.kill()
+            raise RuntimeError(f"a CPU process was not ready after {START_TIMEOUT_S:g} s")
         _, ok, said = conn.recv()
-    except (EOFError, OSError):
+    except (EOFError, OSError, RuntimeError) as exc:
         conn.close()
         code = process.wait()
-        raise RuntimeError(f"a CPU process exited ({code}) before it was ready") from None
+        raise RuntimeError(f"a CPU process exited ({code}) before it was ready: {exc}") from None
     if not ok:
         conn.close()
         process.wait()
@@ -201,6 +206,7 @@ class Children:
         self.ready = False
         while self._waiting:
             call = self._waiting.popleft()
+            call.idle()
             if not call.future.done():
                 call.future.set_exception(TransientError("no CPU process is running"))
 
@@ -238,8 +244,8 @@ class Children:
                 idle()
 
     def close(self, grace_s: float = 2.0) -> None:
-        """Hang up on every child (each exits), fail the calls they held, and kill those
-        still running after `grace_s` in all."""
+        """Hang up on every child (each exits), fail the calls they held; a thread kills
+        those still running after `grace_s` in all and reaps them."""
         self._closed = True
         self.ready = False
         error = TransientError("the worker's CPU processes closed")
@@ -256,11 +262,18 @@ class Children:
             with contextlib.suppress(RuntimeError, ValueError, OSError):
                 asyncio.get_running_loop().remove_reader(child.conn.fileno())
             child.conn.close()
-        deadline = time.monotonic() + grace_s
-        for child in self._children:
-            try:
-                child.process.wait(max(deadline - time.monotonic(), 0.0))
-            except subprocess.TimeoutExpired:
-                child.process.kill()
-                child.process.wait()
+        processes = [child.process for child in self._children]
         self._children.clear()
+        reaper = threading.Thread(target=_reap, args=(processes, grace_s), name="surge-cpu-reap")
+        reaper.start()
+
+
+def _reap(processes: list[subprocess.Popen[bytes]], grace_s: float) -> None:
+    """Wait for `processes` to exit, killing those still running after `grace_s` in all."""
+    deadline = time.monotonic() + grace_s
+    for process in processes:
+        try:
+            process.wait(max(deadline - time.monotonic(), 0.0))
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

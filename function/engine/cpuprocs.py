@@ -13,6 +13,7 @@ worker's threads.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import mmap
@@ -40,6 +41,7 @@ __all__ = ["CpuProcesses", "NoRoom", "SharedJob", "cpu_processes", "model_bound"
 log = logging.getLogger("surge.cpuprocs")
 SHM: Final = Path("/dev/shm")
 AUTO_FROM_CPUS: Final = 4  # below, threads: processes gained little on 2, for 72 MB each
+LOOP_WRITE_BYTES: Final = 1024 * 1024  # a larger input is written into its slot off the loop
 SLOT_KEEP_BYTES: Final = 16 * 1024 * 1024  # a slot grown past this is emptied when freed
 
 
@@ -65,12 +67,34 @@ def cpu_processes(
     return CpuProcesses(wanted, settings.function, settings.task, settings.max_pixels)
 
 
+def _started(pid: int) -> str | None:
+    """When process `pid` started (clock ticks after boot, from /proc), or None."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+def _remove_stale(base: Path) -> None:
+    """Remove the slot folders of workers that are gone (killed before they closed):
+    each is named after its worker's pid and start time."""
+    for folder in base.glob("surge-cpu-*-*-*"):
+        _, _, pid, started, _ = folder.name.split("-", 4)
+        if pid.isdigit() and _started(int(pid)) != started:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
 def shared_folder(base: Path | None = None) -> Path:
     """A new private folder for slots: under `base`, else `/dev/shm` where it is
-    writable (memory), else the temporary folder."""
+    writable (memory), else the temporary folder. Stale folders there go first."""
     if base is None:
         base = SHM if SHM.is_dir() and os.access(SHM, os.W_OK) else Path(tempfile.gettempdir())
-    return Path(tempfile.mkdtemp(prefix="surge-cpu-", dir=base))
+    started = _started(os.getpid())
+    if started is None:  # not Linux: no way to tell a stale folder
+        return Path(tempfile.mkdtemp(prefix="surge-cpu-", dir=base))
+    _remove_stale(base)
+    return Path(tempfile.mkdtemp(prefix=f"surge-cpu-{os.getpid()}-{started}-", dir=base))
 
 
 @dataclass(eq=False)
@@ -106,7 +130,7 @@ class SharedJob:
     """A job prepared in a CPU process: its slot and what the process said of it."""
 
     slot: _Slot
-    prepared: Prepared = field(default_factory=lambda: Prepared((), "f", "", (0, 0), {}, 0))
+    prepared: Prepared = field(default_factory=lambda: Prepared((), "f", "", (0, 0), 0, 0))
 
     @property
     def pixels(self) -> int:
@@ -198,7 +222,10 @@ class CpuProcesses:
         shared = SharedJob(self._take())
         try:
             try:
-                stages.write_at(shared.slot.fd, 0, data)
+                if len(data) > LOOP_WRITE_BYTES:
+                    await asyncio.to_thread(stages.write_at, shared.slot.fd, 0, data)
+                else:
+                    stages.write_at(shared.slot.fd, 0, data)
             except OSError as exc:
                 raise NoRoom(str(exc)) from exc
             made: Prepared = await self._in_child(
@@ -217,7 +244,7 @@ class CpuProcesses:
         when the slot has no room for the row (postprocess `image(shared)` here)."""
         row = np.ascontiguousarray(row)
         prepared = shared.prepared
-        at = prepared.sample_bytes + prepared.image_bytes
+        at = prepared.row_at
         try:
             stages.write_at(shared.slot.fd, at, row.data)
         except OSError:

@@ -6,7 +6,6 @@ without an outcome.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import time
 from collections import deque
@@ -201,9 +200,12 @@ class Completion:
         made = await self.processes.postprocess(job.shared, row, job.outputs)
         if made is not None:
             return made
-        image = self.processes.image(job.shared)
-        call = functools.partial(self._postprocess_timed, row, image, job.outputs)
-        return await asyncio.get_running_loop().run_in_executor(self._cpu_pool, call)
+        processes, shared = self.processes, job.shared
+
+        def here() -> tuple[dict[str, Output], int]:  # off the loop: the image may be large
+            return self._postprocess_timed(row, processes.image(shared), job.outputs)
+
+        return await asyncio.get_running_loop().run_in_executor(self._cpu_pool, here)
 
     async def _not_completed(
         self, job: InFlightJob, error: BaseException, timings: Timings | None

@@ -11,7 +11,8 @@ pipes, which cost far more per byte. A slot that cannot take a sample and its pi
 full `/dev/shm`) raises `NoRoom`: the worker then runs that job's stages itself.
 
 A child builds its own Task (`start`), so a task runs here only if its factory gives the
-same task in any process. An image keeps the `info` entries in `SHARED_INFO` only.
+same task in any process. An image keeps the `info` entries in `SHARED_INFO` only, and
+its `format` is None.
 """
 
 from __future__ import annotations
@@ -69,14 +70,16 @@ class NoRoom(Exception):
 
 @dataclass(frozen=True)
 class Prepared:
-    """A decoded, preprocessed job: the sample's shape and dtype (at the file's start),
-    the image's mode, size and kept info (after the sample), and the time it took."""
+    """A decoded, preprocessed job, as a slot holds it: the sample (shape and dtype), then
+    the image's pixels (mode and size), then its kept info, pickled (`info_bytes` long:
+    a colour profile may be megabytes, so it never goes through a pipe); and the time
+    it took. The model's row goes at `row_at`."""
 
     shape: tuple[int, ...]
     dtype: str
     mode: str
     size: tuple[int, int]
-    info: dict[str, Any]
+    info_bytes: int
     prep_ns: int
 
     @property
@@ -86,6 +89,10 @@ class Prepared:
     @property
     def image_bytes(self) -> int:
         return self.size[0] * self.size[1] * len(self.mode)
+
+    @property
+    def row_at(self) -> int:
+        return self.sample_bytes + self.image_bytes + self.info_bytes
 
 
 def _fd(path: str) -> int:
@@ -125,22 +132,23 @@ def prepare(
     image = pending.decode()
     sample = np.ascontiguousarray(_the_task().preprocess(image))
     pixels = image.tobytes()
-    info: dict[str, Any] = {key: image.info[key] for key in SHARED_INFO if key in image.info}
+    info = pickle.dumps({key: image.info[key] for key in SHARED_INFO if key in image.info})
     try:
         write_at(fd, 0, sample.data)
         write_at(fd, sample.nbytes, pixels)
+        write_at(fd, sample.nbytes + len(pixels), info)
     except OSError as exc:
         raise NoRoom(f"slot {path}: {exc}") from None
     elapsed = time.perf_counter_ns() - started
     shape = tuple(sample.shape)
-    return Prepared(shape, sample.dtype.str, image.mode, image.size, info, elapsed)
+    return Prepared(shape, sample.dtype.str, image.mode, image.size, len(info), elapsed)
 
 
 def image_at(fd: int, prepared: Prepared) -> Image.Image:
-    """The decoded image a slot holds after its sample."""
-    pixels = read_at(fd, prepared.sample_bytes, prepared.image_bytes)
-    image = Image.frombytes(prepared.mode, prepared.size, pixels)
-    image.info.update(prepared.info)
+    """The decoded image a slot holds after its sample, with its kept info."""
+    at = prepared.sample_bytes
+    image = Image.frombytes(prepared.mode, prepared.size, read_at(fd, at, prepared.image_bytes))
+    image.info.update(pickle.loads(read_at(fd, at + prepared.image_bytes, prepared.info_bytes)))
     return image
 
 
@@ -157,7 +165,7 @@ def postprocess(
     started = time.perf_counter_ns()
     fd = _fd(path)
     image = image_at(fd, prepared)
-    at = prepared.sample_bytes + prepared.image_bytes
+    at = prepared.row_at
     row_bytes = int(np.prod(row_shape)) * np.dtype(row_dtype).itemsize
     row = np.frombuffer(read_at(fd, at, row_bytes), row_dtype).reshape(row_shape)
     made = _the_task().postprocess(row, image, outputs)

@@ -4,6 +4,7 @@ run here, bad input as `BadInput`, a dead child replaced and its job retried."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import io
 import os
 import signal
@@ -21,7 +22,7 @@ from function.contract.settings import WorkerSettings
 from function.contract.wire import ModelInfo
 from function.engine import cpuchildren, cpuprocs
 from function.engine.batchmodel import BatchModel
-from function.engine.cpuprocs import CpuProcesses, NoRoom, cpu_processes
+from function.engine.cpuprocs import CpuProcesses, NoRoom, cpu_processes, shared_folder
 from function.models import stages
 from function.models.imaging import open_image
 from function.models.registry import TaskLoadError
@@ -175,6 +176,8 @@ async def test_with_every_child_gone_a_call_fails_at_once(
             await asyncio.wait_for(processes.postprocess(shared, row, ("scores",)), 5)
         with pytest.raises(TransientError):
             await asyncio.wait_for(processes.prepare(png_bytes(), "image/png", None), 5)
+        processes.discard(shared)
+        assert not any(slot.busy or slot.lent for slot in processes._slots)  # none leaked
     finally:
         processes.close()
 
@@ -233,3 +236,65 @@ def test_a_child_without_room_for_the_sample_says_no_room(
     monkeypatch.setattr(stages, "write_at", full)
     with pytest.raises(NoRoom, match="No space"):
         stages.prepare(str(slot), len(data), "image/png", MAX_PIXELS, None)
+
+
+def _jpeg_with_profile(megabytes: int) -> bytes:
+    buffer = io.BytesIO()
+    profile = np.random.default_rng(3).bytes(megabytes * 1024 * 1024)
+    Image.new("RGB", (64, 64), (200, 10, 10)).save(buffer, "JPEG", icc_profile=profile)
+    return buffer.getvalue()
+
+
+async def test_a_large_colour_profile_stays_in_the_slot(tmp_path: Path) -> None:
+    """Before, the profile went through the pipes with each job: two such jobs on one
+    child blocked the worker's send and the child's reply on each other, for good."""
+    data = _jpeg_with_profile(12)
+    processes = CpuProcesses(1, "remove-bg", None, MAX_PIXELS, folder=tmp_path)
+    await processes.start()
+    try:
+        first, _ = await processes.prepare(data, "image/jpeg", None)
+        assert first.prepared.info_bytes > 12 * 1024 * 1024
+        second = asyncio.create_task(processes.prepare(data, "image/jpeg", None))
+        await asyncio.sleep(0)  # its request is out; the child works on it
+        row = np.zeros((1, 320, 320), dtype=np.float32)
+        post = asyncio.create_task(processes.postprocess(first, row, ("cutout",)))
+        _, made = await asyncio.wait_for(asyncio.gather(second, post), 30)
+        assert made is not None
+        cutout = base64.b64decode(made[0]["cutout"].data)
+        assert b"iCCP" in cutout[:64]  # the profile came with the image, into its PNG
+    finally:
+        processes.close()
+
+
+def test_a_gone_workers_slot_folder_is_removed_and_a_live_ones_kept(tmp_path: Path) -> None:
+    gone = tmp_path / "surge-cpu-999999-12345-abcd"  # no such pid
+    gone.mkdir()
+    (gone / "slot-0").write_bytes(b"x" * 1000)
+    mine = shared_folder(tmp_path)
+    again = shared_folder(tmp_path)
+    assert not gone.exists()
+    assert mine.exists() and again.exists()  # this process is alive: both kept
+    assert mine.name.startswith(f"surge-cpu-{os.getpid()}-")
+
+
+async def test_calls_waiting_when_the_last_child_dies_give_their_slots_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ref = "tests.function.engine.crashing_task:CrashingTask"
+    processes = CpuProcesses(1, "tiny", ref, MAX_PIXELS, folder=tmp_path)
+    await processes.start()
+
+    def no_start(*args: object) -> None:
+        raise RuntimeError("no room for another process")
+
+    monkeypatch.setattr(cpuchildren, "_spawn", no_start)
+    try:
+        jobs = [processes.prepare(png_bytes(CRASH_WIDTH, 8), "image/png", None)]
+        jobs += [processes.prepare(png_bytes(16, 16), "image/png", None) for _ in range(3)]
+        outcomes = await asyncio.gather(*jobs, return_exceptions=True)
+        assert all(isinstance(outcome, TransientError) for outcome in outcomes)
+        await asyncio.sleep(0.2)
+        assert len(processes._slots) == 4
+        assert all(slot in processes._free for slot in processes._slots)
+    finally:
+        processes.close()
