@@ -108,7 +108,8 @@ def _rate(
             asyncio.run(wait_ready(server.url, "remove-bg", 1, timeout=120))
             image = job_image()
             asyncio.run(backlog_rate(server.url, "remove-bg", image, max(10, jobs // 10)))
-            time.sleep(2 if processes else 0)  # CPU processes start once the worker is up
+            if processes:  # they start once the worker is up: measure them, not threads
+                asyncio.run(_processes_running(server.url, processes))
             assert server.pid is not None
             main = psutil.Process(worker.proc.pid)
             measured = family(main.pid)
@@ -132,6 +133,18 @@ class Drains(NamedTuple):
     every: Drain
     cpus: int
     processes: Drain | None
+
+
+async def _processes_running(url: str, processes: int, timeout: float = 120) -> None:
+    """Until the worker's heartbeat says `processes` CPU processes run its stages."""
+    deadline = time.monotonic() + timeout
+    while True:
+        beats = await wait_ready(url, "remove-bg", 1, timeout=timeout)
+        if beats[0].cpu_processes >= processes:
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the worker's {processes} CPU processes never all ran")
+        await asyncio.sleep(0.2)
 
 
 def measure(
