@@ -136,7 +136,7 @@ class Children:
     ) -> None:
         if self._closed:
             conn.close()  # it reads the hang-up and exits
-            loop.run_in_executor(None, process.wait)
+            _reap_later([process], grace_s=2.0)
             return
         child = _Child(process, conn)
         self._children.append(child)
@@ -172,10 +172,7 @@ class Children:
         self._children.remove(child)
         with contextlib.suppress(ProcessLookupError):
             child.process.kill()  # so it writes no more into a slot
-        reaped = loop.run_in_executor(None, child.process.wait)
-        reaped.add_done_callback(
-            lambda done: log.error("a CPU process ended (exit code %s)", done.result())
-        )
+        _reap_later([child.process], grace_s=0.0)
         for call in child.calls.values():
             call.idle()
             if not call.future.done():
@@ -262,18 +259,22 @@ class Children:
             with contextlib.suppress(RuntimeError, ValueError, OSError):
                 asyncio.get_running_loop().remove_reader(child.conn.fileno())
             child.conn.close()
-        processes = [child.process for child in self._children]
+        _reap_later([child.process for child in self._children], grace_s)
         self._children.clear()
-        reaper = threading.Thread(target=_reap, args=(processes, grace_s), name="surge-cpu-reap")
-        reaper.start()
 
 
-def _reap(processes: list[subprocess.Popen[bytes]], grace_s: float) -> None:
-    """Wait for `processes` to exit, killing those still running after `grace_s` in all."""
-    deadline = time.monotonic() + grace_s
-    for process in processes:
-        try:
-            process.wait(max(deadline - time.monotonic(), 0.0))
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+def _reap_later(processes: list[subprocess.Popen[bytes]], grace_s: float) -> None:
+    """In a thread: wait for `processes` to exit, kill those still running after
+    `grace_s` in all, and log how each ended (no zombie is left behind)."""
+
+    def reap() -> None:
+        deadline = time.monotonic() + grace_s
+        for process in processes:
+            try:
+                code = process.wait(max(deadline - time.monotonic(), 0.0))
+            except subprocess.TimeoutExpired:
+                process.kill()
+                code = process.wait()
+            log.info("a CPU process ended (exit code %s)", code)
+
+    threading.Thread(target=reap, name="surge-cpu-reap", daemon=True).start()

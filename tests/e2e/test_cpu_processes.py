@@ -6,8 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import io
+import os
+import signal
 from pathlib import Path
 
+import numpy as np
+from nats.aio.msg import Msg
 from PIL import Image
 
 from function.client import SurgeClient
@@ -85,3 +89,57 @@ async def test_processes_answer_as_threads_do(
     processes = worker.consumer.processes
     assert processes is not None and len(processes._free) == len(processes._slots) > 0
     assert processes.replaced == 0
+
+
+def _noise_png(seed: int) -> bytes:
+    """A 400x400 noise PNG: over the fast path's 32 KB, so a CPU process decodes it."""
+    pixels = np.random.default_rng(seed).integers(0, 256, (400, 400, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+async def test_cpu_processes_killed_mid_drain_lose_no_job_and_answer_each_once(
+    client: SurgeClient, start_worker: WorkerFactory
+) -> None:
+    worker = await start_worker(function="tiny", cpu_processes=2, max_batch=4)
+    await _processes_ready(worker)
+    assert worker.consumer is not None and worker.consumer.processes is not None
+    processes = worker.consumer.processes
+    seen: dict[str, list[Result]] = {}
+    subject = client.nc.new_inbox()
+
+    async def on_result(msg: Msg) -> None:
+        result = Result.model_validate_json(msg.data)
+        seen.setdefault(result.job_id, []).append(result)
+
+    await client.nc.subscribe(subject, cb=on_result)
+    inputs = [_noise_png(seed) for seed in range(60)]
+    ids = await asyncio.gather(
+        *(client.submit(data, function="tiny", reply_to=subject) for data in inputs)
+    )
+    killed = 0
+    while killed < 3 and len(seen) < len(ids):  # kill a child three times while it works
+        busy = [c.process.pid for c in processes.children._children if c.calls]
+        if busy:
+            os.kill(busy[0], signal.SIGKILL)
+            killed += 1
+            await asyncio.sleep(0.3)
+        await asyncio.sleep(0.01)
+    for _ in range(600):
+        if len(seen) == len(ids):
+            break
+        await asyncio.sleep(0.1)
+    assert killed == 3 and processes.replaced >= 3
+    assert set(seen) == set(ids)
+    assert all(len(results) == 1 for results in seen.values())  # exactly one final result
+    assert all(results[0].status is JobStatus.OK for results in seen.values())
+    assert any(results[0].attempts > 1 for results in seen.values())  # some were retried
+    info = await settled_consumer(client.js, "surge-tiny-normal")
+    assert info.num_pending == 0 and info.num_ack_pending == 0
+    for _ in range(200):  # the last replacement may still be starting
+        if len(processes.children.pids) == 2:
+            break
+        await asyncio.sleep(0.05)
+    assert processes.ready and len(processes.children.pids) == 2
+    assert all(slot in processes._free for slot in processes._slots)
