@@ -27,7 +27,7 @@ from function.models import stages
 from function.models.imaging import open_image
 from function.models.registry import TaskLoadError
 from function.models.remove_bg import RemoveBackground
-from tests.function.engine.crashing_task import CRASH_WIDTH
+from tests.function.engine.crashing_task import CRASH_WIDTH, SLOW_WIDTH
 from tests.helpers import png_bytes
 
 MAX_PIXELS = 40_000_000
@@ -182,27 +182,27 @@ async def test_with_every_child_gone_a_call_fails_at_once(
         processes.close()
 
 
-async def test_a_slot_a_child_may_still_write_is_not_lent_again(
-    remove_bg: CpuProcesses, photos: dict[str, Path]
-) -> None:
-    data = _png(photos["astronaut"], 2048)
-    preparing = asyncio.create_task(remove_bg.prepare(data, "image/png", None))
-    for _ in range(100):  # until a child has it
-        if any(child.calls for child in remove_bg.children._children):
-            break
-        await asyncio.sleep(0.01)
-    preparing.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await preparing
-    busy = remove_bg._slots[0]
-    assert busy.busy and not busy.lent and busy not in remove_bg._free
-    other, _ = await remove_bg.prepare(png_bytes(64, 64), "image/png", None)
-    assert other.slot is not busy
-    for _ in range(400):
-        if not busy.busy:
-            break
-        await asyncio.sleep(0.05)
-    assert busy in remove_bg._free  # back once the child was done with it
+async def test_a_slot_a_child_may_still_write_is_not_lent_again(tmp_path: Path) -> None:
+    ref = "tests.function.engine.crashing_task:CrashingTask"
+    processes = CpuProcesses(1, "tiny", ref, MAX_PIXELS, folder=tmp_path)
+    await processes.start()
+    try:
+        slow = png_bytes(SLOW_WIDTH, 8)  # its child takes SLOW_S over it
+        preparing = asyncio.create_task(processes.prepare(slow, "image/png", None))
+        for _ in range(100):  # until the child has it
+            if any(child.calls for child in processes.children._children):
+                break
+            await asyncio.sleep(0.005)
+        preparing.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await preparing
+        busy = processes._slots[0]
+        assert busy.busy and not busy.lent and busy not in processes._free
+        other, _ = await processes.prepare(png_bytes(16, 16), "image/png", None)
+        assert other.slot is not busy  # waited behind the slow one, in a slot of its own
+        assert not busy.busy and busy in processes._free  # back once the child was done
+    finally:
+        processes.close()
 
 
 async def test_no_room_for_the_row_postprocesses_in_the_worker(
