@@ -5,8 +5,9 @@ interpreter lock.
 The processes start in the background once the worker is up; until then (and when they
 are off) the stages run in the worker's threads. A job borrows a slot (see
 `function.models.stages`) until it settles (`discard`); slots are files in a private
-folder under `/dev/shm` (or the temporary folder), reused from job to job and removed
-when the pool closes. A slot a child may still write to is never lent again until the
+folder under `/dev/shm` (or the temporary folder), reused from job to job (a free slot
+keeps its memory, up to `SLOT_KEEP_BYTES`, and all of them up to `KEPT_BYTES`) and
+removed when the pool closes. A slot a child may still write to is never lent again until the
 child is done with it. A slot folder without room (`NoRoom`) sends the job back to the
 worker's threads.
 """
@@ -43,6 +44,7 @@ SHM: Final = Path("/dev/shm")
 AUTO_FROM_CPUS: Final = 4  # below, threads: processes gained little on 2, for 72 MB each
 LOOP_WRITE_BYTES: Final = 1024 * 1024  # a larger input is written into its slot off the loop
 SLOT_KEEP_BYTES: Final = 16 * 1024 * 1024  # a slot grown past this is emptied when freed
+KEPT_BYTES: Final = 256 * 1024 * 1024  # what the free slots may keep between them
 
 
 def model_bound(model: BatchModel) -> bool:
@@ -104,6 +106,7 @@ class _Slot:
     view: mmap.mmap | None = None  # the worker's map of it, once a sample was read
     busy: bool = False  # a child may be writing to it
     lent: bool = False  # a job holds it
+    kept: int = 0  # bytes of memory it keeps while free
 
     def sample(self, prepared: Prepared) -> np.ndarray:
         """The sample at the slot's start, as a view of the slot."""
@@ -112,17 +115,20 @@ class _Slot:
         count = int(np.prod(prepared.shape))
         return np.frombuffer(self.view, prepared.dtype, count).reshape(prepared.shape)
 
-    def empty(self) -> None:
-        """Give a grown slot's memory back, unless a sample view still holds its map."""
-        if os.fstat(self.fd).st_size <= SLOT_KEEP_BYTES:
-            return
+    def size(self) -> int:
+        return os.fstat(self.fd).st_size
+
+    def empty(self) -> int:
+        """Give the slot's memory back, unless a sample view still holds its map; the
+        bytes it keeps."""
         if self.view is not None:
             try:
                 self.view.close()
             except BufferError:
-                return
+                return self.size()
             self.view = None
         os.ftruncate(self.fd, 0)
+        return 0
 
 
 @dataclass(eq=False)
@@ -157,6 +163,7 @@ class CpuProcesses:
         self.folder = shared_folder(folder)
         self._free: list[_Slot] = []
         self._slots: list[_Slot] = []
+        self.kept = 0  # bytes the free slots keep between them (at most `KEPT_BYTES`)
         self._closed = False
 
     @property
@@ -191,6 +198,8 @@ class CpuProcesses:
     def _take(self) -> _Slot:
         if self._free:
             slot = self._free.pop()
+            self.kept -= slot.kept
+            slot.kept = 0
         else:
             path = str(self.folder / f"slot-{len(self._slots)}")
             slot = _Slot(path, os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600))
@@ -199,10 +208,16 @@ class CpuProcesses:
         return slot
 
     def _give_back(self, slot: _Slot) -> None:
-        """Lend the slot again once no job holds it and no child writes to it."""
+        """Lend the slot again once no job holds it and no child writes to it; it keeps
+        its memory (no page faults next time) unless it grew past `SLOT_KEEP_BYTES` or
+        the free slots would keep more than `KEPT_BYTES`."""
         if slot.lent or slot.busy or self._closed:
             return
-        slot.empty()
+        size = slot.size()
+        if size > SLOT_KEEP_BYTES or self.kept + size > KEPT_BYTES:
+            size = slot.empty()
+        slot.kept = size
+        self.kept += size
         self._free.append(slot)
 
     def _idle(self, slot: _Slot) -> None:

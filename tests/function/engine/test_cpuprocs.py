@@ -298,3 +298,21 @@ async def test_calls_waiting_when_the_last_child_dies_give_their_slots_back(
         assert all(slot in processes._free for slot in processes._slots)
     finally:
         processes.close()
+
+
+async def test_free_slots_keep_their_memory_only_up_to_the_caps(
+    remove_bg: CpuProcesses, monkeypatch: pytest.MonkeyPatch, photos: dict[str, Path]
+) -> None:
+    data = _png(photos["astronaut"])
+    made = [await remove_bg.prepare(data, "image/png", None) for _ in range(4)]
+    one_slot = made[0][0].slot.size()
+    monkeypatch.setattr(cpuprocs, "KEPT_BYTES", 2 * one_slot + 1)  # room for two
+    while made:  # each sample (a view of its slot) goes with its tuple, then the job
+        remove_bg.discard(made.pop()[0])
+    sizes = sorted(slot.size() for slot in remove_bg._free)
+    assert sizes == [0, 0, one_slot, one_slot] and remove_bg.kept == 2 * one_slot
+    monkeypatch.setattr(cpuprocs, "SLOT_KEEP_BYTES", one_slot - 1)  # now each is too big
+    shared, sample = await remove_bg.prepare(data, "image/png", None)
+    del sample
+    remove_bg.discard(shared)
+    assert shared.slot.size() == 0 and remove_bg.kept <= 2 * one_slot
