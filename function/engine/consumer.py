@@ -148,6 +148,7 @@ class JobConsumer:
             self._settler.metrics,
         )
         self._main: asyncio.Task[None] | None = None
+        self._starting: asyncio.Task[None] | None = None  # the CPU processes' start
         self._feeds = Feeds(nc, settings, self._admit, self._room_for, self._room, self._stopping)
         self._feeds.on_trouble = lambda: self.on_pull_trouble() if self.on_pull_trouble else None
         self._feeds.on_loop_done = self._on_main_done
@@ -219,7 +220,8 @@ class JobConsumer:
         self._main = asyncio.create_task(self._run(loops))
         self._main.add_done_callback(self._on_main_done)
         if self.processes is not None:
-            self._spawn(self.processes.start_or_stay_in_threads())
+            # not a task stop() waits for: a stop while they start need not wait for them
+            self._starting = asyncio.create_task(self.processes.start_or_stay_in_threads())
 
     async def add_tenant(self, tenant: str, consumers: dict[Priority, str]) -> None:
         """Also fetch `tenant`'s jobs (from its stream), taking turns with the others."""

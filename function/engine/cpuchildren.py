@@ -56,8 +56,11 @@ class _Child:
     calls: dict[int, _Call] = field(default_factory=dict)
 
 
-def _spawn(function: str, task_ref: str | None) -> tuple[subprocess.Popen[bytes], Connection]:
-    """Start one child and wait until it has built its task (blocking)."""
+def _spawn(
+    function: str, task_ref: str | None, closed: Callable[[], bool] = lambda: False
+) -> tuple[subprocess.Popen[bytes], Connection]:
+    """Start one child and wait until it has built its task (blocking); give up, killing
+    it, after `START_TIMEOUT_S` or once `closed()`."""
     ours, theirs = socket.socketpair()
     for end in (ours, theirs):
         end.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _SEND_BUFFER)
@@ -71,9 +74,12 @@ def _spawn(function: str, task_ref: str | None) -> tuple[subprocess.Popen[bytes]
         theirs.close()
     conn = Connection(ours.detach())
     try:
-        if not conn.poll(START_TIMEOUT_S):
-            process.kill()
-            raise RuntimeError(f"a CPU process was not ready after {START_TIMEOUT_S:g} s")
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while not conn.poll(0.2):
+            if closed() or time.monotonic() > deadline:
+                process.kill()
+                why = "closed" if closed() else f"not ready after {START_TIMEOUT_S:g} s"
+                raise RuntimeError(f"a CPU process was {why}")
         _, ok, said = conn.recv()
     except (EOFError, OSError, RuntimeError) as exc:
         conn.close()
@@ -102,6 +108,9 @@ class Children:
         self.ready = False
         self.replaced = 0  # children replaced after one died
 
+    def _is_closed(self) -> bool:
+        return self._closed
+
     @property
     def pids(self) -> list[int]:
         return sorted(child.process.pid for child in self._children)
@@ -113,12 +122,17 @@ class Children:
         self._spawning += self.count
         try:
             spawned = await asyncio.gather(
-                *(asyncio.to_thread(_spawn, *self._task) for _ in range(self.count)),
+                *(
+                    asyncio.to_thread(_spawn, *self._task, self._is_closed)
+                    for _ in range(self.count)
+                ),
                 return_exceptions=True,
             )
         finally:
             self._spawning -= self.count
         failed = [outcome for outcome in spawned if isinstance(outcome, BaseException)]
+        if self._closed:
+            return  # closed while they started: each was given up, or is reaped in _adopt
         for outcome in spawned:
             if not isinstance(outcome, BaseException):
                 self._adopt(loop, *outcome)
@@ -183,7 +197,7 @@ class Children:
         self.replaced += 1
         log.error("a CPU process died; starting another")
         self._spawning += 1
-        respawn = loop.run_in_executor(None, _spawn, *self._task)
+        respawn = loop.run_in_executor(None, _spawn, *self._task, self._is_closed)
         respawn.add_done_callback(lambda done: self._respawned(loop, done))
 
     def _respawned(self, loop: asyncio.AbstractEventLoop, done: asyncio.Future[Any]) -> None:

@@ -17,7 +17,7 @@ import numpy as np
 from opentelemetry import trace
 from PIL import Image
 
-from function.contract.errors import ErrorCode, JobError
+from function.contract.errors import ErrorCode, JobError, TransientError
 from function.contract.settings import WorkerSettings
 from function.contract.wire import Output, Timings
 from function.engine.batchmodel import BatchModel, run_in
@@ -201,6 +201,8 @@ class Completion:
         if made is not None:
             return made
         processes, shared = self.processes, job.shared
+        if shared is None:  # handed back while it waited: nothing left to postprocess
+            raise TransientError("the job was handed back")
 
         def here() -> tuple[dict[str, Output], int]:  # off the loop: the image may be large
             return self._postprocess_timed(row, processes.image(shared), job.outputs)

@@ -8,6 +8,7 @@ import asyncio
 import io
 import os
 import signal
+import time
 from pathlib import Path
 
 import numpy as np
@@ -61,16 +62,16 @@ async def _processes_ready(worker: Worker) -> None:
     raise AssertionError("the CPU processes never became ready")
 
 
-async def test_processes_answer_as_threads_do(
+async def test_processes_answer_as_threads_do(  # batch 1 both: the same model runs
     client: SurgeClient, start_worker: WorkerFactory, photos: dict[str, Path]
 ) -> None:
     inputs = _inputs(photos)
-    threads = await start_worker(function="remove-bg", cpu_processes=0, max_batch=2)
+    threads = await start_worker(function="remove-bg", cpu_processes=0, max_batch=1)
     expected = await _run(client, inputs, "threads")
     assert threads.snapshot().cpu_processes == 0
     await threads.stop(timeout=10)
 
-    worker = await start_worker(function="remove-bg", cpu_processes=2, max_batch=2)
+    worker = await start_worker(function="remove-bg", cpu_processes=2, max_batch=1)
     await _processes_ready(worker)
     assert worker.snapshot().cpu_processes == 2
     got = await _run(client, inputs, "processes")
@@ -147,3 +148,15 @@ async def test_cpu_processes_killed_mid_drain_lose_no_job_and_answer_each_once(
         await asyncio.sleep(0.05)
     assert processes.ready and len(processes.children.pids) == 2
     assert all(slot in processes._free for slot in processes._slots)
+
+
+async def test_a_stop_while_the_cpu_processes_start_does_not_wait_for_them(
+    start_worker: WorkerFactory,
+) -> None:
+    task = "tests.function.engine.crashing_task:SlowStartingTask"  # 5 s to start a process
+    worker = await start_worker(function="tiny", task=task, cpu_processes=1)
+    assert worker.consumer is not None and worker.consumer.processes is not None
+    assert not worker.consumer.processes.ready
+    started = time.monotonic()
+    await worker.stop(timeout=10)
+    assert time.monotonic() - started < 3  # it waited for the processes before: 5 s

@@ -27,7 +27,7 @@ from function.models import stages
 from function.models.imaging import open_image
 from function.models.registry import TaskLoadError
 from function.models.remove_bg import RemoveBackground
-from tests.function.engine.crashing_task import CRASH_WIDTH, SLOW_WIDTH
+from tests.function.engine.crashing_task import CRASH_WIDTH, SLOWER_WIDTH
 from tests.helpers import png_bytes
 
 MAX_PIXELS = 40_000_000
@@ -187,7 +187,7 @@ async def test_a_slot_a_child_may_still_write_is_not_lent_again(tmp_path: Path) 
     processes = CpuProcesses(1, "tiny", ref, MAX_PIXELS, folder=tmp_path)
     await processes.start()
     try:
-        slow = png_bytes(SLOW_WIDTH, 8)  # its child takes SLOW_S over it
+        slow = png_bytes(SLOWER_WIDTH, 8)  # its child takes SLOWER_S over it
         preparing = asyncio.create_task(processes.prepare(slow, "image/png", None))
         for _ in range(100):  # until the child has it
             if any(child.calls for child in processes.children._children):
