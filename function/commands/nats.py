@@ -153,9 +153,8 @@ def _watch(nodes: list[EmbeddedNats], every_s: float = 0.5) -> tuple[EmbeddedNat
     KeyboardInterrupt)."""
     while True:
         for node in nodes:
-            code = node.returncode
-            if code is not None or not node.running:
-                return node, code
+            if not node.running:  # polls first: the status read next is the exit's
+                return node, node.returncode
         time.sleep(every_s)
 
 

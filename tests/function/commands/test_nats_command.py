@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from function.commands.nats import _watch
 from function.local.nats_server import free_port
 
 pytestmark = [pytest.mark.nats, pytest.mark.timeout(60)]
@@ -96,3 +97,27 @@ def test_sigterm_stops_the_server_and_the_log_is_named(
     assert proc.returncode == 0
     assert _gone(pid)
     assert "Server is ready" in log.read_text()
+
+
+class _ExitingNode:
+    """A node whose server exits between one look and the next, as on a busy machine."""
+
+    def __init__(self) -> None:
+        self._exited = False
+
+    @property
+    def running(self) -> bool:
+        self._exited = True  # the poll inside finds it gone
+        return False
+
+    @property
+    def returncode(self) -> int | None:
+        return -signal.SIGKILL if self._exited else None
+
+
+def test_a_server_that_exits_between_two_looks_is_reported_with_its_exit_code() -> None:
+    """CI saw `exited with code None`: the status was read before the poll that saw it
+    exit."""
+    node = _ExitingNode()
+    found, code = _watch([node], every_s=0)  # type: ignore[list-item]
+    assert found is node and code == -signal.SIGKILL
