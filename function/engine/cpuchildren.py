@@ -46,6 +46,12 @@ class _Call:
     future: asyncio.Future[Any]
     idle: Callable[[], None]
 
+    def fail(self, error: Exception) -> None:
+        """No child works on it any more, and it ends with `error` (unless cancelled)."""
+        self.idle()
+        if not self.future.done():
+            self.future.set_exception(error)
+
 
 @dataclass(eq=False)
 class _Child:
@@ -188,9 +194,7 @@ class Children:
             child.process.kill()  # so it writes no more into a slot
         _reap_later([child.process], grace_s=0.0)
         for call in child.calls.values():
-            call.idle()
-            if not call.future.done():
-                call.future.set_exception(TransientError("the CPU process holding the job died"))
+            call.fail(TransientError("the CPU process holding the job died"))
         child.calls.clear()
         if self._closed:
             return
@@ -216,10 +220,7 @@ class Children:
             return
         self.ready = False
         while self._waiting:
-            call = self._waiting.popleft()
-            call.idle()
-            if not call.future.done():
-                call.future.set_exception(TransientError("no CPU process is running"))
+            self._waiting.popleft().fail(TransientError("no CPU process is running"))
 
     def _dispatch(self) -> None:
         while self._waiting:
@@ -261,15 +262,10 @@ class Children:
         self.ready = False
         error = TransientError("the worker's CPU processes closed")
         while self._waiting:
-            call = self._waiting.popleft()
-            call.idle()
-            if not call.future.done():
-                call.future.set_exception(error)
+            self._waiting.popleft().fail(error)
         for child in self._children:
             for call in child.calls.values():
-                call.idle()
-                if not call.future.done():
-                    call.future.set_exception(error)
+                call.fail(error)
             with contextlib.suppress(RuntimeError, ValueError, OSError):
                 asyncio.get_running_loop().remove_reader(child.conn.fileno())
             child.conn.close()

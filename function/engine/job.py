@@ -305,10 +305,10 @@ class Admission:
             await self.screen(image, job.span)
 
     async def _decode_in_process(self, job: InFlightJob, data: bytes, later: int) -> bool:
-        """Decode and preprocess in a CPU process when they are up (never with a screen
-        in this worker, which needs the image here); False: do it here instead."""
+        """Decode and preprocess in a CPU process when they are up (a worker that screens
+        has none: `cpu_processes`); False: do it here instead."""
         processes = self.processes
-        if processes is None or not processes.ready or self._screening is not None:
+        if processes is None or not processes.ready:
             return False
         assert job.request is not None
         target = self._model.decode_size(job.outputs)
