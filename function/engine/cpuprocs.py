@@ -22,7 +22,7 @@ import os
 import pickle
 import shutil
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
@@ -136,7 +136,8 @@ class SharedJob:
     """A job prepared in a CPU process: its slot and what the process said of it."""
 
     slot: _Slot
-    prepared: Prepared = field(default_factory=lambda: Prepared((), "f", "", (0, 0), 0, 0))
+    prepared: Prepared
+    discarded: bool = False  # its slot went back (`CpuProcesses.discard`)
 
     @property
     def pixels(self) -> int:
@@ -224,6 +225,11 @@ class CpuProcesses:
         slot.busy = False
         self._give_back(slot)
 
+    def _return(self, slot: _Slot) -> None:
+        """No job holds `slot` any more."""
+        slot.lent = False
+        self._give_back(slot)
+
     async def _in_child(self, slot: _Slot, name: str, *args: object) -> Any:
         slot.busy = True
         return await self.children.call(name, (slot.path, *args), lambda: self._idle(slot))
@@ -234,22 +240,21 @@ class CpuProcesses:
         """Decode and preprocess `data` in a process: (the job's slot, its sample, a view
         of the slot). Raises `NoRoom` when the slot folder cannot take the job, what the
         decode raises (`BadInput`), or `TransientError` when the process died."""
-        shared = SharedJob(self._take())
+        slot = self._take()
         try:
             try:
                 if len(data) > LOOP_WRITE_BYTES:
-                    await asyncio.to_thread(stages.write_at, shared.slot.fd, 0, data)
+                    await asyncio.to_thread(stages.write_at, slot.fd, 0, data)
                 else:
-                    stages.write_at(shared.slot.fd, 0, data)
+                    stages.write_at(slot.fd, 0, data)
             except OSError as exc:
                 raise NoRoom(str(exc)) from exc
             made: Prepared = await self._in_child(
-                shared.slot, "prepare", len(data), content_type, self._max_pixels, target
+                slot, "prepare", len(data), content_type, self._max_pixels, target
             )
-            shared.prepared = made
-            return shared, shared.slot.sample(made)
+            return SharedJob(slot, made), slot.sample(made)
         except BaseException:
-            self.discard(shared)
+            self._return(slot)
             raise
 
     async def postprocess(
@@ -276,9 +281,10 @@ class CpuProcesses:
 
     def discard(self, shared: SharedJob) -> None:
         """The job settled: its slot is lent again (once no child writes to it); safe to
-        call again."""
-        shared.slot.lent = False
-        self._give_back(shared.slot)
+        call again (the slot, which may be lent to another job by then, goes back once)."""
+        if not shared.discarded:
+            shared.discarded = True
+            self._return(shared.slot)
 
     def close(self) -> None:
         """Stop the processes and remove every slot."""

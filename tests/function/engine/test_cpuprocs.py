@@ -316,3 +316,16 @@ async def test_free_slots_keep_their_memory_only_up_to_the_caps(
     del sample
     remove_bg.discard(shared)
     assert shared.slot.size() == 0 and remove_bg.kept <= 2 * one_slot
+
+
+async def test_a_second_discard_never_frees_the_slot_another_job_now_holds(
+    remove_bg: CpuProcesses,
+) -> None:
+    first, _ = await remove_bg.prepare(png_bytes(64, 64), "image/png", None)
+    remove_bg.discard(first)
+    second, _ = await remove_bg.prepare(png_bytes(64, 64), "image/png", None)
+    assert second.slot is first.slot
+    remove_bg.discard(first)  # again: before, the slot went back while `second` held it
+    assert second.slot.lent and second.slot not in remove_bg._free
+    remove_bg.discard(second)
+    assert remove_bg._free.count(second.slot) == 1
