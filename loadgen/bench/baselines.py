@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 from typing import NamedTuple
 
@@ -248,10 +249,19 @@ class LoopRate(NamedTuple):
 
 
 async def bare_pull_loop(
-    url: str, count: int, payload: bytes, batch: int, result_size: int, timeout: float = 300
+    url: str,
+    count: int,
+    payload: bytes,
+    batch: int,
+    result_size: int,
+    timeout: float = 300,
+    *,
+    script: str = BARE_LOOP,
+    extra_args: Sequence[str] = (),
 ) -> LoopRate:
     """Jobs/s (and CPU per job) of a bare fetch + publish + ack loop (own process)
-    draining `count` jobs."""
+    draining `count` jobs; `script` (given `extra_args` after the usual six) replaces
+    the loop, e.g. with one that keeps Surge's guarantees (`loadgen.bench.floor`)."""
     nc = await nats.connect(url)
     js = nc.jetstream()
     await js.add_stream(
@@ -271,7 +281,8 @@ async def bare_pull_loop(
         async with ReplyCollector(nc, inbox, count, probe) as replies:
             await publish_backlog(js, BARE_SUBJECT, count, payload, inbox, "bare")
             args = [url, BARE_STREAM, BARE_CONSUMER, str(count), str(batch), str(result_size)]
-            proc = await asyncio.create_subprocess_exec(sys.executable, "-c", BARE_LOOP, *args)
+            args += extra_args
+            proc = await asyncio.create_subprocess_exec(sys.executable, "-c", script, *args)
             probe.pid = proc.pid
             await replies.wait(timeout)
             await proc.wait()

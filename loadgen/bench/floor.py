@@ -5,6 +5,10 @@ work queue and delivered to a pulling worker, the result is stored (its acknowle
 awaited) before the reply goes out, and the job is acked after. This baseline does just
 that, with no decode, model or bookkeeping, so Surge's round trip can be read against
 what its guarantees alone cost on the same machine and server.
+
+`bare_floor_loop` is the same for throughput: a bare loop draining a backlog in batches
+as a Surge worker does (results stored together, acknowledgements awaited; replies;
+acks confirmed together), beside the message path's plain fetch + reply + ack loop.
 """
 
 from __future__ import annotations
@@ -17,10 +21,13 @@ import uuid
 
 import nats
 from nats.aio.msg import Msg
+from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, RetentionPolicy, StreamConfig
 from nats.js.errors import NotFoundError
 
-__all__ = ["FLOOR_STREAMS", "bare_job_round_trips"]
+from loadgen.bench.baselines import LoopRate, bare_pull_loop
+
+__all__ = ["FLOOR_STREAMS", "bare_floor_loop", "bare_job_round_trips"]
 
 FLOOR_JOBS, FLOOR_RESULTS, FLOOR_CONSUMER = "BENCH_FLOOR_JOBS", "BENCH_FLOOR_RESULTS", "floor"
 FLOOR_STREAMS = (FLOOR_JOBS, FLOOR_RESULTS)
@@ -57,6 +64,71 @@ url, stream, consumer, prefix, size = sys.argv[1:6]
 asyncio.run(main(url, stream, consumer, prefix, int(size)))
 """
 
+# The bare loop with the guarantees, batch by batch as a worker settles them: every
+# result stored (stream acks awaited together), then each reply, then every ack
+# confirmed together.
+_FLOOR_LOOP = """
+import asyncio, sys
+import nats
+
+async def main(url, stream, consumer, count, batch, size, prefix):
+    nc = await nats.connect(url)
+    js = nc.jetstream()
+    sub = await js.pull_subscribe_bind(durable=consumer, stream=stream)
+    body, done = b"x" * size, 0
+    while done < count:
+        try:
+            msgs = await sub.fetch(batch, timeout=1)
+        except TimeoutError:
+            continue
+        ids = [msg.headers["Nats-Msg-Id"] for msg in msgs]
+        await asyncio.gather(
+            *(js.publish(f"{prefix}.{i}", body, headers={"Nats-Msg-Id": i}) for i in ids)
+        )
+        for msg in msgs:
+            await nc.publish(msg.headers["Surge-Reply-To"], body)
+        await asyncio.gather(*(msg.ack_sync() for msg in msgs))
+        done += len(msgs)
+    await nc.drain()
+
+url, stream, consumer, count, batch, size, prefix = sys.argv[1:8]
+asyncio.run(main(url, stream, consumer, int(count), int(batch), int(size), prefix))
+"""
+
+
+async def _fresh_results_stream(js: JetStreamContext) -> None:
+    """The floor's results stream, empty (one left by a run cut short is replaced)."""
+    with contextlib.suppress(NotFoundError):
+        await js.delete_stream(FLOOR_RESULTS)
+    await js.add_stream(
+        StreamConfig(name=FLOOR_RESULTS, subjects=[f"{_RESULTS_PREFIX}.*"], max_msgs_per_subject=1)
+    )
+
+
+async def bare_floor_loop(
+    url: str, count: int, payload: bytes, batch: int, result_size: int, timeout: float = 300
+) -> LoopRate:
+    """Jobs/s (and CPU per job) of a bare loop that keeps Surge's guarantees, draining
+    `count` jobs in batches of up to `batch`: what they cost with no Surge code."""
+    nc = await nats.connect(url)
+    js = nc.jetstream()
+    await _fresh_results_stream(js)
+    try:
+        return await bare_pull_loop(
+            url,
+            count,
+            payload,
+            batch,
+            result_size,
+            timeout,
+            script=_FLOOR_LOOP,
+            extra_args=[_RESULTS_PREFIX],
+        )
+    finally:
+        with contextlib.suppress(NotFoundError):
+            await js.delete_stream(FLOOR_RESULTS)
+        await nc.drain()
+
 
 async def bare_job_round_trips(
     url: str, count: int, payload: bytes, result_size: int, timeout: float = 60
@@ -65,17 +137,14 @@ async def bare_job_round_trips(
     worker process that keeps Surge's order: job stored, result stored, reply, ack."""
     nc = await nats.connect(url)
     js = nc.jetstream()
-    for name in FLOOR_STREAMS:  # left by an earlier run that was cut short
-        with contextlib.suppress(NotFoundError):
-            await js.delete_stream(name)
+    with contextlib.suppress(NotFoundError):  # left by an earlier run that was cut short
+        await js.delete_stream(FLOOR_JOBS)
     await js.add_stream(
         StreamConfig(
             name=FLOOR_JOBS, subjects=[_JOBS_SUBJECT], retention=RetentionPolicy.WORK_QUEUE
         )
     )
-    await js.add_stream(
-        StreamConfig(name=FLOOR_RESULTS, subjects=[f"{_RESULTS_PREFIX}.*"], max_msgs_per_subject=1)
-    )
+    await _fresh_results_stream(js)
     await js.add_consumer(
         FLOOR_JOBS, ConsumerConfig(durable_name=FLOOR_CONSUMER, ack_policy=AckPolicy.EXPLICIT)
     )

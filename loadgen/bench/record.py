@@ -41,12 +41,20 @@ class MessageRound(BaseModel):
     ratio: float
     bare_cpu_us_per_job: float | None = None
     worker_cpu_us_per_job: float | None = None
+    floor_jobs_s: float | None = None
+    floor_cpu_us_per_job: float | None = None
+
+
+_FLOOR = (
+    "A bare nats-py loop with Surge's guarantees: each batch's results stored, their "
+    "acknowledgements awaited, then replies, then acks confirmed (loadgen.bench.floor)"
+)
 
 
 class MessagePath(BaseModel):
     """Tiny-model worker jobs/s vs a bare nats-py fetch + publish result + ack loop: the
-    round with the median ratio (rounds alternate the two, so a shared machine's drift
-    touches both)."""
+    round with the median ratio (rounds alternate the loops, so a shared machine's drift
+    touches each); and vs the same loop keeping Surge's guarantees (the floor)."""
 
     jobs: int
     bare_jobs_s: float
@@ -56,6 +64,11 @@ class MessagePath(BaseModel):
     worker_cpu_us_per_job: float | None = None
     cpu_ratio: float | None = Field(
         default=None, description="bare CPU per job / worker CPU per job: noise-robust"
+    )
+    floor_jobs_s: float | None = Field(default=None, description=_FLOOR)
+    floor_cpu_us_per_job: float | None = None
+    floor_ratio: float | None = Field(
+        default=None, description="worker jobs/s / floor jobs/s, in the same round"
     )
     rounds: list[MessageRound] = Field(default_factory=list)
 

@@ -9,6 +9,8 @@ Each figure is a ratio to a bare baseline on the same machine, at the same momen
 * message path: `tiny` worker throughput vs a bare nats-py loop doing the same fetch +
   publish result + ack on a JetStream pull consumer (target >= 0.7), with each one's CPU
   per job from its first answer to its last (steadier than rates on a shared machine);
+  beside it, the floor: the bare loop keeping Surge's guarantees (results stored before
+  the replies, acks confirmed), what those cost with no Surge code at all;
 * latency: `tiny` job round trip p50 vs a bare nats-py request/reply (target <= 1.5x);
 * memory: worker resident set vs a bare process holding the same session (<= 1.5x);
 * cold start: worker process start to ready vs bare session create + one inference
@@ -48,7 +50,7 @@ from loadgen.bench.baselines import (
     bare_request_reply,
     raw_throughput,
 )
-from loadgen.bench.floor import bare_job_round_trips
+from loadgen.bench.floor import bare_floor_loop, bare_job_round_trips
 from loadgen.bench.hardware import raw_limit
 from loadgen.bench.record import (
     BenchRecord,
@@ -149,8 +151,9 @@ def _message_path(
     for number in range(1, rounds + 1):
         if tiny is not None:
             tiny.stop()
-        with console.status(f"message path {number}/{rounds}: bare loop, then a tiny worker"):
+        with console.status(f"message path {number}/{rounds}: bare loop, floor, tiny worker"):
             bare = asyncio.run(bare_pull_loop(url, jobs, payload, MESSAGE_BATCH, size))
+            floor = asyncio.run(bare_floor_loop(url, jobs, payload, MESSAGE_BATCH, size))
             surge, tiny = asyncio.run(surge_message_path(url, jobs, logs, tiny_env))
         measured.append(
             MessageRound(
@@ -159,6 +162,8 @@ def _message_path(
                 ratio=surge.jobs_s / bare.jobs_s,
                 bare_cpu_us_per_job=bare.cpu_us_per_job,
                 worker_cpu_us_per_job=surge.cpu_us_per_job,
+                floor_jobs_s=floor.jobs_s,
+                floor_cpu_us_per_job=floor.cpu_us_per_job,
             )
         )
     assert tiny is not None
@@ -171,6 +176,9 @@ def _message_path(
         bare_cpu_us_per_job=median.bare_cpu_us_per_job,
         worker_cpu_us_per_job=median.worker_cpu_us_per_job,
         cpu_ratio=_cpu_ratio(median.bare_cpu_us_per_job, median.worker_cpu_us_per_job),
+        floor_jobs_s=median.floor_jobs_s,
+        floor_cpu_us_per_job=median.floor_cpu_us_per_job,
+        floor_ratio=median.worker_jobs_s / median.floor_jobs_s if median.floor_jobs_s else None,
         rounds=measured,
     )
     return figure, tiny
@@ -307,7 +315,8 @@ def table(record: BenchRecord) -> Table:
         "message path": (
             "tiny jobs/s",
             f"{mp.worker_jobs_s:.0f}{_cpu(mp.worker_cpu_us_per_job)}",
-            f"{mp.bare_jobs_s:.0f} bare loop{_cpu(mp.bare_cpu_us_per_job)}",
+            f"{mp.bare_jobs_s:.0f} bare loop{_cpu(mp.bare_cpu_us_per_job)}"
+            + (f"; {mp.floor_jobs_s:.0f} floor ({mp.floor_ratio:.2f})" if mp.floor_ratio else ""),
         ),
         "latency p50": (
             "round trip p50 ms",

@@ -47,6 +47,23 @@ def test_figures_carry_targets_and_verdicts() -> None:
     assert figures["message path"].target == ">= 0.7"
 
 
+def test_the_table_names_the_floor_beside_the_bare_loop_when_it_was_measured() -> None:
+    from rich.console import Console
+
+    from loadgen.bench.suite import table
+
+    def rendered(record: BenchRecord) -> str:
+        record.figures = figures_of(record)
+        console = Console(width=200, record=True)
+        console.print(table(record))
+        return console.export_text()
+
+    record = _record()
+    assert "floor (" not in rendered(record)  # a record from before the floor was measured
+    record.message_path.floor_jobs_s, record.message_path.floor_ratio = 625.0, 0.8
+    assert "1000 bare loop; 625 floor (0.80)" in rendered(record)
+
+
 def test_simulator_reads_per_replica_throughput_from_a_record() -> None:
     data = json.loads(_record().model_dump_json())
     service = ServiceModel.from_bench(data)
@@ -89,16 +106,22 @@ def test_the_message_path_figure_is_the_round_with_the_median_ratio(
     async def bare(*args: object) -> LoopRate:
         return LoopRate(1000.0, 150.0)
 
+    async def floor(*args: object) -> LoopRate:
+        return LoopRate(400.0, 375.0)
+
     async def surge(*args: object) -> tuple[LoopRate, FakeWorker]:
         rate = next(surge_rates)
         return LoopRate(rate, 1e5 / rate), FakeWorker(int(rate))
 
     monkeypatch.setattr(suite, "bare_pull_loop", bare)
+    monkeypatch.setattr(suite, "bare_floor_loop", floor)
     monkeypatch.setattr(suite, "surge_message_path", surge)
     figure, last = suite._message_path("nats://x", tmp_path, {}, 10, rounds=3)
     assert [r.ratio for r in figure.rounds] == pytest.approx([0.3, 0.1, 0.2])
     assert figure.ratio == pytest.approx(0.2) and figure.worker_jobs_s == 200.0
     assert figure.cpu_ratio == pytest.approx(150.0 / 500.0)
+    assert figure.floor_jobs_s == 400.0 and figure.floor_ratio == pytest.approx(0.5)
+    assert all(r.floor_cpu_us_per_job == 375.0 for r in figure.rounds)
     assert stopped == [300, 100] and last.number == 200  # the last still runs, for latency
 
 

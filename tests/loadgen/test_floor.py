@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import nats
 import pytest
+from nats.aio.msg import Msg
 
 from function.local.nats_server import EmbeddedNats
-from loadgen.bench.floor import FLOOR_STREAMS, bare_job_round_trips
+from loadgen.bench.baselines import BARE_STREAM
+from loadgen.bench.floor import FLOOR_STREAMS, bare_floor_loop, bare_job_round_trips
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -32,3 +34,24 @@ async def test_streams_left_by_a_run_cut_short_are_replaced(nats_server: Embedde
     finally:
         await nc.close()
     assert len(await bare_job_round_trips(nats_server.url, 2, b"job", result_size=10)) == 2
+
+
+async def test_the_floor_loop_stores_a_result_per_job_and_leaves_no_stream_behind(
+    nats_server: EmbeddedNats,
+) -> None:
+    nc = await nats.connect(nats_server.url)
+    stored: list[str] = []
+
+    async def on_result(msg: Msg) -> None:
+        stored.append(msg.subject)
+
+    try:
+        await nc.subscribe("bench.floor.results.*", cb=on_result)
+        rate = await bare_floor_loop(nats_server.url, 40, b"job", batch=8, result_size=300)
+        await nc.flush()
+        names = [info.config.name for info in await nc.jetstream().streams_info()]
+    finally:
+        await nc.close()
+    assert rate.jobs_s > 0 and rate.cpu_us_per_job is not None and rate.cpu_us_per_job > 0
+    assert len(set(stored)) == 40  # a stored result per job, each on its own subject
+    assert not ({BARE_STREAM, *FLOOR_STREAMS} & set(names))  # nothing left behind
