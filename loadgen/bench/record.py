@@ -22,6 +22,7 @@ __all__ = [
     "Percentiles",
     "TimeProfile",
     "TopFunction",
+    "WakePenalty",
 ]
 
 
@@ -78,6 +79,16 @@ class Percentiles(BaseModel):
     p99: float
 
 
+class WakePenalty(BaseModel):
+    """One step's median microseconds back to back and after an idle gap
+    (`loadgen.bench.wake`)."""
+
+    gap_ms: float
+    back_to_back_us: float
+    after_idle_us: float
+    ratio: float
+
+
 class Latency(BaseModel):
     """Tiny-model job round trip vs a bare nats-py request/reply, milliseconds."""
 
@@ -90,6 +101,11 @@ class Latency(BaseModel):
         "stored before the reply, acked (loadgen.bench.floor)",
     )
     floor_p50_ratio: float | None = None
+    wake: WakePenalty | None = Field(
+        default=None,
+        description="How much slower a step of a tiny job runs after an idle gap than back "
+        "to back on this machine: one-at-a-time round trips pay it at every hop",
+    )
 
 
 class Memory(BaseModel):

@@ -11,7 +11,9 @@ Each figure is a ratio to a bare baseline on the same machine, at the same momen
   per job from its first answer to its last (steadier than rates on a shared machine);
   beside it, the floor: the bare loop keeping Surge's guarantees (results stored before
   the replies, acks confirmed), what those cost with no Surge code at all;
-* latency: `tiny` job round trip p50 vs a bare nats-py request/reply (target <= 1.5x);
+* latency: `tiny` job round trip p50 vs a bare nats-py request/reply (target <= 1.5x),
+  beside the floor of the guarantees alone and the machine's wake penalty (a step of a
+  tiny job timed back to back and after 5 ms idle: one job at a time pays it per hop);
 * memory: worker resident set vs a bare process holding the same session (<= 1.5x);
 * cold start: worker process start to ready vs bare session create + one inference
   (target <= 1.2x).
@@ -64,6 +66,7 @@ from loadgen.bench.record import (
     Percentiles,
     TimeProfile,
 )
+from loadgen.bench.wake import wake_penalty
 from loadgen.bench.workers import (
     WorkerProcess,
     family_rss,
@@ -194,12 +197,15 @@ def _latency(url: str, round_trips: int) -> Latency:
             asyncio.run(bare_job_round_trips(url, round_trips, payload, _result_size()))
         )
         surge = _percentiles(asyncio.run(surge_round_trips(url, round_trips, payload)))
+    with console.status("wake penalty: a step back to back, then after 5 ms idle"):
+        wake = wake_penalty()
     return Latency(
         surge=surge,
         bare=bare,
         p50_ratio=surge.p50 / bare.p50,
         floor=floor,
         floor_p50_ratio=surge.p50 / floor.p50,
+        wake=wake,
     )
 
 
@@ -335,6 +341,12 @@ def table(record: BenchRecord) -> Table:
         label, surge, base = rows[figure.name]
         verdict = "[green]ok[/]" if figure.meets else "[red]short[/]"
         t.add_row(label, surge, base, f"{figure.ratio:.3f}", figure.target, verdict)
+    if lat.wake is not None:
+        t.caption = (
+            f"wake penalty: a step of a tiny job takes {lat.wake.after_idle_us:.0f} us after "
+            f"{lat.wake.gap_ms:g} ms idle, {lat.wake.back_to_back_us:.0f} us back to back "
+            f"({lat.wake.ratio:.1f}x); round trips pay it at each hop, drains do not"
+        )
     return t
 
 

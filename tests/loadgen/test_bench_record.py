@@ -64,6 +64,30 @@ def test_the_table_names_the_floor_beside_the_bare_loop_when_it_was_measured() -
     assert "1000 bare loop; 625 floor (0.80)" in rendered(record)
 
 
+def test_the_wake_penalty_times_a_tiny_job_step_back_to_back_and_after_idle() -> None:
+    from loadgen.bench.wake import wake_penalty
+
+    wake = wake_penalty(gap_s=0.002, runs=15)
+    assert wake.gap_ms == 2.0 and wake.back_to_back_us > 0 and wake.after_idle_us > 0
+    assert wake.ratio == pytest.approx(wake.after_idle_us / wake.back_to_back_us)
+
+
+def test_the_table_says_the_wake_penalty_under_it_when_measured() -> None:
+    from rich.console import Console
+
+    from loadgen.bench.record import WakePenalty
+    from loadgen.bench.suite import table
+
+    record = _record()
+    record.figures = figures_of(record)
+    record.latency_ms.wake = WakePenalty(
+        gap_ms=5, back_to_back_us=100, after_idle_us=450, ratio=4.5
+    )
+    console = Console(width=200, record=True)
+    console.print(table(record))
+    assert "450 us after 5 ms idle, 100 us back to back (4.5x)" in console.export_text()
+
+
 def test_simulator_reads_per_replica_throughput_from_a_record() -> None:
     data = json.loads(_record().model_dump_json())
     service = ServiceModel.from_bench(data)
