@@ -46,6 +46,7 @@ __all__ = [
 log = logging.getLogger("surge.warmup")
 
 FAST_RUN_MS = 0.5  # a model run shorter than this is cheaper inline than in a thread
+SLOW_RUN_MS = 4 * FAST_RUN_MS  # an inline run longer than this goes back to a thread
 
 WarmupHook = Callable[[LoadedModel], None]
 
@@ -53,11 +54,15 @@ WarmupHook = Callable[[LoadedModel], None]
 class ModelAdapter:
     """Presents a `LoadedModel` as the consumer's `BatchModel`. It is `fast` (run inline
     on the event loop) when every warm run, a full batch of `max_batch` among them, took
-    under `FAST_RUN_MS`; a model timed on smaller batches only is not."""
+    under `FAST_RUN_MS`; a model timed on smaller batches only is not. Every run it
+    serves is timed too: a full batch under `FAST_RUN_MS` makes it fast (a worker that
+    started on waiting jobs warmed batch 1 only), and any run over `SLOW_RUN_MS` (inputs
+    grew, the machine got busy) takes it back off the loop."""
 
     def __init__(self, loaded: LoadedModel, warmup_ms: dict[int, float], max_batch: int) -> None:
         self.loaded = loaded
         self.info: ModelInfo = loaded.info
+        self.max_batch = max_batch
         full_batch_timed = bool(warmup_ms) and max(warmup_ms) >= max_batch
         self.fast = full_batch_timed and max(warmup_ms.values()) < FAST_RUN_MS
 
@@ -74,7 +79,20 @@ class ModelAdapter:
         return self.loaded.task.preprocess(image)
 
     def run_batch(self, samples: list[np.ndarray]) -> np.ndarray:
-        return self.loaded.run_batch(samples)
+        start = time.perf_counter_ns()
+        out = self.loaded.run_batch(samples)
+        self._judge(len(samples), (time.perf_counter_ns() - start) / 1e6)
+        return out
+
+    def _judge(self, size: int, ms: float) -> None:
+        """Whether runs like this one belong on the event loop (see the class)."""
+        if ms > SLOW_RUN_MS:
+            if self.fast:
+                log.debug("a batch of %d took %.2f ms: runs go to a thread", size, ms)
+            self.fast = False
+        elif size >= self.max_batch and ms < FAST_RUN_MS and not self.fast:
+            log.debug("a full batch of %d took %.2f ms: runs go inline", size, ms)
+            self.fast = True
 
     def postprocess(
         self, row: np.ndarray, image: Image.Image, outputs: tuple[str, ...]

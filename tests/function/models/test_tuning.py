@@ -6,13 +6,14 @@ import itertools
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from function.contract.settings import WorkerSettings
 from function.models import TinyTask, load_model
 from function.models.loader import LoadedModel
 from function.models.tuning import MIN_GAIN, choose_batch, tuned_batch
-from function.models.warmup import ModelAdapter, load_and_warm
+from function.models.warmup import FAST_RUN_MS, ModelAdapter, load_and_warm
 
 
 @pytest.fixture
@@ -132,3 +133,42 @@ def test_a_model_is_fast_only_when_a_full_batch_was_timed_under_the_bar(tiny: Lo
     assert not ModelAdapter(tiny, {1: 0.01, 8: 0.9}, 8).fast
     assert ModelAdapter(tiny, {1: 0.01}, 1).fast
     assert not ModelAdapter(tiny, {}, 1).fast
+
+
+def test_a_model_warmed_on_batch_one_turns_fast_when_a_full_batch_it_serves_is_quick(
+    tiny: LoadedModel,
+) -> None:
+    """A worker with `max_batch` set that starts on waiting jobs warms batch 1 only: the
+    batches it then serves must be able to show its model is cheaper than a thread hop."""
+    adapter = ModelAdapter(tiny, {1: 0.01}, 8)
+    sample = np.zeros((1, 8, 8), dtype=np.float32)
+    for _ in range(20):
+        adapter.run_batch([sample] * 7)
+    assert not adapter.fast  # short batches say nothing of a full one
+    for _ in range(20):  # one under the bar is enough; twenty allow for a busy machine
+        adapter.run_batch([sample] * 8)
+    assert adapter.fast
+
+
+class _SlowRuns:
+    """A loaded model whose runs take `seconds` (a unit stand-in for a model whose inputs
+    grew)."""
+
+    def __init__(self, inner: LoadedModel, seconds: float) -> None:
+        self.info, self.task, self.inner, self.seconds = inner.info, inner.task, inner, seconds
+
+    def run_batch(self, samples: list[np.ndarray]) -> np.ndarray:
+        time.sleep(self.seconds)
+        return self.inner.run_batch(samples)
+
+
+def test_a_fast_model_whose_run_turns_slow_goes_back_off_the_event_loop(
+    tiny: LoadedModel,
+) -> None:
+    slow = _SlowRuns(tiny, 4 * FAST_RUN_MS / 1000)
+    adapter = ModelAdapter(slow, {1: 0.01, 8: 0.02}, 8)  # type: ignore[arg-type]
+    assert adapter.fast
+    adapter.run_batch([np.zeros((1, 8, 8), dtype=np.float32)])
+    assert not adapter.fast  # and a slow full batch does not bring it back
+    adapter.run_batch([np.zeros((1, 8, 8), dtype=np.float32)] * 8)
+    assert not adapter.fast
