@@ -22,7 +22,8 @@ T = TypeVar("T")
 
 class BatchModel(Protocol):
     """A loaded model as the job path sees it; `fast` when a run costs less than a
-    thread hop (measured at warmup), so it runs on the event loop."""
+    thread hop (measured at warmup and on the batches it serves: it may change while
+    the worker runs, so read it at each use), so it runs on the event loop."""
 
     @property
     def info(self) -> ModelInfo: ...

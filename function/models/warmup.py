@@ -33,7 +33,10 @@ from function.models.registry import load_task
 from function.models.tuning import tuned_batch
 
 __all__ = [
+    "FAST_RUNS",
     "FAST_RUN_MS",
+    "SLOW_RUNS",
+    "SLOW_RUN_MS",
     "ModelAdapter",
     "Warmed",
     "WarmupHook",
@@ -46,7 +49,9 @@ __all__ = [
 log = logging.getLogger("surge.warmup")
 
 FAST_RUN_MS = 0.5  # a model run shorter than this is cheaper inline than in a thread
-SLOW_RUN_MS = 4 * FAST_RUN_MS  # an inline run longer than this goes back to a thread
+SLOW_RUN_MS = 4 * FAST_RUN_MS  # runs longer than this (SLOW_RUNS in a row) go to a thread
+FAST_RUNS = 2  # full batches in a row under FAST_RUN_MS that make a model fast
+SLOW_RUNS = 3
 
 WarmupHook = Callable[[LoadedModel], None]
 
@@ -55,9 +60,11 @@ class ModelAdapter:
     """Presents a `LoadedModel` as the consumer's `BatchModel`. It is `fast` (run inline
     on the event loop) when every warm run, a full batch of `max_batch` among them, took
     under `FAST_RUN_MS`; a model timed on smaller batches only is not. Every run it
-    serves is timed too: a full batch under `FAST_RUN_MS` makes it fast (a worker that
-    started on waiting jobs warmed batch 1 only), and any run over `SLOW_RUN_MS` (inputs
-    grew, the machine got busy) takes it back off the loop."""
+    serves is timed too: `FAST_RUNS` full batches in a row under `FAST_RUN_MS` make a
+    model on the CPU fast (a worker that started on waiting jobs warmed batch 1 only; on
+    a GPU a batch size not seen yet may build kernels or engines, never on the loop), and
+    `SLOW_RUNS` runs in a row over `SLOW_RUN_MS` (inputs grew, the machine got busy) take
+    any model back off the loop."""
 
     def __init__(self, loaded: LoadedModel, warmup_ms: dict[int, float], max_batch: int) -> None:
         self.loaded = loaded
@@ -65,6 +72,8 @@ class ModelAdapter:
         self.max_batch = max_batch
         full_batch_timed = bool(warmup_ms) and max(warmup_ms) >= max_batch
         self.fast = full_batch_timed and max(warmup_ms.values()) < FAST_RUN_MS
+        self._may_turn_fast = loaded.info.providers[:1] == ["CPUExecutionProvider"]
+        self._quick = self._slow = 0  # full batches under the bar, runs over it, in a row
 
     def check_outputs(self, requested: tuple[str, ...]) -> tuple[str, ...]:
         return self.loaded.task.check_outputs(requested)
@@ -85,14 +94,19 @@ class ModelAdapter:
         return out
 
     def _judge(self, size: int, ms: float) -> None:
-        """Whether runs like this one belong on the event loop (see the class)."""
-        if ms > SLOW_RUN_MS:
-            if self.fast:
-                log.debug("a batch of %d took %.2f ms: runs go to a thread", size, ms)
+        """Whether runs like this one belong on the event loop (see the class); runners
+        call it from their threads, so the counts are approximate, never wrong in kind."""
+        self._slow = self._slow + 1 if ms > SLOW_RUN_MS else 0
+        quick = size >= self.max_batch and ms < FAST_RUN_MS
+        self._quick = self._quick + 1 if quick else 0
+        if self.fast and self._slow >= SLOW_RUNS:
             self.fast = False
-        elif size >= self.max_batch and ms < FAST_RUN_MS and not self.fast:
-            log.debug("a full batch of %d took %.2f ms: runs go inline", size, ms)
+            log.info("model runs go to a thread: %d took over %g ms", SLOW_RUNS, SLOW_RUN_MS)
+        elif not self.fast and self._may_turn_fast and self._quick >= FAST_RUNS:
             self.fast = True
+            log.info(
+                "model runs go inline: %d full batches took under %g ms", FAST_RUNS, FAST_RUN_MS
+            )
 
     def postprocess(
         self, row: np.ndarray, image: Image.Image, outputs: tuple[str, ...]

@@ -25,6 +25,7 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, RetentionPolicy, StreamConfig
+from nats.js.errors import NotFoundError
 
 from function.contract.nats_auth import NatsAuth
 from function.contract.parse import job_headers
@@ -35,6 +36,7 @@ from function.transport.connect import connect_options
 __all__ = [
     "BARE_CONSUMER",
     "BARE_STREAM",
+    "PULL_LOOP",
     "CpuProbe",
     "LoopRate",
     "ReplyCollector",
@@ -76,28 +78,37 @@ print("bare-session", elapsed, psutil.Process().memory_info().rss)
 """
 )
 
-BARE_LOOP = """
+# A bare loop on a JetStream pull consumer, in its own process: fetch up to `batch` jobs,
+# run `settle` on them (a newline, then statements using `msgs`, `nc`, `js`, `body` and
+# `args`, the arguments after the usual six), until `count` are done.
+PULL_LOOP = """
 import asyncio, sys
 import nats
 
-async def main(url, stream, consumer, count, batch, size):
+async def main(url, stream, consumer, count, batch, size, *args):
     nc = await nats.connect(url)
-    sub = await nc.jetstream().pull_subscribe_bind(durable=consumer, stream=stream)
+    js = nc.jetstream()
+    sub = await js.pull_subscribe_bind(durable=consumer, stream=stream)
     body, done = b"x" * size, 0
     while done < count:
         try:
             msgs = await sub.fetch(batch, timeout=1)
         except TimeoutError:
-            continue
-        for msg in msgs:
-            await nc.publish(msg.headers["Surge-Reply-To"], body)
-            await msg.ack()
-            done += 1
+            continue{settle}
+        done += len(msgs)
     await nc.drain()
 
-url, stream, consumer, count, batch, size = sys.argv[1:7]
-asyncio.run(main(url, stream, consumer, int(count), int(batch), int(size)))
+url, stream, consumer, count, batch, size, *args = sys.argv[1:]
+asyncio.run(main(url, stream, consumer, int(count), int(batch), int(size), *args))
 """
+
+# The message path's baseline: reply, ack (not awaited); nothing stored.
+BARE_LOOP = PULL_LOOP.format(
+    settle="""
+        for msg in msgs:
+            await nc.publish(msg.headers["Surge-Reply-To"], body)
+            await msg.ack()"""
+)
 
 
 def raw_throughput(
@@ -264,6 +275,8 @@ async def bare_pull_loop(
     the loop, e.g. with one that keeps Surge's guarantees (`loadgen.bench.floor`)."""
     nc = await nats.connect(url)
     js = nc.jetstream()
+    with contextlib.suppress(NotFoundError):  # left by a run cut short, jobs and all
+        await js.delete_stream(BARE_STREAM)
     await js.add_stream(
         StreamConfig(
             name=BARE_STREAM, subjects=[BARE_SUBJECT], retention=RetentionPolicy.WORK_QUEUE
@@ -276,6 +289,7 @@ async def bare_pull_loop(
         ),
     )
     inbox = nc.new_inbox()
+    proc: asyncio.subprocess.Process | None = None
     try:
         probe = CpuProbe()
         async with ReplyCollector(nc, inbox, count, probe) as replies:
@@ -288,5 +302,8 @@ async def bare_pull_loop(
             await proc.wait()
             return LoopRate(replies.rate(), probe.us_per_job(count - 1))
     finally:
+        if proc is not None and proc.returncode is None:  # timed out: it must not linger
+            proc.kill()
+            await proc.wait()
         await js.delete_stream(BARE_STREAM)
         await nc.drain()

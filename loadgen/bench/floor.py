@@ -25,7 +25,7 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, RetentionPolicy, StreamConfig
 from nats.js.errors import NotFoundError
 
-from loadgen.bench.baselines import LoopRate, bare_pull_loop
+from loadgen.bench.baselines import PULL_LOOP, LoopRate, bare_pull_loop
 
 __all__ = ["FLOOR_STREAMS", "bare_floor_loop", "bare_job_round_trips"]
 
@@ -67,33 +67,17 @@ asyncio.run(main(url, stream, consumer, prefix, int(size)))
 # The bare loop with the guarantees, batch by batch as a worker settles them: every
 # result stored (stream acks awaited together), then each reply, then every ack
 # confirmed together.
-_FLOOR_LOOP = """
-import asyncio, sys
-import nats
-
-async def main(url, stream, consumer, count, batch, size, prefix):
-    nc = await nats.connect(url)
-    js = nc.jetstream()
-    sub = await js.pull_subscribe_bind(durable=consumer, stream=stream)
-    body, done = b"x" * size, 0
-    while done < count:
-        try:
-            msgs = await sub.fetch(batch, timeout=1)
-        except TimeoutError:
-            continue
+_FLOOR_LOOP = PULL_LOOP.format(
+    settle="""
+        [prefix] = args
         ids = [msg.headers["Nats-Msg-Id"] for msg in msgs]
         await asyncio.gather(
             *(js.publish(f"{prefix}.{i}", body, headers={"Nats-Msg-Id": i}) for i in ids)
         )
         for msg in msgs:
             await nc.publish(msg.headers["Surge-Reply-To"], body)
-        await asyncio.gather(*(msg.ack_sync() for msg in msgs))
-        done += len(msgs)
-    await nc.drain()
-
-url, stream, consumer, count, batch, size, prefix = sys.argv[1:8]
-asyncio.run(main(url, stream, consumer, int(count), int(batch), int(size), prefix))
-"""
+        await asyncio.gather(*(msg.ack_sync() for msg in msgs))"""
+)
 
 
 async def _fresh_results_stream(js: JetStreamContext) -> None:

@@ -67,7 +67,7 @@ class MessagePath(BaseModel):
         default=None, description="bare CPU per job / worker CPU per job: noise-robust"
     )
     floor_jobs_s: float | None = Field(default=None, description=_FLOOR)
-    floor_cpu_us_per_job: float | None = None
+    floor_cpu_us_per_job: float | None = Field(default=None, description="the floor's")
     floor_ratio: float | None = Field(
         default=None, description="worker jobs/s / floor jobs/s, in the same round"
     )
@@ -104,7 +104,7 @@ class Latency(BaseModel):
     wake: WakePenalty | None = Field(
         default=None,
         description="How much slower a step of a tiny job runs after an idle gap than back "
-        "to back on this machine: one-at-a-time round trips pay it at every hop",
+        "to back, in the bench's process: one job at a time idles between steps",
     )
 
 

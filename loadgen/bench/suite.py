@@ -322,13 +322,22 @@ def table(record: BenchRecord) -> Table:
             "tiny jobs/s",
             f"{mp.worker_jobs_s:.0f}{_cpu(mp.worker_cpu_us_per_job)}",
             f"{mp.bare_jobs_s:.0f} bare loop{_cpu(mp.bare_cpu_us_per_job)}"
-            + (f"; {mp.floor_jobs_s:.0f} floor ({mp.floor_ratio:.2f})" if mp.floor_ratio else ""),
+            + (
+                f"; {mp.floor_jobs_s:.0f} floor{_cpu(mp.floor_cpu_us_per_job)}, Surge"
+                f" {mp.floor_ratio:.2f}x"
+                if mp.floor_jobs_s and mp.floor_ratio
+                else ""
+            ),
         ),
         "latency p50": (
             "round trip p50 ms",
             f"{lat.surge.p50:.2f} (p99 {lat.surge.p99:.2f})",
             f"{lat.bare.p50:.2f} (p99 {lat.bare.p99:.2f}) req/reply"
-            + (f"; {lat.floor.p50:.2f} floor" if lat.floor else ""),
+            + (
+                f"; {lat.floor.p50:.2f} floor, Surge {lat.floor_p50_ratio:.2f}x"
+                if lat.floor and lat.floor_p50_ratio
+                else ""
+            ),
         ),
         "memory": (
             "resident MB",
@@ -345,7 +354,8 @@ def table(record: BenchRecord) -> Table:
         t.caption = (
             f"wake penalty: a step of a tiny job takes {lat.wake.after_idle_us:.0f} us after "
             f"{lat.wake.gap_ms:g} ms idle, {lat.wake.back_to_back_us:.0f} us back to back "
-            f"({lat.wake.ratio:.1f}x); round trips pay it at each hop, drains do not"
+            f"({lat.wake.ratio:.1f}x) in the bench's process: one job at a time idles between "
+            "steps, a drain does not"
         )
     return t
 

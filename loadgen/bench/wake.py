@@ -1,11 +1,11 @@
 """The wake penalty: how much slower this machine runs a step after an idle gap.
 
 A one-at-a-time round trip is a chain of processes (client, nats-server, worker) that
-each wake from idle. Where an idle vCPU is descheduled or its caches go cold, every wake
-costs, so the same code runs slower one job at a time than in a drain. This times one
-step of a `tiny` job (decode the 16x16 PNG, make the model's 8x8 input) back to back,
-then each after `gap_s` asleep, in this process: the ratio of the medians says how much
-of a round trip's time is the machine's, not the code's.
+each idle between steps. Where an idle vCPU's caches go cold, its clock drops or its host
+runs something else, the same code runs slower one job at a time than in a drain. This
+times one step of a `tiny` job (decode the 16x16 PNG, make the model's 8x8 input) back
+to back, then each after `gap_s` asleep (the timer starts once the sleep has returned,
+so the wake-up's own delay is not in it), in this process: the ratio of the medians.
 """
 
 from __future__ import annotations

@@ -59,9 +59,13 @@ def test_the_table_names_the_floor_beside_the_bare_loop_when_it_was_measured() -
         return console.export_text()
 
     record = _record()
-    assert "floor (" not in rendered(record)  # a record from before the floor was measured
+    assert "floor" not in rendered(record)  # a record from before the floors were measured
     record.message_path.floor_jobs_s, record.message_path.floor_ratio = 625.0, 0.8
-    assert "1000 bare loop; 625 floor (0.80)" in rendered(record)
+    record.message_path.floor_cpu_us_per_job = 380.0
+    record.latency_ms.floor, record.latency_ms.floor_p50_ratio = Percentiles(p50=1, p99=2), 1.2
+    text = rendered(record)
+    assert "1000 bare loop; 625 floor, 380 us CPU/job, Surge 0.80x" in text
+    assert "1.00 floor, Surge 1.20x" in text
 
 
 def test_the_wake_penalty_times_a_tiny_job_step_back_to_back_and_after_idle() -> None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
 import nats
 import pytest
 from nats.aio.msg import Msg
@@ -36,7 +39,7 @@ async def test_streams_left_by_a_run_cut_short_are_replaced(nats_server: Embedde
     assert len(await bare_job_round_trips(nats_server.url, 2, b"job", result_size=10)) == 2
 
 
-async def test_the_floor_loop_stores_a_result_per_job_and_leaves_no_stream_behind(
+async def test_the_floor_loop_publishes_a_result_per_job_on_its_own_subject_and_leaves_no_stream(
     nats_server: EmbeddedNats,
 ) -> None:
     nc = await nats.connect(nats_server.url)
@@ -55,3 +58,31 @@ async def test_the_floor_loop_stores_a_result_per_job_and_leaves_no_stream_behin
     assert rate.jobs_s > 0 and rate.cpu_us_per_job is not None and rate.cpu_us_per_job > 0
     assert len(set(stored)) == 40  # a stored result per job, each on its own subject
     assert not ({BARE_STREAM, *FLOOR_STREAMS} & set(names))  # nothing left behind
+
+
+async def test_a_bare_loop_that_times_out_is_killed_and_its_stream_goes(
+    nats_server: EmbeddedNats,
+) -> None:
+    from loadgen.bench.baselines import PULL_LOOP, bare_pull_loop
+
+    never_replies = PULL_LOOP.format(settle="\n        await asyncio.sleep(3600)")
+    started: list[asyncio.subprocess.Process] = []
+    spawn = asyncio.create_subprocess_exec
+
+    async def watched(*args: Any, **kwargs: Any) -> asyncio.subprocess.Process:
+        started.append(await spawn(*args, **kwargs))
+        return started[-1]
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(asyncio, "create_subprocess_exec", watched)
+        with pytest.raises(TimeoutError):
+            await bare_pull_loop(
+                nats_server.url, 3, b"job", 1, 10, timeout=1.0, script=never_replies
+            )
+    assert started and started[0].returncode is not None  # killed, not left running
+    nc = await nats.connect(nats_server.url)
+    try:
+        names = [info.config.name for info in await nc.jetstream().streams_info()]
+    finally:
+        await nc.close()
+    assert BARE_STREAM not in names

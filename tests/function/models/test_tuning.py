@@ -10,10 +10,18 @@ import numpy as np
 import pytest
 
 from function.contract.settings import WorkerSettings
+from function.contract.wire import ModelInfo
 from function.models import TinyTask, load_model
 from function.models.loader import LoadedModel
 from function.models.tuning import MIN_GAIN, choose_batch, tuned_batch
-from function.models.warmup import FAST_RUN_MS, ModelAdapter, load_and_warm
+from function.models.warmup import (
+    FAST_RUN_MS,
+    FAST_RUNS,
+    SLOW_RUN_MS,
+    SLOW_RUNS,
+    ModelAdapter,
+    load_and_warm,
+)
 
 
 @pytest.fixture
@@ -135,7 +143,7 @@ def test_a_model_is_fast_only_when_a_full_batch_was_timed_under_the_bar(tiny: Lo
     assert not ModelAdapter(tiny, {}, 1).fast
 
 
-def test_a_model_warmed_on_batch_one_turns_fast_when_a_full_batch_it_serves_is_quick(
+def test_a_model_warmed_on_batch_one_turns_fast_when_full_batches_it_serves_are_quick(
     tiny: LoadedModel,
 ) -> None:
     """A worker with `max_batch` set that starts on waiting jobs warms batch 1 only: the
@@ -145,9 +153,54 @@ def test_a_model_warmed_on_batch_one_turns_fast_when_a_full_batch_it_serves_is_q
     for _ in range(20):
         adapter.run_batch([sample] * 7)
     assert not adapter.fast  # short batches say nothing of a full one
-    for _ in range(20):  # one under the bar is enough; twenty allow for a busy machine
+    for _ in range(20):  # two in a row under the bar; twenty allow for a busy machine
         adapter.run_batch([sample] * 8)
     assert adapter.fast
+
+
+@pytest.mark.parametrize(
+    ("fast", "runs", "after"),
+    [
+        (False, [(8, 0.4)], False),  # one quick full batch is not enough
+        (False, [(8, 0.4), (8, 0.3)], True),
+        (False, [(8, 0.4), (8, 1.0), (8, 0.3)], False),  # not in a row
+        (False, [(8, 1.0), (8, 1.0)], False),  # between the bars: as it was
+        (True, [(8, 1.0), (8, 1.0), (8, 1.0)], True),
+        (False, [(7, 0.1), (7, 0.1), (7, 0.1)], False),  # not full batches
+        (True, [(1, 2.5), (1, 2.5)], True),  # two slow runs may be the machine
+        (True, [(1, 2.5), (1, 2.5), (1, 2.5)], False),
+        (True, [(1, 2.5), (1, 0.1), (1, 2.5), (1, 2.5)], True),  # not in a row
+        (True, [(8, 3.0)] * 3 + [(8, 0.2)] * 2, True),  # slow, then quick again
+    ],
+)
+def test_runs_served_move_a_model_on_or_off_the_loop_only_when_they_agree(
+    tiny: LoadedModel, fast: bool, runs: list[tuple[int, float]], after: bool
+) -> None:
+    assert (FAST_RUNS, FAST_RUN_MS, SLOW_RUNS, SLOW_RUN_MS) == (2, 0.5, 3, 2.0)  # the table's
+    adapter = ModelAdapter(tiny, {1: 0.01, 8: 0.02} if fast else {1: 0.01}, 8)
+    assert adapter.fast is fast
+    for size, ms in runs:
+        adapter._judge(size, ms)
+    assert adapter.fast is after
+
+
+def test_a_model_on_a_gpu_is_never_made_fast_by_the_runs_it_serves(tiny: LoadedModel) -> None:
+    """A batch size not seen yet may build kernels or engines there: never on the loop."""
+    on_gpu = tiny.info.model_copy(update={"providers": ["CUDAExecutionProvider"]})
+    adapter = ModelAdapter(_Renamed(tiny, on_gpu), {1: 0.01}, 8)  # type: ignore[arg-type]
+    for _ in range(5):
+        adapter._judge(8, 0.1)
+    assert not adapter.fast
+
+
+class _Renamed:
+    """A loaded model that reports other `info` (a unit stand-in for its providers)."""
+
+    def __init__(self, inner: LoadedModel, info: ModelInfo) -> None:
+        self.info, self.task, self.inner = info, inner.task, inner
+
+    def run_batch(self, samples: list[np.ndarray]) -> np.ndarray:
+        return self.inner.run_batch(samples)
 
 
 class _SlowRuns:
@@ -162,13 +215,12 @@ class _SlowRuns:
         return self.inner.run_batch(samples)
 
 
-def test_a_fast_model_whose_run_turns_slow_goes_back_off_the_event_loop(
+def test_a_fast_model_whose_runs_turn_slow_goes_back_off_the_event_loop(
     tiny: LoadedModel,
 ) -> None:
-    slow = _SlowRuns(tiny, 4 * FAST_RUN_MS / 1000)
+    slow = _SlowRuns(tiny, 2 * SLOW_RUN_MS / 1000)
     adapter = ModelAdapter(slow, {1: 0.01, 8: 0.02}, 8)  # type: ignore[arg-type]
     assert adapter.fast
-    adapter.run_batch([np.zeros((1, 8, 8), dtype=np.float32)])
-    assert not adapter.fast  # and a slow full batch does not bring it back
-    adapter.run_batch([np.zeros((1, 8, 8), dtype=np.float32)] * 8)
+    for _ in range(SLOW_RUNS):
+        adapter.run_batch([np.zeros((1, 8, 8), dtype=np.float32)])
     assert not adapter.fast
