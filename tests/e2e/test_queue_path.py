@@ -82,6 +82,24 @@ async def test_a_worker_started_on_a_backlog_answers_its_first_job_alone(
     assert sum(r.timings.batch_size == 1 for r in results.values()) == sizes.count(1)
 
 
+async def test_a_cheap_model_started_on_a_backlog_learns_to_run_on_the_event_loop(
+    client: SurgeClient, start_worker: WorkerFactory
+) -> None:
+    """Jobs waiting at start: batch 1 alone is warmed, so whether the model is cheaper
+    than a thread hop is learned from the full batches it serves (it was never, before)."""
+    inbox = await client.inbox()
+    ids = [
+        await client.submit(png_bytes(), reply_to=inbox.subject, function="tiny")
+        for _ in range(200)
+    ]
+    worker = await start_worker(function="tiny", max_batch=4, max_batch_wait_ms=50)
+    assert sorted(worker.warmup_ms) == [1]  # so its start could not say
+    results = await inbox.wait(ids, timeout=60)
+    assert all(r.status is JobStatus.OK for r in results.values()) and len(results) == 200
+    assert worker.consumer is not None and worker.consumer.batch_sizes.count(4) >= 2
+    assert worker.consumer.models.fast
+
+
 async def test_nsfw_scores(
     client: SurgeClient, start_worker: WorkerFactory, photos: dict[str, Path]
 ) -> None:
