@@ -30,7 +30,7 @@ from PIL import Image
 
 from function.contract.wire import Output
 from function.models.base import Task
-from function.models.imaging import SOURCE_SIZE, open_image
+from function.models.imaging import SOURCE_SIZE, decode_image
 from function.models.registry import load_task
 
 __all__ = [
@@ -127,9 +127,7 @@ def prepare(
     image, `NoRoom` when the slot cannot take the sample and pixels."""
     started = time.perf_counter_ns()
     fd = _fd(path)
-    pending = open_image(read_at(fd, 0, size), content_type, max_pixels=max_pixels)
-    pending.plan(target)
-    image = pending.decode()
+    image = decode_image(read_at(fd, 0, size), content_type, max_pixels=max_pixels, target=target)
     sample = np.ascontiguousarray(_the_task().preprocess(image))
     pixels = image.tobytes()
     info = pickle.dumps({key: image.info[key] for key in SHARED_INFO if key in image.info})
