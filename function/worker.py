@@ -31,6 +31,7 @@ from function.contract.settings import WorkerSettings
 from function.engine.accounting import WarmMeter
 from function.engine.consumer import JobConsumer
 from function.engine.control import JobControl
+from function.engine.cpuprocs import start_ticks
 from function.engine.modelset import ModelSet
 from function.engine.preflight import StartupError, check_startup
 from function.engine.rollout import RolloutFollower
@@ -64,9 +65,10 @@ BACKLOG_ANSWER_WAIT_S = 5.0  # the longest a loaded model waits to learn whether
 
 def process_start_time() -> float:
     """When this process started (Unix time), from /proc on Linux; else module import time."""
+    ticks = start_ticks()
+    if ticks is None:
+        return time.time()
     try:
-        fields = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
-        ticks = int(fields[19])  # field 22 of stat: start time in clock ticks since boot
         boot = next(
             float(line.split()[1])
             for line in Path("/proc/stat").read_text().splitlines()

@@ -37,7 +37,15 @@ from function.models import stages
 from function.models.hardware import usable_cpus
 from function.models.stages import NoRoom, Prepared
 
-__all__ = ["CpuProcesses", "NoRoom", "SharedJob", "cpu_processes", "model_bound", "shared_folder"]
+__all__ = [
+    "CpuProcesses",
+    "NoRoom",
+    "SharedJob",
+    "cpu_processes",
+    "model_bound",
+    "shared_folder",
+    "start_ticks",
+]
 
 log = logging.getLogger("surge.cpuprocs")
 SHM: Final = Path("/dev/shm")
@@ -69,13 +77,13 @@ def cpu_processes(
     return CpuProcesses(wanted, settings.function, settings.task, settings.max_pixels)
 
 
-def _started(pid: int) -> str | None:
-    """When process `pid` started (clock ticks after boot, from /proc), or None."""
+def start_ticks(pid: int | str = "self") -> int | None:
+    """When process `pid` started, in clock ticks after boot (field 22 of its /proc
+    stat), or None where that cannot be read."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+    except (OSError, ValueError, IndexError):
         return None
-    return stat.rsplit(")", 1)[1].split()[19]
 
 
 def _remove_stale(base: Path) -> None:
@@ -83,7 +91,7 @@ def _remove_stale(base: Path) -> None:
     each is named after its worker's pid and start time."""
     for folder in base.glob("surge-cpu-*-*-*"):
         _, _, pid, started, _ = folder.name.split("-", 4)
-        if pid.isdigit() and _started(int(pid)) != started:
+        if pid.isdigit() and str(start_ticks(int(pid))) != started:
             shutil.rmtree(folder, ignore_errors=True)
 
 
@@ -92,7 +100,7 @@ def shared_folder(base: Path | None = None) -> Path:
     writable (memory), else the temporary folder. Stale folders there go first."""
     if base is None:
         base = SHM if SHM.is_dir() and os.access(SHM, os.W_OK) else Path(tempfile.gettempdir())
-    started = _started(os.getpid())
+    started = start_ticks()
     if started is None:  # not Linux: no way to tell a stale folder
         return Path(tempfile.mkdtemp(prefix="surge-cpu-", dir=base))
     _remove_stale(base)
